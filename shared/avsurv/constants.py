@@ -1,0 +1,52 @@
+"""Every constant taken from the papers, named as the papers name them.
+
+Source: Wang et al. 2025, "Embedding-based pair generation" (EPG), section 4.1 "Data", and the
+project's decisions recorded in PAPER_NOTES.md. Nothing else in the code base restates these values.
+"""
+
+from typing import Final
+
+# --- Clips (EPG section 4.1) -------------------------------------------------------------------
+CLIP_SECONDS: Final = 1.0
+"""Clips are 1-second, non-overlapping, capture-time aligned."""
+
+VIDEO_FPS: Final = 5
+"""Frames sampled per second of video, by timestamp."""
+
+FRAMES_PER_CLIP: Final = int(VIDEO_FPS * CLIP_SECONDS)
+
+FRAME_WIDTH: Final = 398
+FRAME_HEIGHT: Final = 224
+"""Every sampled frame is resized to 398x224 (width x height), aspect ratio not preserved."""
+
+CROP_SIZE: Final = 224
+"""Two overlapping 224x224 crops, left and right, are cut from each 398x224 frame."""
+
+CROP_OFFSETS: Final = (0, FRAME_WIDTH - CROP_SIZE)
+"""Horizontal start of the left and right crops: they overlap by 2 * 224 - 398 = 50 pixels."""
+
+# --- Audio: log-mel as in Adapa 2019 (DCASE 2019 task 5), EPG section 4.1 -----------------------
+SAMPLE_RATE: Final = 44_100
+"""Audio is resampled to 44.1 kHz mono."""
+
+N_FFT: Final = 2560
+"""Decision (PAPER_NOTES): the paper's "window size of 256" is a typo for Adapa's 2560."""
+
+HOP_LENGTH: Final = 694
+N_MELS: Final = 128
+FMIN: Final = 20.0
+FMAX: Final = 22_050.0
+
+MEL_FRAMES: Final = 1 + int(SAMPLE_RATE * CLIP_SECONDS) // HOP_LENGTH
+"""Centred STFT frames in one second: 1 + 44100 // 694 = 64, giving the 128x64 input."""
+
+DB_AMIN: Final = 1e-10
+DB_TOP: Final = 80.0
+"""power_to_db as librosa's defaults: 10*log10(max(S, amin)) with ref 1.0, floored at max - 80 dB."""
+
+# --- Clip tensors --------------------------------------------------------------------------------
+VIDEO_TENSOR_SHAPE: Final = (len(CROP_OFFSETS), 3, FRAMES_PER_CLIP, CROP_SIZE, CROP_SIZE)
+"""[crops, channels, time, height, width] for one clip: [2, 3, 5, 224, 224]."""
+
+AUDIO_TENSOR_SHAPE: Final = (1, N_MELS, MEL_FRAMES)
+"""[channels, mel bins, frames] for one clip: [1, 128, 64]."""

@@ -1,0 +1,226 @@
+"""Decoding a video with sound, from a file or a network stream, into timed frames and 44.1 kHz mono audio.
+
+One code path serves files (mp4, mkv, webm, avi, ...) and streams (rtsp, http, ...): PyAV demuxes both.
+Times are the media's own presentation times in seconds. Damage never raises past this module: a packet
+that does not decode is counted and skipped, a demuxer error ends reading with the reason kept, and only
+an input that cannot be opened at all raises :class:`MediaError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import av
+import numpy as np
+
+from avsurv.constants import SAMPLE_RATE
+
+NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
+AUDIO_JUMP_TOLERANCE_S = 0.02
+"""A jump in audio timestamps larger than this is a gap (or overlap): the resampler restarts there."""
+
+
+class MediaError(Exception):
+    """An input that cannot be read at all; the message is one line meant for people."""
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What the demuxer says about an input."""
+
+    source: str
+    container: str
+    is_stream: bool
+    video_codec: str
+    width: int
+    height: int
+    fps: float | None
+    audio_codec: str | None
+    audio_rate: int | None
+    audio_channels: int | None
+    duration_s: float | None
+    capture_epoch: float | None
+    """Epoch seconds at media time 0 (file creation_time, or the wall clock for live streams)."""
+
+
+@dataclass(frozen=True)
+class VideoSample:
+    time: float
+    frame: av.VideoFrame
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    time: float
+    samples: np.ndarray
+    """float32 mono samples at SAMPLE_RATE, starting at ``time``."""
+
+
+def is_network_source(source: str) -> bool:
+    return source.split("://", 1)[0].lower() in NETWORK_SCHEMES if "://" in source else False
+
+
+def _reason(error: Exception) -> str:
+    """The library's words without errno numbers or the repeated file name."""
+    return str(getattr(error, "strerror", None) or error).strip()
+
+
+def _open_options(source: str) -> dict[str, str]:
+    if source.lower().startswith(("rtsp://", "rtsps://")):
+        return {"rtsp_transport": "tcp"}  # UDP drops packets on busy networks; TCP is what cameras allow
+    return {}
+
+
+def _creation_epoch(metadata: dict[str, str]) -> float | None:
+    stamp = metadata.get("creation_time")
+    if not stamp:
+        return None
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+class MediaReader:
+    """Opens ``source`` and yields :class:`VideoSample` and :class:`AudioChunk` in demux order.
+
+    ``threads`` is the decoder thread count (0: let FFmpeg choose). ``timeout_s`` bounds the wait for
+    a network stream to open and for each read from it.
+    """
+
+    def __init__(self, source: str | Path, *, timeout_s: float = 10.0, threads: int = 0) -> None:
+        self.source = str(source)
+        self.decode_errors = 0
+        self.first_error: str | None = None
+        self.end_reason: str | None = None
+        network = is_network_source(self.source)
+        if not network and not Path(self.source).is_file():
+            what = "is a directory" if Path(self.source).is_dir() else "does not exist"
+            raise MediaError(f"cannot open {self.source!r}: the file {what}")
+        try:
+            self._container = av.open(
+                self.source, options=_open_options(self.source), timeout=timeout_s if network else None
+            )
+        except (av.FFmpegError, OSError, ValueError) as error:
+            raise MediaError(f"cannot open {self.source!r}: {_reason(error)}") from None
+        try:
+            self._video = self._container.streams.video[0]
+        except IndexError:
+            self._container.close()
+            raise MediaError(f"cannot use {self.source!r}: it has no video stream") from None
+        audio_streams = self._container.streams.audio
+        self._audio = audio_streams[0] if audio_streams else None
+        self._video.thread_type = "AUTO"
+        self._video.thread_count = threads
+        self.info = self._describe(network)
+
+    def _describe(self, network: bool) -> MediaInfo:
+        container, video, audio = self._container, self._video, self._audio
+        rate = video.average_rate or video.guessed_rate
+        epoch = time.time() if network else _creation_epoch(dict(container.metadata))
+        return MediaInfo(
+            source=self.source,
+            container=container.format.name,
+            is_stream=network,
+            video_codec=video.codec_context.name,
+            width=video.codec_context.width,
+            height=video.codec_context.height,
+            fps=float(rate) if rate else None,
+            audio_codec=audio.codec_context.name if audio else None,
+            audio_rate=audio.codec_context.sample_rate if audio else None,
+            audio_channels=audio.codec_context.channels if audio else None,
+            duration_s=container.duration / av.time_base if container.duration else None,
+            capture_epoch=epoch,
+        )
+
+    @property
+    def has_audio(self) -> bool:
+        return self._audio is not None
+
+    def _packets(self) -> Iterator[av.Packet]:
+        streams = [s for s in (self._video, self._audio) if s is not None]
+        demuxer = self._container.demux(*streams)
+        while True:
+            try:
+                packet = next(demuxer)
+            except StopIteration:
+                return
+            except (av.FFmpegError, OSError) as error:
+                self.end_reason = f"reading stopped early: {_reason(error)}"
+                return
+            yield packet
+
+    def _decode(self, packet: av.Packet) -> list[av.AudioFrame | av.VideoFrame]:
+        try:
+            return packet.decode()
+        except (av.FFmpegError, ValueError) as error:
+            self.decode_errors += 1
+            self.first_error = self.first_error or _reason(error)
+            return []
+
+    def events(self) -> Iterator[VideoSample | AudioChunk]:
+        """Decoded video frames and resampled audio, in the order the container stores them."""
+        audio = _AudioTimeline()
+        last_video_time: float | None = None
+        frame_step = 1.0 / (self.info.fps or 25.0)
+        for packet in self._packets():
+            for frame in self._decode(packet):
+                if isinstance(frame, av.VideoFrame):
+                    t = frame.time if frame.time is not None else (last_video_time or 0.0) + frame_step
+                    last_video_time = t
+                    yield VideoSample(t, frame)
+                else:
+                    yield from audio.push(frame)
+        yield from audio.flush()
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> MediaReader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class _AudioTimeline:
+    """Resamples decoded audio to 44.1 kHz mono, restarting the resampler at every timestamp jump.
+
+    Output chunk times are derived from the start of each continuous run plus the samples produced,
+    so resampler latency never shifts audio against video.
+    """
+
+    def __init__(self) -> None:
+        self._resampler: av.AudioResampler | None = None
+        self._layout = ""
+        self._run_start = 0.0
+        self._consumed_s = 0.0  # input seconds pushed into the current run
+        self._produced = 0  # output samples emitted for the current run
+
+    def push(self, frame: av.AudioFrame) -> Iterator[AudioChunk]:
+        expected = self._run_start + self._consumed_s
+        t = frame.time if frame.time is not None else expected
+        jumped = abs(t - expected) > AUDIO_JUMP_TOLERANCE_S
+        if self._resampler is None or jumped or frame.layout.name != self._layout:
+            yield from self.flush()
+            self._resampler = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=SAMPLE_RATE)
+            self._layout, self._run_start, self._consumed_s, self._produced = frame.layout.name, t, 0.0, 0
+        self._consumed_s += frame.samples / frame.sample_rate
+        frame.pts = None  # times are tracked here; the resampler must not reorder or pad by pts
+        yield from self._emit(self._resampler.resample(frame))
+
+    def flush(self) -> Iterator[AudioChunk]:
+        if self._resampler is not None:
+            yield from self._emit(self._resampler.resample(None))
+            self._resampler = None
+
+    def _emit(self, frames: list[av.AudioFrame]) -> Iterator[AudioChunk]:
+        for out in frames:
+            samples = out.to_ndarray().astype(np.float32).mean(axis=0)  # mean of channels, as librosa
+            if samples.size:
+                yield AudioChunk(self._run_start + self._produced / SAMPLE_RATE, samples)
+                self._produced += samples.size

@@ -1,0 +1,327 @@
+"""Cutting decoded media into the paper's 1-second clips (EPG section 4.1).
+
+Clip boundaries lie on whole seconds of capture time when the capture time is known (so that cameras
+filming the same scene cut the same seconds), otherwise on whole seconds of the media timeline. In each
+clip, frames are sampled by timestamp at the middle of each 1/5 s slot (0.1, 0.3, ..., 0.9 s): the frame
+on screen at that instant, which makes sampling independent of the source frame rate (25, 29.97, 30 fps or
+variable). A clip needs all five frames; audio that covers less than ``MIN_AUDIO_COVERAGE`` of the second
+gives a clip with ``has_audio = False``. Clips that cannot be made are reported with their reason.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from avsurv.constants import (
+    CLIP_SECONDS,
+    CROP_OFFSETS,
+    CROP_SIZE,
+    FRAME_HEIGHT,
+    FRAME_WIDTH,
+    FRAMES_PER_CLIP,
+    SAMPLE_RATE,
+    VIDEO_FPS,
+)
+from avsurv.media.decode import AudioChunk, MediaInfo, MediaReader, VideoSample
+from avsurv.media.logmel import log_mel
+
+GAP_MIN_S = 0.3
+"""A sampled instant whose latest frame is older than max(GAP_MIN_S, 2 frame periods) lies in a video gap:
+variable-frame-rate sources may hold a frame a little longer, a frozen picture for longer is not video."""
+
+MIN_AUDIO_COVERAGE = 0.9
+"""Share of a clip's second that decoded audio must cover for the clip to count as having audio."""
+
+MIN_AUDIO_ONLY_COVERAGE = 0.1
+"""A second with no video and less audio than this is codec padding, not a skipped second of recording."""
+
+AUDIO_LAG_LIMIT_S = 5.0
+"""How far video may run ahead of audio before clips are finished without waiting for their audio."""
+
+CLIP_SAMPLES = int(SAMPLE_RATE * CLIP_SECONDS)
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One second of synchronised video and audio from one camera."""
+
+    camera_id: str
+    start: float
+    """Media time of the clip's first instant, in seconds."""
+    capture_time: float | None
+    """Epoch seconds of the clip's first instant, when the capture time is known."""
+    source: str
+    has_audio: bool
+    frames: np.ndarray
+    """uint8 [5, 224, 398, 3]: the sampled frames resized to 398x224, RGB."""
+    log_mel: np.ndarray
+    """float32 [1, 128, 64] log-mel in dB (silence where audio is missing)."""
+
+    @property
+    def clip_id(self) -> str:
+        stamp = self.capture_time if self.capture_time is not None else self.start
+        return f"{self.camera_id}:{round(stamp * 1000)}"
+
+    def video_tensor(self) -> torch.Tensor:
+        """float32 [2 crops, 3, 5, 224, 224] in [0, 1]: the left and right crops, channels first."""
+        return crops(self.frames)
+
+    def audio_tensor(self) -> torch.Tensor:
+        """float32 [1, 128, 64] log-mel."""
+        return torch.from_numpy(self.log_mel)
+
+
+def crops(frames: np.ndarray) -> torch.Tensor:
+    """[T, 224, 398, 3] uint8 frames -> float32 [2, 3, T, 224, 224]: the two overlapping crops."""
+    video = torch.from_numpy(frames).permute(3, 0, 1, 2).float().div_(255.0)  # [3, T, H, W]
+    return torch.stack([video[..., x : x + CROP_SIZE] for x in CROP_OFFSETS])
+
+
+@dataclass(frozen=True)
+class SkippedClip:
+    start: float
+    reason: str
+
+
+@dataclass
+class SegmentReport:
+    """What happened to every second of an input."""
+
+    source: str
+    camera_id: str
+    info: MediaInfo | None = None
+    clips: int = 0
+    clips_without_audio: int = 0
+    skipped: list[SkippedClip] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.camera_id}: {self.clips} clips from {self.source}"
+            f" ({self.clips_without_audio} without audio, {len(self.skipped)} seconds skipped)"
+        ]
+        lines += [f"  skipped {s.start:.2f} s: {s.reason}" for s in self.skipped[:10]]
+        if len(self.skipped) > 10:
+            lines.append(f"  ... and {len(self.skipped) - 10} more skipped seconds")
+        lines += [f"  note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _PendingClip:
+    frames: list[np.ndarray | None] = field(default_factory=lambda: [None] * FRAMES_PER_CLIP)
+    missing_reason: str | None = None
+    audio: np.ndarray = field(default_factory=lambda: np.zeros(CLIP_SAMPLES, np.float32))
+    covered: np.ndarray = field(default_factory=lambda: np.zeros(CLIP_SAMPLES, bool))
+
+
+def _resize(frame: av.VideoFrame) -> np.ndarray:
+    """398x224 RGB via swscale (area averaging keeps small, far objects visible when downscaling)."""
+    small = frame.reformat(width=FRAME_WIDTH, height=FRAME_HEIGHT, format="rgb24", interpolation="AREA")
+    return small.to_ndarray()
+
+
+class Segmenter:
+    """Iterates over the clips of one input, filling :attr:`report` as it goes.
+
+    ``capture_start`` (epoch seconds at media time 0) overrides what the input says; ``max_seconds``
+    stops a live stream after that much video; ``on_progress`` receives the media time reached.
+    """
+
+    def __init__(
+        self,
+        source: str | Path,
+        camera_id: str | None = None,
+        *,
+        capture_start: float | None = None,
+        max_seconds: float | None = None,
+        timeout_s: float = 10.0,
+        threads: int = 0,
+        on_progress: Callable[[float], None] | None = None,
+    ) -> None:
+        self.source = str(source)
+        self.camera_id = camera_id or Path(self.source.split("?", 1)[0]).stem or "camera"
+        self.report = SegmentReport(self.source, self.camera_id)
+        self._capture_start = capture_start
+        self._max_seconds = max_seconds
+        self._reader_args = {"timeout_s": timeout_s, "threads": threads}
+        self._on_progress = on_progress
+
+    def __iter__(self) -> Iterator[Clip]:
+        with MediaReader(self.source, **self._reader_args) as reader:
+            self.report.info = reader.info
+            epoch = self._capture_start if self._capture_start is not None else reader.info.capture_epoch
+            state = _ClipAssembler(self, epoch, reader.has_audio)
+            yield from state.run(reader)
+            self._note_reader_problems(reader)
+            if state.next_slot is None:
+                self.report.notes.append("no video frame could be decoded: no clips")
+
+    def _note_reader_problems(self, reader: MediaReader) -> None:
+        if reader.decode_errors:
+            self.report.notes.append(
+                f"{reader.decode_errors} packets could not be decoded and were skipped"
+                f" (first: {reader.first_error})"
+            )
+        if reader.end_reason:
+            self.report.notes.append(reader.end_reason)
+        if not reader.has_audio:
+            self.report.notes.append("the input has no audio track: every clip has has_audio = False")
+
+
+class _ClipAssembler:
+    """The streaming state of one segmentation run: open clips, the frame on screen, audio written."""
+
+    def __init__(self, owner: Segmenter, epoch: float | None, has_audio_stream: bool) -> None:
+        self.owner = owner
+        self.epoch = epoch
+        # Offset of the clip grid from media time 0 so that boundaries fall on whole capture seconds.
+        self.phase = (-epoch) % 1.0 if epoch is not None else 0.0
+        self.has_audio_stream = has_audio_stream
+        self.pending: dict[int, _PendingClip] = {}
+        self.next_clip = -math.inf  # clips before this index are finished; late audio for them is dropped
+        self.next_slot: int | None = None  # global index of the next frame slot to fill
+        self.on_screen: VideoSample | None = None
+        self.on_screen_rgb: np.ndarray | None = None
+        fps = owner.report.info.fps if owner.report.info else None
+        self.max_frame_age = max(GAP_MIN_S, 2.0 / fps) if fps else GAP_MIN_S
+        self.frame_period = 1.0 / fps if fps else 0.0
+        self.video_time = -math.inf
+        self.audio_time = -math.inf
+
+    # -- the grid -------------------------------------------------------------------------------
+    def clip_index(self, t: float) -> int:
+        return math.floor((t - self.phase) / CLIP_SECONDS)
+
+    def clip_start(self, index: int) -> float:
+        return self.phase + index * CLIP_SECONDS
+
+    def slot_time(self, slot: int) -> float:
+        return self.phase + (slot + 0.5) / VIDEO_FPS
+
+    def clip(self, index: int) -> _PendingClip:
+        if index not in self.pending:
+            self.pending[index] = _PendingClip()
+        return self.pending[index]
+
+    # -- the run --------------------------------------------------------------------------------
+    def run(self, reader: MediaReader) -> Iterator[Clip]:
+        first_video: float | None = None
+        for event in reader.events():
+            if isinstance(event, VideoSample):
+                first_video = event.time if first_video is None else first_video
+                if self.owner._max_seconds is not None and event.time >= first_video + self.owner._max_seconds:
+                    break
+                self.on_video(event)
+            else:
+                self.on_audio(event)
+            yield from self.finish_ready(final=False)
+        self.on_video_end()
+        yield from self.finish_ready(final=True)
+
+    def on_video(self, sample: VideoSample) -> None:
+        if sample.time <= self.video_time:
+            return  # a repeated or backwards timestamp from a damaged stream
+        if self.next_slot is None:
+            self.start_video(sample.time)
+        assert self.next_slot is not None
+        while self.slot_time(self.next_slot) < sample.time:
+            self.fill_slot(self.next_slot, gap_until=sample.time)
+            self.next_slot += 1
+        self.on_screen, self.on_screen_rgb, self.video_time = sample, None, sample.time
+
+    def start_video(self, t: float) -> None:
+        first_index = self.clip_index(t)
+        self.next_slot = math.ceil((t - self.phase) * VIDEO_FPS - 0.5)
+        if self.next_slot > first_index * FRAMES_PER_CLIP:
+            self.clip(first_index).missing_reason = f"video starts at {t:.2f} s, inside this clip"
+
+    def fill_slot(self, slot: int, gap_until: float | None) -> None:
+        pending = self.clip(slot // FRAMES_PER_CLIP)
+        shown = self.on_screen
+        if shown is None or self.slot_time(slot) - shown.time > self.max_frame_age:
+            if pending.missing_reason is None:
+                after = f"{shown.time:.2f} s" if shown else "the start"
+                until = f"{gap_until:.2f} s" if gap_until is not None else "the end"
+                pending.missing_reason = f"video gap: no frame from {after} to {until}"
+            return
+        if self.on_screen_rgb is None:
+            self.on_screen_rgb = _resize(shown.frame)
+        pending.frames[slot % FRAMES_PER_CLIP] = self.on_screen_rgb
+
+    def on_video_end(self) -> None:
+        if self.on_screen is None or self.next_slot is None:
+            return
+        shown_until = self.on_screen.time + self.frame_period  # the last frame stays on screen one period
+        while self.slot_time(self.next_slot) < shown_until:
+            self.fill_slot(self.next_slot, gap_until=None)
+            self.next_slot += 1
+        last_clip = self.next_slot // FRAMES_PER_CLIP
+        if self.next_slot % FRAMES_PER_CLIP:
+            self.clip(last_clip).missing_reason = f"video ends at {self.on_screen.time:.2f} s, inside this clip"
+
+    def on_audio(self, chunk: AudioChunk) -> None:
+        first = round((chunk.time - self.phase) * SAMPLE_RATE)
+        end = first + chunk.samples.size
+        for index in range(first // CLIP_SAMPLES, (end - 1) // CLIP_SAMPLES + 1):
+            if index < self.next_clip:
+                continue
+            base = index * CLIP_SAMPLES
+            lo, hi = max(first, base), min(end, base + CLIP_SAMPLES)
+            pending = self.clip(index)
+            pending.audio[lo - base : hi - base] = chunk.samples[lo - first : hi - first]
+            pending.covered[lo - base : hi - base] = True
+        self.audio_time = max(self.audio_time, chunk.time + chunk.samples.size / SAMPLE_RATE)
+
+    # -- emitting -------------------------------------------------------------------------------
+    def ready(self, index: int) -> bool:
+        if self.next_slot is None or self.next_slot < (index + 1) * FRAMES_PER_CLIP:
+            return False
+        end = self.clip_start(index + 1)
+        audio_done = not self.has_audio_stream or self.audio_time >= end
+        return audio_done or self.video_time - self.audio_time > AUDIO_LAG_LIMIT_S
+
+    def finish_ready(self, final: bool) -> Iterator[Clip]:
+        for index in sorted(self.pending):
+            if not final and not self.ready(index):
+                return
+            clip = self.finish(index, self.pending.pop(index))
+            self.next_clip = index + 1
+            if clip is not None:
+                yield clip
+
+    def finish(self, index: int, pending: _PendingClip) -> Clip | None:
+        report, start = self.owner.report, self.clip_start(index)
+        coverage = float(pending.covered.mean())
+        if any(frame is None for frame in pending.frames):
+            video_less = all(frame is None for frame in pending.frames)
+            if self.next_slot is not None and not (video_less and coverage < MIN_AUDIO_ONLY_COVERAGE):
+                reason = pending.missing_reason or "audio without video in this second"
+                report.skipped.append(SkippedClip(start, reason))
+            return None
+        has_audio = self.has_audio_stream and coverage >= MIN_AUDIO_COVERAGE
+        if self.has_audio_stream and not has_audio:
+            report.notes.append(f"{start:.2f} s: audio covers only {coverage:.0%} of the second")
+        report.clips += 1
+        report.clips_without_audio += not has_audio
+        if self.owner._on_progress is not None:
+            self.owner._on_progress(start + CLIP_SECONDS)
+        return Clip(
+            camera_id=self.owner.camera_id,
+            start=start,
+            capture_time=self.epoch + start if self.epoch is not None else None,
+            source=self.owner.source,
+            has_audio=has_audio,
+            frames=np.stack(pending.frames),
+            log_mel=log_mel(pending.audio),
+        )
