@@ -19,7 +19,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy and torch load: pe
 import argparse
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import av

@@ -1,4 +1,4 @@
-"""The ``avsurv`` command line: ``synth``, ``segment`` and ``demo``."""
+"""The ``avsurv`` command line: one sub-command per job; ``avsurv --help`` lists them."""
 
 from __future__ import annotations
 
@@ -14,9 +14,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from avsurv import __version__
-from avsurv.media import MediaError, SegmentReport, Segmenter
+from avsurv.learning.cli import register_cli as register_learning
+from avsurv.learning.modeldir import ModelError
+from avsurv.media import MediaError, Segmenter, SegmentReport
 from avsurv.media.clipstore import ClipWriter
-from avsurv.synth import SceneConfig, generate_scene, register_cli
+from avsurv.synth import SceneConfig, generate_scene
+from avsurv.synth import register_cli as register_synth
+from avsurv.tasks.cli import register_cli as register_tasks
 
 
 def _epoch(text: str) -> float:
@@ -151,8 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"avsurv {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    register_cli(sub)
+    register_synth(sub)
     _add_segment(sub)
+    register_learning(sub)
+    register_tasks(sub)
     _add_demo(sub)
     return parser
 
@@ -164,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (MediaError, FileExistsError, FileNotFoundError, ValueError) as error:
+    except (MediaError, ModelError, FileExistsError, FileNotFoundError, ValueError) as error:
         print(f"avsurv {args.command}: error: {error}", file=sys.stderr)
         return 2
 

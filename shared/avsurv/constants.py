@@ -50,3 +50,29 @@ VIDEO_TENSOR_SHAPE: Final = (len(CROP_OFFSETS), 3, FRAMES_PER_CLIP, CROP_SIZE, C
 
 AUDIO_TENSOR_SHAPE: Final = (1, N_MELS, MEL_FRAMES)
 """[channels, mel bins, frames] for one clip: [1, 128, 64]."""
+
+# --- EPG learning (EPG sections 3, 4.1; PAPER_NOTES "Distance", "Pair labels", "Loss") -----------
+EMBEDDING_DIM: Final = 512
+"""Both encoders map into one shared 512-d space Z; embeddings are not L2-normalised."""
+
+W: Final = 0.5
+"""Eq. 5 weight between squared Euclidean and cosine distance. Decision: the paper's "2.5" lies outside
+[0, 1]; its own ablation (Table 3) uses 0.5 as the default row."""
+
+SIGMA: Final = 0.0
+"""Temporal constraint (Table 2): clips closer in time than sigma seconds are also positives."""
+
+LR_VISUAL: Final = 2e-4
+LR_AUDIO: Final = 1e-3
+WEIGHT_DECAY: Final = 1e-5
+"""Optimiser settings of F_v and F_a (section 4.1)."""
+
+# --- Downstream tasks (EPG sections 4.2, 4.3) ----------------------------------------------------
+ANOMALY_STDS: Final = 2.0
+"""A clip is anomalous when d(z_v, z_a) > mean + 2 std of the training clips' scores."""
+
+SEARCH_EXCLUSION_S: Final = 60.0
+"""Search results within 1 minute before or after the query are excluded."""
+
+SEARCH_SEPARATION_S: Final = 60.0
+"""Each search result is at least 1 minute from every higher-ranked result."""

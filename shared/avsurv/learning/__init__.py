@@ -1,0 +1,1 @@
+"""Learning: the EPG distance, pair labels and losses, the baselines, and training."""

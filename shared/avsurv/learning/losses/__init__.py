@@ -1,0 +1,26 @@
+"""Pair labels and losses: EPG (Eq. 1, Eq. 4), and the AV-BT and InfoNCE baselines."""
+
+from avsurv.learning.losses.avbt import (
+    AVBT_LAMBDA,
+    AVBTLoss,
+    barlow_twins_objective,
+    off_diagonal,
+    per_video_cross_correlation,
+)
+from avsurv.learning.losses.contrastive import DEFAULT_TAU, MultiPositiveContrastiveLoss
+from avsurv.learning.losses.infonce import INFONCE_TEMPERATURE, SymmetricInfoNCE
+from avsurv.learning.losses.pairs import epg_labels, tpg_labels
+
+__all__ = [
+    "AVBT_LAMBDA",
+    "DEFAULT_TAU",
+    "INFONCE_TEMPERATURE",
+    "AVBTLoss",
+    "MultiPositiveContrastiveLoss",
+    "SymmetricInfoNCE",
+    "barlow_twins_objective",
+    "epg_labels",
+    "off_diagonal",
+    "per_video_cross_correlation",
+    "tpg_labels",
+]

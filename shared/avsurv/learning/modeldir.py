@@ -1,0 +1,142 @@
+"""A trained model is a directory: safetensors weights, a JSON config and the weights' sha256.
+
+- ``model.safetensors``: the encoders' state dict (including the audio normalisation buffers);
+- ``config.json``: profile, method, hyper-parameters, audio normalisation stats, training data summary,
+  per-epoch history;
+- ``model.sha256``: sha256 of ``model.safetensors``; :func:`load_model` refuses weights that differ;
+- ``calibration.json``: the anomaly threshold fitted on the training clips (written by training);
+- ``checkpoint/``: the training state of the last finished epoch, for ``--resume``.
+No pickles: tensors go through safetensors, everything else through JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from avsurv.models import AudioVisualModel, build_model
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+CHECKSUM = "model.sha256"
+CALIBRATION = "calibration.json"
+CHECKPOINT = "checkpoint"
+
+
+class ModelError(Exception):
+    """A model directory that cannot be used; one line for people."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().contiguous() for name, tensor in state.items()}
+
+
+def save_model(model: AudioVisualModel, directory: Path, config: dict[str, Any]) -> str:
+    """Writes weights, config and checksum; returns the sha256."""
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(_contiguous(model.state_dict()), directory / WEIGHTS)
+    checksum = sha256_of(directory / WEIGHTS)
+    (directory / CONFIG).write_text(json.dumps({**config, "sha256": checksum}, indent=2) + "\n")
+    (directory / CHECKSUM).write_text(f"{checksum}  {WEIGHTS}\n")
+    return checksum
+
+
+def read_config(directory: Path) -> dict[str, Any]:
+    path = Path(directory) / CONFIG
+    if not path.is_file():
+        raise ModelError(f"{directory} is not a model directory (no {CONFIG})")
+    return json.loads(path.read_text())
+
+
+def load_model(directory: str | Path) -> tuple[AudioVisualModel, dict[str, Any]]:
+    """The model in eval mode and its config, after checking the weights against ``model.sha256``."""
+    directory = Path(directory)
+    config = read_config(directory)
+    weights, checksum_file = directory / WEIGHTS, directory / CHECKSUM
+    if not weights.is_file() or not checksum_file.is_file():
+        raise ModelError(f"{directory} lacks {WEIGHTS} or {CHECKSUM}")
+    expected = checksum_file.read_text().split()[0]
+    actual = sha256_of(weights)
+    if actual != expected:
+        raise ModelError(f"{weights} does not match its checksum ({actual[:12]}... != {expected[:12]}...)")
+    model = build_model(config["profile"])
+    model.load_state_dict(load_file(weights))
+    return model.eval(), config
+
+
+def _flatten_optimizer(name: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer state as tensors (safetensors) and plain values (JSON)."""
+    state = optimizer.state_dict()
+    tensors, plain = {}, {"param_groups": state["param_groups"], "state": {}}
+    for index, values in state["state"].items():
+        plain["state"][str(index)] = {}
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"{name}.{index}.{key}"] = value.contiguous()
+            else:
+                plain["state"][str(index)][key] = value
+    return tensors, plain
+
+
+def _restore_optimizer(name: str, optimizer: torch.optim.Optimizer, tensors: dict, plain: dict) -> None:
+    state: dict[int, dict] = {}
+    for index, values in plain["state"].items():
+        state[int(index)] = dict(values)
+    prefix = f"{name}."
+    for key, tensor in tensors.items():
+        if key.startswith(prefix):
+            index, field = key[len(prefix) :].split(".", 1)
+            state.setdefault(int(index), {})[field] = tensor
+    optimizer.load_state_dict({"state": state, "param_groups": plain["param_groups"]})
+
+
+def save_checkpoint(
+    directory: Path, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+    progress: dict[str, Any],
+) -> None:
+    """Everything needed to resume: module weights, optimizer states, RNG state and progress."""
+    folder = directory / CHECKPOINT
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        f"module.{name}.{key}": value
+        for name, module in modules.items()
+        for key, value in _contiguous(module.state_dict()).items()
+    }
+    plain: dict[str, Any] = {"progress": progress, "optimizers": {}}
+    for name, optimizer in optimizers.items():
+        optimizer_tensors, plain["optimizers"][name] = _flatten_optimizer(f"optimizer.{name}", optimizer)
+        tensors.update(optimizer_tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
+    save_file(tensors, folder / "state.safetensors")
+    (folder / "state.json").write_text(json.dumps(plain) + "\n")
+
+
+def load_checkpoint(
+    directory: Path, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer]
+) -> dict[str, Any]:
+    """Restores what :func:`save_checkpoint` wrote; returns the saved progress."""
+    folder = directory / CHECKPOINT
+    if not (folder / "state.json").is_file():
+        raise ModelError(f"nothing to resume: {folder} holds no checkpoint")
+    tensors = load_file(folder / "state.safetensors")
+    plain = json.loads((folder / "state.json").read_text())
+    for name, module in modules.items():
+        prefix = f"module.{name}."
+        module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+    for name, optimizer in optimizers.items():
+        _restore_optimizer(f"optimizer.{name}", optimizer, tensors, plain["optimizers"][name])
+    torch.set_rng_state(tensors["rng.torch"])
+    return plain["progress"]

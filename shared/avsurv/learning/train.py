@@ -1,0 +1,351 @@
+"""Training the pseudo-Siamese encoders with EPG or a baseline (TPG, AV-BT, InfoNCE).
+
+Schedule (EPG section 4.1, layer-wise / iterative training after Belilovsky et al. 2019): ``F_a`` is
+first trained alone with ``F_v`` frozen for ``audio_epochs`` epochs, then the two are trained in
+alternate epochs. While an encoder is frozen its outputs do not change, so they are computed once and
+cached instead of being recomputed every batch. ``schedule="joint"`` trains both every step instead.
+
+EPG takes its pair labels from the embeddings (Eq. 1) except in the first ``tpg_epochs`` epochs, which
+use temporal labels (only the synchronised pair is positive), as the paper does for its first epoch.
+Every epoch logs the loss, positives per anchor and the alignment of the batch (in-batch recall@1 and
+the gap between negative and aligned distances), since the loss value alone can hide a collapse
+(PAPER_NOTES "Measured risks").
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from avsurv.constants import LR_AUDIO, LR_VISUAL, SIGMA, WEIGHT_DECAY, W
+from avsurv.learning import losses
+from avsurv.learning.data import ClipTable, audio_batch, load_clips, mel_statistics, video_batch
+from avsurv.learning.diagnostics import alignment_stats
+from avsurv.learning.encode import encode_audio, encode_clips, encode_visual_crops
+from avsurv.learning.modeldir import (
+    CALIBRATION,
+    CHECKPOINT,
+    CONFIG,
+    ModelError,
+    load_checkpoint,
+    save_checkpoint,
+    save_model,
+)
+from avsurv.models import build_model, load_kinetics_x3d
+from avsurv.tasks.anomalies import Calibration
+
+METHODS = ("epg", "tpg", "avbt", "infonce")
+SCHEDULES = ("layerwise", "joint")
+MODALITIES = ("visual", "audio")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run; defaults follow the paper where it gives a value."""
+
+    profile: str = "tiny"
+    method: str = "epg"
+    epochs: int = 5
+    batch_size: int = 64
+    seed: int = 0
+    w: float = W
+    sigma: float = SIGMA
+    tau: float = losses.DEFAULT_TAU
+    reduction: str = "balanced"
+    tpg_epochs: int = 1
+    label_rule: str = "or"
+    max_positives: int | None = None
+    schedule: str = "layerwise"
+    audio_epochs: int = 1
+    lr_visual: float = LR_VISUAL
+    lr_audio: float = LR_AUDIO
+    weight_decay: float = WEIGHT_DECAY
+    temperature: float = losses.INFONCE_TEMPERATURE
+    avbt_lambda: float = losses.AVBT_LAMBDA
+    avbt_window: int = 10
+    kinetics_weights: str | None = None
+    cache_frozen: bool = True
+    """Compute a frozen encoder's outputs once per epoch instead of in every batch (same numbers, faster)."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.method in METHODS, f"method must be one of {', '.join(METHODS)}, got {self.method!r}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 2, f"batch size must be >= 2, got {self.batch_size}"),
+            (self.tpg_epochs >= 0, f"tpg epochs must be >= 0, got {self.tpg_epochs}"),
+            (self.audio_epochs >= 0, f"audio epochs must be >= 0, got {self.audio_epochs}"),
+            (self.avbt_window >= 2, f"AV-BT window must be >= 2 clips, got {self.avbt_window}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def trained_modalities(self, epoch: int) -> tuple[str, ...]:
+        """Which encoders learn in ``epoch``: audio first, then alternating visual / audio."""
+        if self.schedule == "joint":
+            return MODALITIES
+        if epoch < self.audio_epochs:
+            return ("audio",)
+        return ("visual",) if (epoch - self.audio_epochs) % 2 == 0 else ("audio",)
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    trained: list[str]
+    labels: str
+    loss: float = 0.0
+    positives_per_anchor: float = 0.0
+    recall_at_1: float = 0.0
+    aligned_distance: float = 0.0
+    negative_distance: float = 0.0
+    seconds: float = 0.0
+    cache_seconds: float = 0.0
+    batches: int = 0
+
+    def add(self, loss: float, positives: float, alignment: dict[str, float]) -> None:
+        n = self.batches
+        self.loss = (self.loss * n + loss) / (n + 1)
+        self.positives_per_anchor = (self.positives_per_anchor * n + positives) / (n + 1)
+        self.recall_at_1 = (self.recall_at_1 * n + alignment["recall_at_1"]) / (n + 1)
+        self.aligned_distance = (self.aligned_distance * n + alignment["aligned_distance"]) / (n + 1)
+        self.negative_distance = (self.negative_distance * n + alignment["negative_distance"]) / (n + 1)
+        self.batches += 1
+
+    def line(self) -> str:
+        return (f"epoch {self.epoch + 1}: trained {'+'.join(self.trained)} with {self.labels} labels, "
+                f"loss {self.loss:.4f}, positives/anchor {self.positives_per_anchor:.2f}, in-batch recall@1 "
+                f"{self.recall_at_1:.3f}, distance aligned {self.aligned_distance:.3f} vs negative "
+                f"{self.negative_distance:.3f}, {self.seconds:.1f} s")
+
+
+@dataclass
+class TrainResult:
+    directory: Path
+    sha256: str
+    history: list[EpochStats] = field(default_factory=list)
+
+
+class _Objective:
+    """The method's loss over one batch, returning (loss, positives per anchor)."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.contrastive = losses.MultiPositiveContrastiveLoss(tau=config.tau, w=config.w, reduction=config.reduction)
+        self.infonce = losses.SymmetricInfoNCE(temperature=config.temperature)
+        self.avbt = losses.AVBTLoss(lambda_=config.avbt_lambda) if config.method == "avbt" else None
+
+    def label_kind(self, epoch: int) -> str:
+        if self.config.method == "epg":
+            return "EPG" if epoch >= self.config.tpg_epochs else "TPG"
+        return {"tpg": "TPG", "avbt": "AV-BT", "infonce": "InfoNCE"}[self.config.method]
+
+    def __call__(
+        self, z_v: torch.Tensor, z_a: torch.Tensor, times: torch.Tensor, groups: torch.Tensor, epoch: int
+    ) -> tuple[torch.Tensor, float]:
+        kind, c = self.label_kind(epoch), self.config
+        if kind == "InfoNCE":
+            return self.infonce(z_v, z_a), 1.0
+        if kind == "AV-BT":
+            assert self.avbt is not None
+            return self.avbt(z_a, z_v, groups), 1.0
+        if kind == "EPG":
+            labels = losses.epg_labels(z_v, z_a, times, w=c.w, sigma=c.sigma, rule=c.label_rule,
+                                       max_positives=c.max_positives)
+        else:
+            labels = losses.tpg_labels(times, sigma=c.sigma)
+        return self.contrastive(z_v, z_a, labels), float(labels.float().sum(1).mean())
+
+
+class Trainer:
+    """One training run over a :class:`ClipTable`, writing a model directory."""
+
+    def __init__(self, table: ClipTable, out_dir: Path, config: TrainConfig, progress: bool = True,
+                 log: Callable[[str], None] = print) -> None:
+        self.table = table.subset(table.has_audio)
+        if len(self.table) < 2:
+            raise ValueError(f"training needs at least 2 clips with audio, got {len(self.table)}")
+        self.out_dir, self.config, self.progress, self.log = Path(out_dir), config, progress, log
+        torch.manual_seed(config.seed)
+        self.model = build_model(config.profile)
+        self.model.encoders["audio"].set_normalization(*mel_statistics(self.table.log_mel))
+        if config.kinetics_weights:
+            load_kinetics_x3d(self.model.encoders["visual"], config.kinetics_weights)
+        self.objective = _Objective(config)
+        self.optimizers = self._optimizers()
+        self.times = torch.from_numpy(self.table.times)
+        self.cache: dict[str, torch.Tensor | None] = {"visual": None, "audio": None}
+        self.history: list[EpochStats] = []
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        c = self.config
+        optimizers = {
+            "visual": torch.optim.AdamW(self.model.encoders["visual"].parameters(), lr=c.lr_visual,
+                                        weight_decay=c.weight_decay),
+            "audio": torch.optim.AdamW(self.model.encoders["audio"].parameters(), lr=c.lr_audio,
+                                       weight_decay=c.weight_decay),
+        }
+        if self.objective.avbt is not None:
+            optimizers["projector"] = torch.optim.AdamW(self.objective.avbt.parameters(), lr=c.lr_audio,
+                                                        weight_decay=c.weight_decay)
+        return optimizers
+
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        modules: dict[str, torch.nn.Module] = {"model": self.model}
+        if self.objective.avbt is not None:
+            modules["projector"] = self.objective.avbt
+        return modules
+
+    # -- batches --------------------------------------------------------------------------------
+    def _batches(self, rng: np.random.Generator) -> Iterator[np.ndarray]:
+        """Index batches: a permutation of the whole stream, or whole windows of consecutive clips for
+        AV-BT, whose loss correlates the clips of one video along time."""
+        n, size = len(self.table), self.config.batch_size
+        if self.config.method != "avbt":
+            order = rng.permutation(n)
+            for start in range(0, n - 1, size):
+                batch = order[start : start + size]
+                if len(batch) >= 2:
+                    yield batch
+            return
+        windows = self._windows()
+        per_batch = max(1, size // self.config.avbt_window)
+        for start in range(0, len(windows), per_batch):
+            chosen = [windows[i] for i in rng.permutation(len(windows))[start : start + per_batch]]
+            yield np.concatenate(chosen)
+
+    def _windows(self) -> list[np.ndarray]:
+        window, windows = self.config.avbt_window, []
+        for source in np.unique(self.table.source_index):
+            clips = np.flatnonzero(self.table.source_index == source)
+            clips = clips[np.argsort(self.table.starts[clips])]
+            windows += [clips[i : i + window] for i in range(0, len(clips) - window + 1, window)]
+        if not windows:
+            raise ValueError(f"AV-BT needs videos of at least {window} clips")
+        return windows
+
+    def _groups(self, batch: np.ndarray) -> torch.Tensor:
+        """Video ids for AV-BT: the window each clip belongs to."""
+        return torch.from_numpy(np.repeat(np.arange(len(batch) // self.config.avbt_window + 1),
+                                          self.config.avbt_window)[: len(batch)])
+
+    # -- one epoch ------------------------------------------------------------------------------
+    def _refresh_cache(self, frozen: Sequence[str]) -> float:
+        started = time.perf_counter()
+        self.model.eval()
+        for modality in frozen:
+            if self.cache[modality] is None:
+                self.cache[modality] = (
+                    encode_visual_crops(self.model, self.table.frames) if modality == "visual"
+                    else encode_audio(self.model, self.table.log_mel)
+                )
+        return time.perf_counter() - started
+
+    def _embed_batch(self, modality: str, batch: np.ndarray, crops: np.ndarray, trained: Sequence[str]) -> torch.Tensor:
+        if modality not in trained and self.config.cache_frozen:
+            cached = self.cache[modality]
+            assert cached is not None
+            return cached[batch, crops] if modality == "visual" else cached[batch]
+        encoder = self.model.encoders[modality]
+        if modality == "visual":
+            inputs = video_batch(self.table.frames[batch], crops)
+        else:
+            inputs = audio_batch(self.table.log_mel[batch])
+        if modality in trained:
+            return encoder(inputs)[modality]
+        with torch.no_grad():
+            return encoder(inputs)[modality]
+
+    def run_epoch(self, epoch: int) -> EpochStats:
+        trained = self.config.trained_modalities(epoch)
+        stats = EpochStats(epoch, list(trained), self.objective.label_kind(epoch))
+        if self.config.cache_frozen:
+            stats.cache_seconds = self._refresh_cache([m for m in MODALITIES if m not in trained])
+        for modality in MODALITIES:
+            self.model.encoders[modality].train(modality in trained)
+        started = time.perf_counter()
+        rng = np.random.default_rng([self.config.seed, epoch])
+        crops_all = rng.integers(0, 2, len(self.table))
+        if self.objective.avbt is not None:
+            self.objective.avbt.train()
+        batches = list(self._batches(rng))
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not self.progress, leave=False)
+        for batch in bar:
+            crops = crops_all[batch]
+            z_v = self._embed_batch("visual", batch, crops, trained)
+            z_a = self._embed_batch("audio", batch, crops, trained)
+            loss, positives = self.objective(z_v, z_a, self.times[batch], self._groups(batch), epoch)
+            for optimizer in self.optimizers.values():
+                optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            for name in (*trained, "projector"):
+                if name in self.optimizers:
+                    self.optimizers[name].step()
+            stats.add(loss.item(), positives, alignment_stats(z_v.detach(), z_a.detach(), w=self.config.w))
+            bar.set_postfix(loss=f"{stats.loss:.4f}", pos=f"{stats.positives_per_anchor:.1f}",
+                            r1=f"{stats.recall_at_1:.2f}")
+        for modality in trained:
+            self.cache[modality] = None  # its outputs changed
+        stats.seconds = time.perf_counter() - started + stats.cache_seconds
+        return stats
+
+    # -- the run --------------------------------------------------------------------------------
+    def run(self, resume: bool = False) -> TrainResult:
+        start_epoch = 0
+        if resume:
+            progress = load_checkpoint(self.out_dir, self._modules(), self.optimizers)
+            if progress["config"] != asdict(self.config):
+                raise ModelError(f"{self.out_dir} was trained with other settings; resume with the same ones")
+            start_epoch = progress["epoch"] + 1
+            self.history = [EpochStats(**entry) for entry in progress["history"]]
+            self.log(f"resuming after epoch {start_epoch} of {self.config.epochs}")
+        for epoch in range(start_epoch, self.config.epochs):
+            stats = self.run_epoch(epoch)
+            self.history.append(stats)
+            self.log(stats.line())
+            save_checkpoint(self.out_dir, self._modules(), self.optimizers,
+                            {"epoch": epoch, "config": asdict(self.config),
+                             "history": [asdict(h) for h in self.history]})
+        return self._finish()
+
+    def _finish(self) -> TrainResult:
+        self.model.eval()
+        config = {
+            "format": "avsurv-model-v1",
+            "profile": self.config.profile,
+            "method": self.config.method,
+            "hyperparameters": asdict(self.config),
+            "audio_normalization": {
+                "mel_mean": self.model.encoders["audio"].mel_mean.tolist(),
+                "mel_std": self.model.encoders["audio"].mel_std.tolist(),
+            },
+            "training_data": self.table.summary(),
+            "history": [asdict(h) for h in self.history],
+        }
+        sha256 = save_model(self.model, self.out_dir, config)
+        z_v, z_a = encode_clips(self.model, self.table.frames, self.table.log_mel)
+        calibration = Calibration.fit(z_v, z_a, w=self.config.w, model_sha256=sha256)
+        calibration.save(self.out_dir / CALIBRATION)
+        self.log(f"model {sha256[:12]} written to {self.out_dir}; anomaly threshold {calibration.threshold:.4f}")
+        return TrainResult(self.out_dir, sha256, self.history)
+
+
+def train(inputs: Sequence[str | Path], out_dir: str | Path, config: TrainConfig, *, resume: bool = False,
+          progress: bool = True, log: Callable[[str], None] = print) -> TrainResult:
+    """Loads every clip of ``inputs`` (videos, streams or clip directories) and trains one model."""
+    out_dir = Path(out_dir)
+    if not resume and (out_dir / CONFIG).exists():
+        raise FileExistsError(f"{out_dir} already holds a model; choose another --out or pass --resume")
+    if resume and not (out_dir / CHECKPOINT / "state.json").is_file():
+        raise FileNotFoundError(f"nothing to resume in {out_dir}: no checkpoint")
+    table = load_clips(inputs, progress)
+    log(f"training {config.method} ({config.profile} profile) on {len(table)} clips "
+        f"({int(table.has_audio.sum())} with audio) from {len(set(table.sources))} input(s)")
+    return Trainer(table, out_dir, config, progress, log).run(resume=resume)

@@ -1,0 +1,47 @@
+"""The pseudo-Siamese pair (F_v, F_a) of EPG (Wang et al. 2025), with dict inputs and outputs keyed by
+modality as in ImageBind and PyTorchVideo's multimodal models."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from avsurv.models.audio import AudioEncoder
+from avsurv.models.profiles import PROFILES
+from avsurv.models.x3d import X3D
+
+MODALITIES = ("visual", "audio")
+
+
+class AudioVisualModel(nn.Module):
+    """``encoders["visual"]`` (video ``[B, 3, 5, 224, 224]`` in [0, 1]) and ``encoders["audio"]``
+    (log-mel ``[B, 1, 128, 64]`` in dB), both into the shared 512-d space, not L2-normalised."""
+
+    def __init__(self, visual: X3D, audio: AudioEncoder, profile: str) -> None:
+        super().__init__()
+        self.profile = profile
+        self.encoders = nn.ModuleDict({"visual": visual, "audio": audio})
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Encodes whichever of ``"visual"`` and ``"audio"`` are in ``inputs``; other keys are an error
+        so that a misspelt modality is not silently dropped."""
+        unknown = sorted(set(inputs) - set(MODALITIES))
+        if unknown:
+            raise ValueError(f"unknown modalities {unknown}; expected some of {list(MODALITIES)}")
+        outputs: dict[str, torch.Tensor] = {}
+        for modality, tensor in inputs.items():
+            outputs.update(self.encoders[modality](tensor))
+        return outputs
+
+
+def build_model(profile: str) -> AudioVisualModel:
+    """A freshly initialised model of the named profile (see :data:`PROFILES`)."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown model profile {profile!r}; known profiles: {', '.join(PROFILES)}")
+    config = PROFILES[profile]
+    return AudioVisualModel(X3D(config.visual), AudioEncoder(config.audio), profile)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """All parameters, trainable or not (buffers excluded), as papers count them."""
+    return sum(parameter.numel() for parameter in module.parameters())

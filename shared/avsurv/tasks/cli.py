@@ -1,0 +1,265 @@
+"""The downstream-task sub-commands: ``calibrate``, ``anomalies``, ``search`` and ``probe``.
+
+Each ``register_*`` adds one sub-command whose ``func(args)`` returns an exit code; bad input prints
+``avsurv <cmd>: error: <one line>`` to stderr and returns 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from avsurv.constants import ANOMALY_STDS, SEARCH_EXCLUSION_S, SEARCH_SEPARATION_S, W
+from avsurv.tasks.anomalies import CALIBRATION_FILE, Calibration, calibrate, detect
+from avsurv.tasks.embeddings import EmbeddingSet, TaskError, load_many
+from avsurv.tasks.probe import (
+    DEFAULT_STEPS,
+    DEFAULT_WEIGHT_DECAY,
+    FEATURES,
+    ProbeReport,
+    evaluate_probe,
+    read_labels,
+)
+from avsurv.tasks.search import MODES, SearchResult, find_clip, parse_query, search_by_clip
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _reports_errors(command: str) -> Callable[[Handler], Handler]:
+    """Turns bad input (TaskError, unreadable files) into one line on stderr and exit code 2."""
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        def run(args: argparse.Namespace) -> int:
+            try:
+                return handler(args)
+            except (TaskError, OSError) as error:
+                print(f"avsurv {command}: error: {error}", file=sys.stderr)
+                return 2
+
+        return run
+
+    return wrap
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Adds all four downstream-task sub-commands."""
+    register_calibrate(subparsers)
+    register_anomalies(subparsers)
+    register_search(subparsers)
+    register_probe(subparsers)
+
+
+# --- calibrate / anomalies (EPG section 4.3) -----------------------------------------------------
+
+def _add_score_options(parser: argparse.ArgumentParser, w_help: str, stds_help: str) -> None:
+    parser.add_argument("--w", type=float, metavar="W", help=w_help)
+    parser.add_argument("--stds", type=float, metavar="K", help=stds_help)
+
+
+def register_calibrate(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "calibrate", help="fit the anomaly threshold (mean + k std of d(z_v, z_a)) on training embeddings",
+        description="Score every training clip with audio by d(z_v, z_a) (EPG Eq. 5) and write the mean, std "
+        "and threshold mean + k * std as a calibration file for `avsurv anomalies`.",
+    )
+    parser.add_argument("embeddings", nargs="+", type=Path, metavar="TRAIN_EMB.npz",
+                        help="embeddings of the training clips of one model")
+    parser.add_argument("--out", type=Path, required=True, metavar="FILE",
+                        help=f"calibration JSON to write, e.g. MODEL_DIR/{CALIBRATION_FILE}; an existing "
+                        "file is overwritten (required)")
+    _add_score_options(parser, f"Eq. 5 weight of squared Euclidean vs cosine distance, 0 to 1 (default {W})",
+                       f"threshold = mean + K * std (default {ANOMALY_STDS})")
+    parser.set_defaults(func=_run_calibrate)
+
+
+@_reports_errors("calibrate")
+def _run_calibrate(args: argparse.Namespace) -> int:
+    embeddings = load_many(args.embeddings)
+    calibration = calibrate(embeddings, w=W if args.w is None else args.w,
+                            stds=ANOMALY_STDS if args.stds is None else args.stds)
+    calibration.save(args.out)
+    print(f"wrote {args.out}: {_describe(calibration)}; {len(embeddings) - calibration.clips} clips without "
+          "audio ignored")
+    return 0
+
+
+def register_anomalies(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "anomalies", help="find anomalous events: clips whose sound does not fit their picture",
+        description="Score each clip with audio by d(z_v, z_a) (EPG Eq. 5), flag clips above the calibrated "
+        "threshold and merge consecutive flagged seconds of one stream into events, printed as JSON lines. "
+        "The summary goes to stderr when events go to stdout, so stdout stays JSON lines.",
+    )
+    parser.add_argument("embeddings", nargs="+", type=Path, metavar="EMB.npz",
+                        help="embeddings to search for anomalies")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", type=Path, metavar="DIR",
+                        help=f"model directory with {CALIBRATION_FILE} (no default: this or --calibration)")
+    source.add_argument("--calibration", type=Path, metavar="FILE",
+                        help="calibration file from `avsurv calibrate` (no default: this or --model)")
+    parser.add_argument("--out", type=Path, metavar="EVENTS.jsonl",
+                        help="write the events here as JSON lines (default: print them to stdout)")
+    _add_score_options(parser, "Eq. 5 weight; must equal the calibration's, whose scores are on that scale "
+                       "(default: the calibration's w)",
+                       "threshold = mean + K * std of the calibration (default: the calibration's K, "
+                       f"normally {ANOMALY_STDS})")
+    parser.set_defaults(func=_run_anomalies)
+
+
+@_reports_errors("anomalies")
+def _run_anomalies(args: argparse.Namespace) -> int:
+    calibration = Calibration.load(args.model / CALIBRATION_FILE if args.model else args.calibration)
+    if args.w is not None and not math.isclose(args.w, calibration.w):
+        raise TaskError(f"--w {args.w} differs from the calibration's w {calibration.w}; "
+                        "recalibrate with `avsurv calibrate --w`")
+    if args.stds is not None:
+        calibration = calibration.with_stds(args.stds)
+    embeddings = load_many(args.embeddings)
+    events = detect(embeddings, calibration)
+    lines = "".join(json.dumps(event.to_dict()) + "\n" for event in events)
+    if args.out:
+        args.out.write_text(lines)
+    else:
+        sys.stdout.write(lines)
+    flagged = sum(event.clips for event in events)
+    ignored = int((~embeddings.has_audio).sum())
+    summary = (f"{len(events)} events ({flagged} anomalous clips) among {len(embeddings) - ignored} clips "
+               f"with audio; {ignored} clips without audio ignored; {_describe(calibration)}")
+    print(summary + (f"; wrote {args.out}" if args.out else ""), file=sys.stdout if args.out else sys.stderr)
+    return 0
+
+
+def _describe(calibration: Calibration) -> str:
+    return (f"threshold {calibration.threshold:.6g} = mean {calibration.mean:.6g} + {calibration.stds:g} x "
+            f"std {calibration.std:.6g} over {calibration.clips} training clips, w {calibration.w:g}")
+
+
+# --- search (EPG section 4.3) --------------------------------------------------------------------
+
+def register_search(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "search", help="query by example: the clips nearest one clip, at least a minute apart",
+        description="Rank the clips of the index by Eq. 5 distance to a query clip (visual, audio, or the "
+        "mean of both), leaving out clips near the query and clips near a better-ranked result. Times "
+        "compare by capture time when both clips have one, else by media time within one camera.",
+    )
+    parser.add_argument("--index", nargs="+", type=Path, required=True, metavar="EMB.npz",
+                        help="embeddings to search (required)")
+    parser.add_argument("--query", required=True, metavar="CAMERA_OR_SOURCE@SECONDS",
+                        help="the query clip: camera id or source, and a media time its clip holds, "
+                        "e.g. cam0@125 (required)")
+    parser.add_argument("--query-index", nargs="+", type=Path, metavar="EMB.npz",
+                        help="embeddings holding the query clip (default: the --index files)")
+    parser.add_argument("--mode", choices=MODES, default="av",
+                        help="av (mean of visual and audio distance), audio or visual (default av)")
+    parser.add_argument("--top-k", type=int, default=5, metavar="K", help="number of results (default 5)")
+    parser.add_argument("--exclusion", type=float, default=SEARCH_EXCLUSION_S, metavar="S",
+                        help="drop results less than S seconds from the query, 0 disables "
+                        f"(default {SEARCH_EXCLUSION_S:g})")
+    parser.add_argument("--separation", type=float, default=SEARCH_SEPARATION_S, metavar="S",
+                        help="keep a result only if S seconds or more from every better one, 0 disables "
+                        f"(default {SEARCH_SEPARATION_S:g})")
+    parser.add_argument("--w", type=float, default=W, metavar="W",
+                        help=f"Eq. 5 weight of squared Euclidean vs cosine distance, 0 to 1 (default {W})")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object per result (default: a table)")
+    parser.set_defaults(func=_run_search)
+
+
+@_reports_errors("search")
+def _run_search(args: argparse.Namespace) -> int:
+    key, seconds = parse_query(args.query)
+    index = load_many(args.index)
+    queries = load_many(args.query_index) if args.query_index else index
+    if queries.model_sha256 != index.model_sha256:
+        raise TaskError("--query-index and --index come from different models")
+    row = find_clip(queries, key, seconds)
+    results = search_by_clip(index, queries, row, mode=args.mode, top_k=args.top_k,
+                             exclusion_s=args.exclusion, separation_s=args.separation, w=args.w)
+    if args.json:
+        for result in results:
+            print(json.dumps(result.to_dict()))
+    else:
+        print(f"query {queries.clip_id[row]} ({queries.camera_id[row]} at {queries.clip_start[row]:g} s), "
+              f"mode {args.mode}: {len(results)} results")
+        print(_table(results))
+    return 0
+
+
+def _table(results: list[SearchResult]) -> str:
+    rows = [("rank", "camera", "time_s", "capture_time", "distance", "clip_id")]
+    rows += [(str(r.rank), r.camera_id, f"{r.clip_start:.1f}", _utc(r.capture_time), f"{r.distance:.6g}",
+              r.clip_id) for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)
+
+
+def _utc(capture_time: float | None) -> str:
+    if capture_time is None:
+        return "-"
+    return datetime.fromtimestamp(capture_time, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# --- probe (EPG section 4.2) ---------------------------------------------------------------------
+
+def register_probe(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "probe", help="linear evaluation: segment-wise accuracy of a linear classifier on frozen embeddings",
+        description="Train a one-layer linear classifier (cross-entropy, standardised features, L2 weight "
+        "decay, full-batch L-BFGS) on labelled clips of the --train embeddings and report the share of "
+        "correctly classified clips of each --test set, per class, and the majority-class baseline.",
+    )
+    parser.add_argument("--train", nargs="+", type=Path, required=True, metavar="EMB.npz",
+                        help="embeddings to train the classifier on (required)")
+    parser.add_argument("--test", nargs="+", type=Path, required=True, metavar="EMB.npz",
+                        help="embeddings to evaluate, each reported separately (required)")
+    parser.add_argument("--labels", type=Path, required=True, metavar="FILE",
+                        help="ground_truth.json of `avsurv synth`, or a CSV with header camera_id,t,label "
+                        "(required)")
+    parser.add_argument("--features", choices=(*FEATURES, "all"), default="av",
+                        help="visual (z_v), audio (z_a), av ([z_v, z_a]) or all three in turn (default av)")
+    parser.add_argument("--steps", "--epochs", type=int, default=DEFAULT_STEPS, metavar="N",
+                        help=f"L-BFGS iterations over the full training set (default {DEFAULT_STEPS})")
+    parser.add_argument("--weight-decay", type=float, default=DEFAULT_WEIGHT_DECAY, metavar="L",
+                        help=f"L2 penalty L/2 * ||W||^2 added to the loss (default {DEFAULT_WEIGHT_DECAY:g})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object per feature kind, with the confusion matrix "
+                        "(default: text)")
+    parser.set_defaults(func=_run_probe)
+
+
+@_reports_errors("probe")
+def _run_probe(args: argparse.Namespace) -> int:
+    labels = read_labels(args.labels)
+    train = [EmbeddingSet.load(path) for path in args.train]
+    test = {str(path): EmbeddingSet.load(path) for path in args.test}
+    for features in FEATURES if args.features == "all" else (args.features,):
+        report = evaluate_probe(train, test, labels, features=features, steps=args.steps,
+                                weight_decay=args.weight_decay, seed=args.seed)
+        print(json.dumps(report.to_dict()) if args.json else _probe_text(report))
+    return 0
+
+
+def _probe_text(report: ProbeReport) -> str:
+    lines = [f"features {report.features}: trained on {report.train_clips} clips "
+             f"({report.train_skipped} unlabelled skipped)"]
+    lines += [f"  {s.name}: {_percent(s.accuracy)} of {s.clips} clips ({s.skipped} unlabelled skipped)"
+              for s in report.sets]
+    lines.append(f"  overall: {_percent(report.accuracy)}; majority baseline ({report.majority_class}): "
+                 f"{_percent(report.majority_accuracy)}")
+    lines += [f"    {name}: {_percent(accuracy)} of {clips}"
+              for name, (clips, accuracy) in report.per_class().items()]
+    return "\n".join(lines)
+
+
+def _percent(share: float) -> str:
+    return "n/a" if math.isnan(share) else f"{100 * share:.2f} %"

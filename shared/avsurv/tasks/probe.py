@@ -1,0 +1,244 @@
+"""Linear evaluation of frozen embeddings: event localization (EPG section 4.2, Table 1).
+
+A one-layer linear classifier is trained with cross-entropy on per-clip features of some cameras and
+tested on others; the score is segment-wise accuracy, the share of clips classified correctly.
+Features are ``visual`` (z_v), ``audio`` (z_a) or ``av`` (the concatenation [z_v, z_a]), standardised
+with the training mean and std. The classifier is fitted full-batch with L-BFGS and an L2 penalty
+(weight decay) from a seeded initialisation, so one seed gives one result.
+
+Labels come from the generator's ``ground_truth.json`` (the label of second floor(clip_start) of the
+clip's camera) or from a CSV ``camera_id,t,label``. Clips without a label are skipped and counted;
+classes seen only at test time count as errors, since the classifier cannot predict them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from avsurv.tasks.embeddings import EmbeddingSet, TaskError, concat
+
+FEATURES = ("av", "audio", "visual")
+SCENE_FORMAT = "avsurv-scene-v1"
+UNLABELLED = ""
+"""Label of a clip no label file covers; readers reject empty labels, so it is unambiguous."""
+DEFAULT_STEPS = 100
+DEFAULT_WEIGHT_DECAY = 1e-3
+_START_TOLERANCE_S = 1e-6
+"""Clip starts computed in floating point may fall just below a whole second."""
+
+Labels = dict[tuple[str, int], str]
+"""(camera_id, whole second t) -> label of [t, t + 1)."""
+
+
+def read_labels(path: str | Path) -> Labels:
+    """Labels from a ``ground_truth.json`` (avsurv-scene-v1) or a CSV with header ``camera_id,t,label``."""
+    path = Path(path)
+    if not path.is_file():
+        raise TaskError(f"{path}: no such label file")
+    return _ground_truth_labels(path) if path.suffix.lower() == ".json" else _csv_labels(path)
+
+
+def _ground_truth_labels(path: Path) -> Labels:
+    try:
+        truth = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise TaskError(f"{path}: not JSON ({error})") from None
+    if not isinstance(truth, dict) or truth.get("format") != SCENE_FORMAT:
+        raise TaskError(f"{path}: not a ground-truth file (format must be {SCENE_FORMAT!r})")
+    try:
+        return {(str(camera), int(second["t"])): _label(path, second["label"])
+                for camera, seconds in truth["seconds"].items() for second in seconds}
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise TaskError(f"{path}: bad 'seconds' entry ({error!r})") from None
+
+
+def _csv_labels(path: Path) -> Labels:
+    try:
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or not {"camera_id", "t", "label"} <= set(reader.fieldnames):
+                raise TaskError(f"{path}: a label CSV needs the header camera_id,t,label")
+            return {(row["camera_id"], _whole_second(path, reader.line_num, row["t"])):
+                    _label(path, row["label"]) for row in reader}
+    except UnicodeDecodeError as error:
+        raise TaskError(f"{path}: not a text file ({error})") from None
+
+
+def _whole_second(path: Path, line: int, text: str) -> int:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise TaskError(f"{path}:{line}: t must be a whole second, got {text!r}") from None
+
+
+def _label(path: Path, label: Any) -> str:
+    if not isinstance(label, str) or not label.strip():
+        raise TaskError(f"{path}: empty or non-text label {label!r}")
+    return label.strip()
+
+
+def clip_labels(embeddings: EmbeddingSet, labels: Labels) -> np.ndarray:
+    """str [N]: label of second floor(clip_start) of each clip's camera, ``UNLABELLED`` where none."""
+    seconds = np.floor(embeddings.clip_start + _START_TOLERANCE_S).astype(np.int64)
+    found = [labels.get((camera, int(t)), UNLABELLED) for camera, t in zip(embeddings.camera_id.tolist(),
+                                                                           seconds, strict=True)]
+    return np.asarray(found, dtype=np.str_)
+
+
+def clip_features(embeddings: EmbeddingSet, features: str) -> np.ndarray:
+    """float32 [N, F]: z_v, z_a or [z_v, z_a]."""
+    if features not in FEATURES:
+        raise TaskError(f"features must be one of {', '.join(FEATURES)}, got {features!r}")
+    parts = {"visual": [embeddings.z_v], "audio": [embeddings.z_a], "av": [embeddings.z_v, embeddings.z_a]}
+    return np.concatenate(parts[features], axis=1)
+
+
+@dataclass(frozen=True)
+class LinearProbe:
+    """A fitted linear classifier over standardised features."""
+
+    classes: tuple[str, ...]
+    mean: np.ndarray
+    std: np.ndarray
+    layer: torch.nn.Linear
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """str [N]: the predicted class of each feature row."""
+        with torch.no_grad():
+            logits = self.layer(torch.from_numpy((x - self.mean) / self.std))
+        return np.asarray(self.classes, dtype=np.str_)[logits.argmax(dim=1).numpy()]
+
+
+def train_probe(x: np.ndarray, y: np.ndarray, *, steps: int = DEFAULT_STEPS,
+                weight_decay: float = DEFAULT_WEIGHT_DECAY, seed: int = 0) -> LinearProbe:
+    """Fits ``softmax(W x + b)`` to labels ``y`` (str [N]) by full-batch L-BFGS, ``steps`` iterations.
+
+    Loss: mean cross-entropy + weight_decay / 2 * ||W||^2 (the bias is not penalised).
+    """
+    if len(y) == 0:
+        raise TaskError("no labelled training clips")
+    if steps < 1 or weight_decay < 0:
+        raise TaskError(f"steps must be >= 1 and weight decay >= 0, got {steps} and {weight_decay}")
+    classes, targets = np.unique(y, return_inverse=True)
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    # A constant feature is 0 after centring; dividing it by 1 instead of 0 keeps it finite.
+    std = np.where(std > 0, std, 1.0).astype(np.float32)
+    inputs = torch.from_numpy((x - mean) / std)
+    labels = torch.from_numpy(targets.astype(np.int64))
+    generator = torch.Generator().manual_seed(seed)
+    layer = torch.nn.Linear(x.shape[1], len(classes))
+    with torch.no_grad():
+        layer.weight.copy_(0.01 * torch.randn(layer.weight.shape, generator=generator))
+        layer.bias.zero_()
+    optimiser = torch.optim.LBFGS(layer.parameters(), max_iter=steps, history_size=20,
+                                  line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        loss = F.cross_entropy(layer(inputs), labels) + 0.5 * weight_decay * layer.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    return LinearProbe(tuple(classes.tolist()), mean, std, layer)
+
+
+@dataclass(frozen=True)
+class SetAccuracy:
+    name: str
+    clips: int
+    correct: int
+    skipped: int
+    """Clips without a label, not counted in ``clips``."""
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.clips if self.clips else math.nan
+
+
+@dataclass(frozen=True)
+class ProbeReport:
+    """Accuracy of one probe; ``confusion[i, j]`` counts clips of class ``classes[i]`` predicted as ``j``."""
+
+    features: str
+    train_clips: int
+    train_skipped: int
+    sets: tuple[SetAccuracy, ...]
+    classes: tuple[str, ...]
+    """Training classes first, then classes seen only at test time."""
+    confusion: np.ndarray
+    majority_class: str
+    majority_accuracy: float
+    """Accuracy on the test clips of always predicting the most frequent training class."""
+
+    @property
+    def accuracy(self) -> float:
+        """Over all labelled test clips."""
+        return float(np.trace(self.confusion) / self.confusion.sum())
+
+    def per_class(self) -> dict[str, tuple[int, float]]:
+        """class -> (labelled test clips, accuracy); classes without test clips are left out."""
+        support = self.confusion.sum(axis=1)
+        return {name: (int(n), float(self.confusion[i, i] / n))
+                for i, (name, n) in enumerate(zip(self.classes, support, strict=True)) if n}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "features": self.features, "train_clips": self.train_clips, "train_skipped": self.train_skipped,
+            "sets": [{"name": s.name, "clips": s.clips, "correct": s.correct, "skipped": s.skipped,
+                      "accuracy": s.accuracy} for s in self.sets],
+            "accuracy": self.accuracy,
+            "per_class": {name: {"clips": n, "accuracy": acc} for name, (n, acc) in self.per_class().items()},
+            "classes": list(self.classes), "confusion": self.confusion.tolist(),
+            "majority_class": self.majority_class, "majority_accuracy": self.majority_accuracy,
+        }
+
+
+def evaluate_probe(train: Sequence[EmbeddingSet], test: Mapping[str, EmbeddingSet], labels: Labels, *,
+                   features: str = "av", steps: int = DEFAULT_STEPS,
+                   weight_decay: float = DEFAULT_WEIGHT_DECAY, seed: int = 0) -> ProbeReport:
+    """Trains on the labelled clips of ``train`` and scores each named set of ``test``."""
+    if not test:
+        raise TaskError("no test embedding sets")
+    training = concat(train)
+    x_train, y_train, train_skipped = _labelled(training, labels, features)
+    probe = train_probe(x_train, y_train, steps=steps, weight_decay=weight_decay, seed=seed)
+    truths, predictions, sets = [], [], []
+    for name, embeddings in test.items():
+        if embeddings.model_sha256 != training.model_sha256 or embeddings.dim != training.dim:
+            raise TaskError(f"test set {name} comes from another model than the training sets")
+        x, y, skipped = _labelled(embeddings, labels, features)
+        predicted = probe.predict(x) if len(y) else np.asarray([], dtype=np.str_)
+        sets.append(SetAccuracy(name, len(y), int((predicted == y).sum()), skipped))
+        truths.append(y)
+        predictions.append(predicted)
+    truth, predicted = np.concatenate(truths), np.concatenate(predictions)
+    if truth.size == 0:
+        raise TaskError("no labelled test clips: check that the labels name the test cameras")
+    test_only = sorted(set(truth.tolist()) - set(probe.classes))
+    classes = (*probe.classes, *test_only)
+    position = {name: i for i, name in enumerate(classes)}
+    confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    cells = ([position[c] for c in truth.tolist()], [position[c] for c in predicted.tolist()])
+    np.add.at(confusion, cells, 1)
+    majority = Counter(y_train.tolist()).most_common(1)[0][0]
+    return ProbeReport(features, len(y_train), train_skipped, tuple(sets), classes, confusion,
+                       majority, float((truth == majority).mean()))
+
+
+def _labelled(embeddings: EmbeddingSet, labels: Labels, features: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Features and labels of the labelled clips, and how many clips had no label."""
+    y = clip_labels(embeddings, labels)
+    known = y != UNLABELLED
+    return clip_features(embeddings, features)[known], y[known], int((~known).sum())

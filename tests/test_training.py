@@ -1,0 +1,191 @@
+"""Training: schedule, batches, caching, reproducibility, resume, the model directory, and embedding."""
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from avsurv.cli import main
+from avsurv.learning.data import ClipTable, load_clips, mel_statistics, video_batch
+from avsurv.learning.distance import distance
+from avsurv.learning.evaluate import cross_modal_recall
+from avsurv.learning.modeldir import ModelError, load_model, save_checkpoint, sha256_of
+from avsurv.learning.train import TrainConfig, Trainer, train
+from avsurv.media.segment import crops
+from avsurv.synth import SceneConfig, generate_scene
+from avsurv.tasks.embeddings import EmbeddingSet
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("scene")
+    generate_scene(SceneConfig(seed=3, duration_s=24, cameras=2, width=320, height=180, weather="clear"), out,
+                   progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def table(scene) -> ClipTable:
+    return load_clips([scene / "cam0.mp4"], progress=False)
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def test_config_rejects_bad_settings():
+    for bad, words in (({"method": "simclr"}, "method"), ({"epochs": 0}, "epochs"), ({"batch_size": 1}, "batch"),
+                       ({"schedule": "random"}, "schedule")):
+        with pytest.raises(ValueError, match=words):
+            TrainConfig(**bad)
+
+
+def test_layerwise_schedule_trains_audio_first_then_alternates():
+    config = TrainConfig(audio_epochs=1)
+    assert [config.trained_modalities(e) for e in range(5)] == [
+        ("audio",), ("visual",), ("audio",), ("visual",), ("audio",)]
+    assert TrainConfig(schedule="joint").trained_modalities(0) == ("visual", "audio")
+
+
+def test_video_batch_crops_match_the_clip_tensor(table):
+    chosen = np.array([0, 1, 1])
+    batch = video_batch(table.frames[:3], chosen)
+    for row, crop in enumerate(chosen):
+        assert torch.equal(batch[row], crops(table.frames[row])[crop])
+
+
+def test_mel_statistics_are_per_bin(table):
+    mean, std = mel_statistics(table.log_mel)
+    assert mean.shape == std.shape == (128,)
+    np.testing.assert_allclose(mean[5].item(), table.log_mel[:, 0, 5, :].mean(), rtol=1e-4)
+
+
+def test_batches_span_the_stream_and_never_repeat_a_clip(table):
+    trainer = Trainer(table, Path("/nonexistent"), TrainConfig(batch_size=8), progress=False, log=quiet)
+    batches = list(trainer._batches(np.random.default_rng(0)))
+    flat = np.concatenate(batches)
+    assert sorted(flat) == list(range(len(table)))  # every clip once per epoch
+    assert np.ptp(table.starts[batches[0]]) > 8  # not consecutive seconds
+
+
+def test_avbt_batches_are_whole_windows_of_consecutive_clips(table):
+    trainer = Trainer(table, Path("/nonexistent"), TrainConfig(method="avbt", batch_size=8, avbt_window=4),
+                      progress=False, log=quiet)
+    for batch in trainer._batches(np.random.default_rng(0)):
+        for window in batch.reshape(-1, 4):
+            assert np.all(np.diff(table.starts[window]) == 1.0)
+
+
+def test_cached_frozen_outputs_give_the_same_epoch_as_recomputing(table):
+    results = []
+    for cache in (True, False):
+        config = TrainConfig(batch_size=8, epochs=1, cache_frozen=cache)
+        trainer = Trainer(table, Path("/nonexistent"), config, progress=False, log=quiet)
+        results.append(trainer.run_epoch(0))
+    assert results[0].loss == pytest.approx(results[1].loss, rel=1e-4)
+    assert results[0].trained == ["audio"]
+
+
+def test_training_is_reproducible(scene, tmp_path):
+    config = TrainConfig(epochs=2, batch_size=8, seed=5)
+    first = train([scene / "cam0.mp4"], tmp_path / "a", config, progress=False, log=quiet)
+    second = train([scene / "cam0.mp4"], tmp_path / "b", config, progress=False, log=quiet)
+    assert first.sha256 == second.sha256
+    other_seed = train([scene / "cam0.mp4"], tmp_path / "c", TrainConfig(epochs=2, batch_size=8, seed=6),
+                       progress=False, log=quiet)
+    assert other_seed.sha256 != first.sha256
+
+
+def test_resume_needs_a_checkpoint_and_the_same_settings(scene, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train([scene / "cam0.mp4"], tmp_path / "none", TrainConfig(), resume=True, progress=False, log=quiet)
+    train([scene / "cam0.mp4"], tmp_path / "m", TrainConfig(epochs=1, batch_size=8), progress=False, log=quiet)
+    with pytest.raises(ModelError, match="other settings"):
+        train([scene / "cam0.mp4"], tmp_path / "m", TrainConfig(epochs=2, batch_size=8, seed=6), resume=True,
+              progress=False, log=quiet)
+
+
+def test_interrupted_run_resumes_to_the_same_model(scene, tmp_path):
+    config = TrainConfig(epochs=2, batch_size=8, seed=5)
+    straight = train([scene / "cam0.mp4"], tmp_path / "a", config, progress=False, log=quiet)
+    table = load_clips([scene / "cam0.mp4"], progress=False)
+    interrupted = Trainer(table, tmp_path / "b", config, progress=False, log=quiet)
+    history = [interrupted.run_epoch(0)]
+    save_checkpoint(tmp_path / "b", interrupted._modules(), interrupted.optimizers,
+                    {"epoch": 0, "config": asdict(config), "history": [asdict(h) for h in history]})
+    resumed = train([scene / "cam0.mp4"], tmp_path / "b", config, resume=True, progress=False, log=quiet)
+    assert resumed.sha256 == straight.sha256
+
+
+def test_model_directory_is_verified_on_load(scene, tmp_path):
+    result = train([scene / "cam0.mp4"], tmp_path / "m", TrainConfig(epochs=1, batch_size=8), progress=False,
+                   log=quiet)
+    model, config = load_model(tmp_path / "m")
+    assert config["profile"] == "tiny" and config["method"] == "epg" and config["sha256"] == result.sha256
+    assert len(config["audio_normalization"]["mel_mean"]) == 128
+    assert config["training_data"]["clips"] == 24 and len(config["history"]) == 1
+    calibration = json.loads((tmp_path / "m" / "calibration.json").read_text())
+    assert calibration["model_sha256"] == result.sha256
+    assert sha256_of(tmp_path / "m" / "model.safetensors") == result.sha256
+    weights = tmp_path / "m" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="does not match its checksum"):
+        load_model(tmp_path / "m")
+    with pytest.raises(FileExistsError, match="already holds a model"):
+        train([scene / "cam0.mp4"], tmp_path / "m", TrainConfig(epochs=1), progress=False, log=quiet)
+
+
+@pytest.mark.parametrize("method", ["tpg", "avbt", "infonce"])
+def test_baselines_train_on_the_same_encoders(scene, tmp_path, method):
+    config = TrainConfig(method=method, epochs=2, batch_size=8, avbt_window=4)
+    result = train([scene / "cam0.mp4"], tmp_path / method, config, progress=False, log=quiet)
+    assert [h.labels for h in result.history] == [{"tpg": "TPG", "avbt": "AV-BT", "infonce": "InfoNCE"}[method]] * 2
+    assert all(np.isfinite(h.loss) for h in result.history)
+
+
+def test_epg_switches_from_tpg_labels_after_the_first_epoch(scene, tmp_path):
+    result = train([scene / "cam0.mp4"], tmp_path / "epg", TrainConfig(epochs=2, batch_size=8), progress=False,
+                   log=quiet)
+    assert [h.labels for h in result.history] == ["TPG", "EPG"]
+    assert result.history[0].positives_per_anchor == 1.0
+
+
+def test_embed_command_writes_the_documented_arrays(scene, tmp_path, capsys):
+    assert main(["train", str(scene / "cam0.mp4"), "--out", str(tmp_path / "m"), "--epochs", "1",
+                 "--batch-size", "8", "--no-progress"]) == 0
+    out = tmp_path / "cam1.npz"
+    assert main(["embed", str(scene / "cam1.mp4"), "--model", str(tmp_path / "m"), "--out", str(out),
+                 "--no-progress"]) == 0
+    embeddings = EmbeddingSet.load(out)
+    assert embeddings.clip_start.dtype == np.float64 and embeddings.clip_start.shape == (24,)
+    assert embeddings.z_v.shape == embeddings.z_a.shape == (24, 512) and embeddings.z_v.dtype == np.float32
+    assert set(embeddings.camera_id) == {"cam1"} and embeddings.model_sha256 == load_model(tmp_path / "m")[1]["sha256"]
+    model, _ = load_model(tmp_path / "m")
+    clip = load_clips([scene / "cam1.mp4"], progress=False)
+    with torch.no_grad():
+        both = model.encoders["visual"](crops(clip.frames[0]))["visual"]
+    np.testing.assert_allclose(embeddings.z_v[0], both.mean(0).numpy(), atol=1e-5)  # mean over the two crops
+
+
+def test_cross_modal_recall_matches_a_loop():
+    rng = np.random.default_rng(0)
+    z_v = rng.normal(size=(120, 16)).astype(np.float32)
+    z_a = (z_v + rng.normal(scale=1.5, size=z_v.shape)).astype(np.float32)
+    result = cross_modal_recall(z_v, z_a, candidates=10, ks=(1, 3), seed=4)
+    draw = np.random.default_rng(4)
+    others = draw.random((120, 119)).argsort(axis=1)[:, :9]
+    hits = {1: 0, 3: 0}
+    for i in range(120):
+        pool = [i] + [o + (o >= i) for o in others[i]]
+        scores = [distance(torch.from_numpy(z_v[i]), torch.from_numpy(z_a[j])).item() for j in pool]
+        rank = sum(s < scores[0] for s in scores)
+        hits[1] += rank < 1
+        hits[3] += rank < 3
+    assert result["recall_at_1"] == pytest.approx(hits[1] / 120)
+    assert result["recall_at_3"] == pytest.approx(hits[3] / 120)
+    assert 0.1 < result["recall_at_1"] < 1.0  # the planted signal is found, not perfectly
