@@ -44,7 +44,9 @@ def test_config_rejects_bad_settings():
 
 
 def test_layerwise_schedule_trains_audio_first_then_alternates():
-    config = TrainConfig(audio_epochs=1)
+    assert TrainConfig().resolved_schedule == "joint"  # from scratch
+    assert TrainConfig(kinetics_weights="x3d_m.pyth").resolved_schedule == "layerwise"
+    config = TrainConfig(schedule="layerwise", audio_epochs=1)
     assert [config.trained_modalities(e) for e in range(5)] == [
         ("audio",), ("visual",), ("audio",), ("visual",), ("audio",)]
     assert TrainConfig(schedule="joint").trained_modalities(0) == ("visual", "audio")
@@ -63,12 +65,14 @@ def test_mel_statistics_are_per_bin(table):
     np.testing.assert_allclose(mean[5].item(), table.log_mel[:, 0, 5, :].mean(), rtol=1e-4)
 
 
-def test_batches_span_the_stream_and_never_repeat_a_clip(table):
+def test_an_epoch_shows_every_crop_once_across_the_stream_without_repeating_audio_in_a_batch(table):
     trainer = Trainer(table, Path("/nonexistent"), TrainConfig(batch_size=8), progress=False, log=quiet)
-    batches = list(trainer._batches(np.random.default_rng(0)))
-    flat = np.concatenate(batches)
-    assert sorted(flat) == list(range(len(table)))  # every clip once per epoch
-    assert np.ptp(table.starts[batches[0]]) > 8  # not consecutive seconds
+    passes = trainer._crop_passes(epoch=0)
+    seen = sorted((int(clip), int(crop)) for batch, crops in passes for clip, crop in zip(batch, crops, strict=True))
+    assert seen == [(clip, crop) for clip in range(len(table)) for crop in (0, 1)]
+    assert all(len(set(batch)) == len(batch) for batch, _ in passes)  # never the same audio twice
+    assert np.ptp(table.starts[passes[0][0]]) > 8  # drawn across the stream, not consecutive seconds
+    assert not np.array_equal(passes[0][0], trainer._crop_passes(epoch=1)[0][0])  # reshuffled every epoch
 
 
 def test_avbt_batches_are_whole_windows_of_consecutive_clips(table):
@@ -82,7 +86,7 @@ def test_avbt_batches_are_whole_windows_of_consecutive_clips(table):
 def test_cached_frozen_outputs_give_the_same_epoch_as_recomputing(table):
     results = []
     for cache in (True, False):
-        config = TrainConfig(batch_size=8, epochs=1, cache_frozen=cache)
+        config = TrainConfig(schedule="layerwise", batch_size=8, epochs=1, cache_frozen=cache)
         trainer = Trainer(table, Path("/nonexistent"), config, progress=False, log=quiet)
         results.append(trainer.run_epoch(0))
     assert results[0].loss == pytest.approx(results[1].loss, rel=1e-4)
@@ -123,7 +127,7 @@ def test_interrupted_run_resumes_to_the_same_model(scene, tmp_path):
 def test_model_directory_is_verified_on_load(scene, tmp_path):
     result = train([scene / "cam0.mp4"], tmp_path / "m", TrainConfig(epochs=1, batch_size=8), progress=False,
                    log=quiet)
-    model, config = load_model(tmp_path / "m")
+    _, config = load_model(tmp_path / "m")
     assert config["profile"] == "tiny" and config["method"] == "epg" and config["sha256"] == result.sha256
     assert len(config["audio_normalization"]["mel_mean"]) == 128
     assert config["training_data"]["clips"] == 24 and len(config["history"]) == 1

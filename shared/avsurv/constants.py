@@ -67,6 +67,13 @@ LR_AUDIO: Final = 1e-3
 WEIGHT_DECAY: Final = 1e-5
 """Optimiser settings of F_v and F_a (section 4.1)."""
 
+# --- AV-BT baseline (TACMA, Ran et al. 2022, sections 3.2 and 4) ---------------------------------
+AVBT_LAMBDA: Final = 5e-3
+"""Weight of the redundancy-reduction term (Eq. 2; Barlow Twins' value)."""
+
+TACMA_PROJECTOR_DIMS: Final = (2048, 4096, 4096)
+"""The paper's shared projector output sizes; training uses smaller ones on CPU (losses/avbt.py)."""
+
 # --- Downstream tasks (EPG sections 4.2, 4.3) ----------------------------------------------------
 ANOMALY_STDS: Final = 2.0
 """A clip is anomalous when d(z_v, z_a) > mean + 2 std of the training clips' scores."""

@@ -68,8 +68,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-positives", type=int, default=d.max_positives,
                    help="EPG safeguard: keep at most this many nearest extra positives per anchor (default: no cap)")
     p.add_argument("--schedule", default=d.schedule, choices=SCHEDULES,
-                   help="layerwise: F_a alone first, then alternate epochs (the paper); joint: both every step "
-                   f"(default {d.schedule})")
+                   help="layerwise: F_a alone first, then alternate epochs (the paper); joint: both every step; "
+                   f"auto: layerwise with --kinetics-weights, joint from scratch (default {d.schedule})")
     p.add_argument("--audio-epochs", type=int, default=d.audio_epochs,
                    help=f"layerwise: epochs training F_a alone with F_v frozen (default {d.audio_epochs})")
     p.add_argument("--lr-visual", type=float, default=d.lr_visual, help=f"F_v learning rate (default {d.lr_visual})")

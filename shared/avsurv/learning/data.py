@@ -1,9 +1,7 @@
 """Training data: every clip of every input in memory, and batches drawn across the whole stream.
 
 EPG needs alike clips from different times in one batch (that is where its extra positives come from),
-so batches are drawn from a permutation of the whole stream, never from consecutive seconds. The two
-crops of a clip are independent samples of the same audio; each epoch draws one of them per clip, so a
-batch never holds the same audio twice.
+so batches are drawn from a permutation of the whole stream, never from consecutive seconds.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ Schedule (EPG section 4.1, layer-wise / iterative training after Belilovsky et a
 first trained alone with ``F_v`` frozen for ``audio_epochs`` epochs, then the two are trained in
 alternate epochs. While an encoder is frozen its outputs do not change, so they are computed once and
 cached instead of being recomputed every batch. ``schedule="joint"`` trains both every step instead.
+Decision: ``schedule="auto"`` (the default) is layer-wise when ``F_v`` starts from Kinetics weights, the
+paper's setting, and joint from scratch: a randomly initialised ``F_v`` gives nearly the same embedding
+for every clip, so training ``F_a`` against it first teaches nothing (measured: layer-wise TPG from
+scratch had no aligned-vs-negative gap after 5 epochs, joint TPG had one from epoch 4).
 
 EPG takes its pair labels from the embeddings (Eq. 1) except in the first ``tpg_epochs`` epochs, which
 use temporal labels (only the synchronised pair is positive), as the paper does for its first epoch.
@@ -41,7 +45,7 @@ from avsurv.models import build_model, load_kinetics_x3d
 from avsurv.tasks.anomalies import Calibration
 
 METHODS = ("epg", "tpg", "avbt", "infonce")
-SCHEDULES = ("layerwise", "joint")
+SCHEDULES = ("auto", "layerwise", "joint")
 MODALITIES = ("visual", "audio")
 
 
@@ -61,7 +65,7 @@ class TrainConfig:
     tpg_epochs: int = 1
     label_rule: str = "or"
     max_positives: int | None = None
-    schedule: str = "layerwise"
+    schedule: str = "auto"
     audio_epochs: int = 1
     lr_visual: float = LR_VISUAL
     lr_audio: float = LR_AUDIO
@@ -87,9 +91,15 @@ class TrainConfig:
             if not ok:
                 raise ValueError(message)
 
+    @property
+    def resolved_schedule(self) -> str:
+        if self.schedule != "auto":
+            return self.schedule
+        return "layerwise" if self.kinetics_weights else "joint"
+
     def trained_modalities(self, epoch: int) -> tuple[str, ...]:
         """Which encoders learn in ``epoch``: audio first, then alternating visual / audio."""
-        if self.schedule == "joint":
+        if self.resolved_schedule == "joint":
             return MODALITIES
         if epoch < self.audio_epochs:
             return ("audio",)
@@ -221,6 +231,14 @@ class Trainer:
             chosen = [windows[i] for i in rng.permutation(len(windows))[start : start + per_batch]]
             yield np.concatenate(chosen)
 
+    def _crop_passes(self, epoch: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(clip indices, crop choice) per batch: two shuffled passes over the clips, each clip's crops in
+        different passes (the crops are independent samples of one audio, EPG section 4.1), so no
+        batch holds the same audio twice."""
+        rng = np.random.default_rng([self.config.seed, epoch])
+        first = rng.integers(0, 2, len(self.table))
+        return [(batch, crop[batch]) for crop in (first, 1 - first) for batch in self._batches(rng)]
+
     def _windows(self) -> list[np.ndarray]:
         window, windows = self.config.avbt_window, []
         for source in np.unique(self.table.source_index):
@@ -271,14 +289,11 @@ class Trainer:
         for modality in MODALITIES:
             self.model.encoders[modality].train(modality in trained)
         started = time.perf_counter()
-        rng = np.random.default_rng([self.config.seed, epoch])
-        crops_all = rng.integers(0, 2, len(self.table))
         if self.objective.avbt is not None:
             self.objective.avbt.train()
-        batches = list(self._batches(rng))
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not self.progress, leave=False)
-        for batch in bar:
-            crops = crops_all[batch]
+        bar = tqdm(self._crop_passes(epoch), desc=f"epoch {epoch + 1}/{self.config.epochs}",
+                   disable=not self.progress, leave=False)
+        for batch, crops in bar:
             z_v = self._embed_batch("visual", batch, crops, trained)
             z_a = self._embed_batch("audio", batch, crops, trained)
             loss, positives = self.objective(z_v, z_a, self.times[batch], self._groups(batch), epoch)

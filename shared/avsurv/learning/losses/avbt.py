@@ -11,16 +11,10 @@ from typing import Final, Literal
 import torch
 from torch import nn
 
-from avsurv.constants import EMBEDDING_DIM
-
-AVBT_LAMBDA: Final = 5e-3
-"""Weight of the redundancy-reduction term (TACMA section 4 "Optimization", Eq. 2; Barlow Twins' value)."""
+from avsurv.constants import AVBT_LAMBDA, EMBEDDING_DIM
 
 PROJECTOR_DIMS: Final = (1024, 1024, 1024)
 """Output sizes of the three projector layers, reduced for CPU training."""
-
-TACMA_PROJECTOR_DIMS: Final = (2048, 4096, 4096)
-"""The paper's projector output sizes (TACMA section 4 "Implementation details")."""
 
 STANDARDIZE_EPS: Final = 1e-5
 """Added to the variance before dividing, as BatchNorm1d (Barlow Twins standardises with it)."""
@@ -88,7 +82,7 @@ class AVBTLoss(nn.Module):
     """AV-BT loss with its shared 3-layer projector (TACMA section 3.2.1, Eq. 1-2, Algorithm 1).
 
     ``z_a`` and ``z_v`` go through the same projector (Linear-BN-ReLU, Linear-BN-ReLU, Linear; default
-    sizes ``PROJECTOR_DIMS``, the paper's ``TACMA_PROJECTOR_DIMS``), then per video
+    sizes ``PROJECTOR_DIMS``, the paper's ``avsurv.constants.TACMA_PROJECTOR_DIMS``), then per video
 
         ``C = Z_a^T Z_v / T``,   ``L = sum_i (1 - C_ii)^2 + lambda * sum_{i != j} C_ij^2``.
 
