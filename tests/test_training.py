@@ -206,6 +206,6 @@ def test_precise_batch_norm_makes_eval_mode_match_training_statistics(table, pre
         evaluated = audio.eval()(log_mel)["audio"]
         with_batch_statistics = audio.train()(log_mel)["audio"]
     relative = ((evaluated - with_batch_statistics).norm() / with_batch_statistics.norm()).item()
-    # Momentum estimates lag the weights (measured ~0.75 apart); recomputed ones differ only by the
-    # unbiased-vs-biased variance (~0.006).
-    assert (relative < 0.02) if precise_bn_clips else (relative > 0.2)
+    # Momentum estimates lag the weights (measured ~1.0 apart); recomputed ones differ only by the
+    # unbiased-vs-biased variance of 24 clips (~0.03).
+    assert (relative < 0.06) if precise_bn_clips else (relative > 0.3)

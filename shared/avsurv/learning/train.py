@@ -303,6 +303,8 @@ class Trainer:
             encoder.train()
             for start in range(0, len(clips), self.config.batch_size):
                 batch = clips[start : start + self.config.batch_size]
+                if len(batch) < 2:
+                    continue  # a lone clip has no batch statistics
                 if modality == "visual":
                     encoder(video_batch(self.table.frames[batch], np.arange(len(batch)) % 2))
                 else:

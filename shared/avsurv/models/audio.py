@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from avsurv.constants import EMBEDDING_DIM, N_MELS
+from avsurv.models.standardize import standardizer
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class AudioConfig:
     stem_kernel: int = 7
     stem_pool: bool = True
     """ResNet's 3x3 stride-2 max pool after the stem."""
+    standardize: bool = False
+    """Standardise the embedding over the batch (:mod:`avsurv.models.standardize`)."""
 
 
 class BasicBlock(nn.Module):
@@ -86,6 +89,7 @@ class AudioEncoder(nn.Module):
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.proj = nn.Linear(config.widths[-1], embedding_dim)
+        self.standardize = standardizer(config.standardize, embedding_dim)
         for layer in self.modules():  # torchvision's ResNet init for the convolutions
             if isinstance(layer, nn.Conv2d):
                 nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
@@ -113,4 +117,4 @@ class AudioEncoder(nn.Module):
             raise ValueError(f"log-mel must be [B, 1, {N_MELS}, T], got {list(log_mel.shape)}")
         x = (log_mel - self.mel_mean.view(1, 1, -1, 1)) / self.mel_std.view(1, 1, -1, 1)
         x = self.stages(self.stem(x))
-        return {"audio": self.proj(self.pool(x).flatten(1))}
+        return {"audio": self.standardize(self.proj(self.pool(x).flatten(1)))}

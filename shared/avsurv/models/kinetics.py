@@ -18,7 +18,8 @@ from safetensors.torch import load_file
 from avsurv.models.model import AudioVisualModel
 from avsurv.models.x3d import X3D
 
-HEAD_PREFIX = "blocks.5.proj."
+HEAD_PREFIXES = ("blocks.5.proj.", "blocks.5.standardize.")
+"""Our head: the 512-d projection and the optional standardiser, which no Kinetics checkpoint has."""
 """The classifier: 400 classes in the checkpoint, the 512-d embedding in our model."""
 
 _WRAPPER_PREFIXES = ("module.", "model.")
@@ -87,7 +88,7 @@ def load_kinetics_x3d(model: X3D | AudioVisualModel, path: str | Path) -> Kineti
     encoder = model.encoders["visual"] if isinstance(model, AudioVisualModel) else model
     checkpoint = read_kinetics_state(path)
     target = encoder.state_dict()
-    backbone = [key for key in target if not key.startswith(HEAD_PREFIX)]
+    backbone = [key for key in target if not key.startswith(HEAD_PREFIXES)]
     missing = [key for key in backbone if key not in checkpoint]
     if missing:
         raise ValueError(
@@ -102,5 +103,5 @@ def load_kinetics_x3d(model: X3D | AudioVisualModel, path: str | Path) -> Kineti
     return KineticsLoadReport(
         loaded=tuple(backbone),
         skipped=tuple(key for key in checkpoint if key not in loaded),
-        fresh=tuple(key for key in target if key.startswith(HEAD_PREFIX)),
+        fresh=tuple(key for key in target if key.startswith(HEAD_PREFIXES)),
     )

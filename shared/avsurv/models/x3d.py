@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from avsurv.constants import EMBEDDING_DIM
+from avsurv.models.standardize import standardizer
 
 KINETICS_MEAN = (0.45, 0.45, 0.45)
 KINETICS_STD = (0.225, 0.225, 0.225)
@@ -40,6 +41,8 @@ class X3DConfig:
     dropout_rate: float = 0.5
     input_pool: int = 1
     """Average-pool factor over height and width applied before the stem (1: none)."""
+    standardize: bool = False
+    """Standardise the embedding over the batch (:mod:`avsurv.models.standardize`); X3D-M has none."""
 
 
 def round_width(width: float, multiplier: float, min_width: int = 8, divisor: int = 8) -> int:
@@ -214,15 +217,17 @@ class Head(nn.Module):
     """PyTorchVideo's ``ResNetBasicHead`` with ``proj`` mapping to the embedding and no activation."""
 
     def __init__(
-        self, dim_in: int, dim_inner: int, dim_out: int, embedding_dim: int, dropout_rate: float
+        self, dim_in: int, dim_inner: int, dim_out: int, embedding_dim: int, dropout_rate: float,
+        standardize: bool = False,
     ) -> None:
         super().__init__()
         self.pool = ProjectedPool(dim_in, dim_inner, dim_out)
         self.dropout = nn.Dropout(dropout_rate) if dropout_rate > 0 else nn.Identity()
         self.proj = nn.Linear(dim_out, embedding_dim)
+        self.standardize = standardizer(standardize, embedding_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.dropout(self.pool(x).flatten(1)))
+        return self.standardize(self.proj(self.dropout(self.pool(x).flatten(1))))
 
 
 class X3D(nn.Module):
@@ -285,5 +290,7 @@ def _build_blocks(config: X3DConfig, embedding_dim: int) -> list[nn.Module]:
         blocks.append(ResStage(depth, dim_in, dim_inner, dim_out, config.se_ratio))
         dim_in = dim_out
         stage_dim = round_width(stage_dim, 2.0)  # X3D doubles the base width at every stage
-    blocks.append(Head(dim_in, dim_inner, config.head_dim_out, embedding_dim, config.dropout_rate))
+    blocks.append(
+        Head(dim_in, dim_inner, config.head_dim_out, embedding_dim, config.dropout_rate, config.standardize)
+    )
     return blocks
