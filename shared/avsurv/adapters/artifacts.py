@@ -1,0 +1,65 @@
+"""The artifact store: model directories (safetensors, config, sha256) addressed by URI.
+
+``DirectoryArtifacts`` keeps them under a root directory (a local disk or a shared volume); an object
+store adapter only has to implement the same three methods.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+
+class Artifacts(Protocol):
+    def put(self, local_dir: Path, name: str) -> str:
+        """Stores a copy of ``local_dir`` as ``name`` and returns its URI; storing is atomic."""
+        ...
+
+    def fetch(self, uri: str, cache_dir: Path) -> Path:
+        """A local directory holding the artifact (may be the stored one itself)."""
+        ...
+
+    def exists(self, uri: str) -> bool: ...
+
+
+class DirectoryArtifacts:
+    SCHEME = "file://"
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, uri: str) -> Path:
+        if not uri.startswith(self.SCHEME):
+            raise ValueError(f"not a {self.SCHEME} artifact URI: {uri!r}")
+        path = Path(uri.removeprefix(self.SCHEME)).resolve()
+        if not path.is_relative_to(self.root):
+            raise ValueError(f"artifact {uri!r} is outside the store {self.root}")
+        return path
+
+    def put(self, local_dir: Path, name: str) -> str:
+        if "/" in name or name in ("", ".", ".."):
+            raise ValueError(f"artifact name must be a plain name, got {name!r}")
+        target = self.root / name
+        if not target.exists():
+            # Copy beside the target, then rename: readers never see a half-written artifact.
+            staging = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{name}."))
+            shutil.copytree(local_dir, staging, dirs_exist_ok=True)
+            try:
+                staging.rename(target)
+            except OSError:  # stored meanwhile by another writer: same name, same content
+                shutil.rmtree(staging)
+                if not target.is_dir():
+                    raise
+        return self.SCHEME + str(target)
+
+    def fetch(self, uri: str, cache_dir: Path) -> Path:
+        path = self._path(uri)
+        if not path.is_dir():
+            raise FileNotFoundError(f"artifact {uri} does not exist")
+        return path
+
+    def exists(self, uri: str) -> bool:
+        return self._path(uri).is_dir()

