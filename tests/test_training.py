@@ -13,7 +13,7 @@ from avsurv.learning.data import ClipTable, audio_batch, load_clips, mel_statist
 from avsurv.learning.distance import distance
 from avsurv.learning.evaluate import cross_modal_recall
 from avsurv.learning.modeldir import ModelError, load_model, save_checkpoint, sha256_of
-from avsurv.learning.train import TrainConfig, Trainer, train
+from avsurv.learning.train import EpochStats, TrainConfig, Trainer, _Objective, train
 from avsurv.media.segment import crops
 from avsurv.synth import SceneConfig, generate_scene
 from avsurv.tasks.embeddings import EmbeddingSet
@@ -157,6 +157,30 @@ def test_epg_switches_from_tpg_labels_after_the_first_epoch(scene, tmp_path):
                    log=quiet)
     assert [h.labels for h in result.history] == ["TPG", "EPG"]
     assert result.history[0].positives_per_anchor == 1.0
+
+
+def test_aligned_switch_waits_for_alignment_and_then_stays_on_epg():
+    objective = _Objective(TrainConfig(epg_switch="aligned", tpg_epochs=1, switch_gap=0.5))
+
+    def epoch(index: int, aligned: float, labels: str) -> EpochStats:
+        return EpochStats(index, ["visual", "audio"], labels, aligned_distance=aligned, negative_distance=1.0)
+
+    history: list[EpochStats] = []
+    assert objective.label_kind(0, history) == "TPG"
+    history.append(epoch(0, 0.2, "TPG"))  # aligned already, but tpg_epochs comes first
+    assert objective.label_kind(0, history[:0]) == "TPG"
+    history[0] = epoch(0, 0.9, "TPG")
+    assert objective.label_kind(1, history) == "TPG"  # not aligned: keep temporal labels
+    history.append(epoch(1, 0.5, "TPG"))
+    assert objective.label_kind(2, history) == "EPG"  # gap reached
+    history.append(epoch(2, 0.8, "EPG"))
+    assert objective.label_kind(3, history) == "EPG"  # once switched, never back
+    paper = _Objective(TrainConfig(tpg_epochs=1))
+    assert [paper.label_kind(e, [epoch(0, 0.9, "TPG")]) for e in (0, 1)] == ["TPG", "EPG"]
+    with pytest.raises(ValueError, match="epg switch"):
+        TrainConfig(epg_switch="later")
+    with pytest.raises(ValueError, match="switch gap"):
+        TrainConfig(switch_gap=0.0)
 
 
 def test_embed_command_writes_the_documented_arrays(scene, tmp_path, capsys):

@@ -18,6 +18,7 @@ from avsurv.learning.cli import register_cli as register_learning
 from avsurv.learning.modeldir import ModelError
 from avsurv.media import MediaError, Segmenter, SegmentReport
 from avsurv.media.clipstore import ClipWriter
+from avsurv.platform.cli import register_cli as register_platform
 from avsurv.synth import SceneConfig, generate_scene
 from avsurv.synth import register_cli as register_synth
 from avsurv.tasks.cli import register_cli as register_tasks
@@ -159,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment(sub)
     register_learning(sub)
     register_tasks(sub)
+    register_platform(sub)
     _add_demo(sub)
     return parser
 

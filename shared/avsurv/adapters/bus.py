@@ -140,3 +140,32 @@ class InProcessSubscription:
                 self._closed = True
                 self.bus._members.discard(self.group)
                 self.bus._changed.notify_all()
+
+
+class CommitTracker:
+    """Commits a partition's offset only up to the first message whose work is not done yet.
+
+    Messages of several keys share a partition and finish out of order (a camera's chunk waits for the
+    next one, a clip waits for its batch); committing a later offset would also commit the unfinished
+    earlier ones, which a restart would then lose.
+    """
+
+    def __init__(self, subscription: Subscription) -> None:
+        self.subscription = subscription
+        self._open: dict[tuple[str, int], set[int]] = defaultdict(set)
+        self._highest_done: dict[tuple[str, int], int] = {}
+
+    def started(self, message: Message) -> None:
+        self._open[(message.topic, message.partition)].add(message.offset)
+
+    def done(self, message: Message) -> None:
+        slot = (message.topic, message.partition)
+        self._open[slot].discard(message.offset)
+        self._highest_done[slot] = max(self._highest_done.get(slot, -1), message.offset)
+        limit = min(self._open[slot], default=self._highest_done[slot] + 1)
+        safe = min(self._highest_done[slot], limit - 1)
+        if safe >= 0:
+            self.subscription.commit(Message(message.topic, message.partition, safe, message.key, b""))
+
+    def pending(self) -> int:
+        return sum(len(offsets) for offsets in self._open.values())

@@ -5,9 +5,12 @@ through a per-site alias that is switched atomically when a new version is fully
 
 from __future__ import annotations
 
+import fcntl
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,55 +52,85 @@ class Hit:
 
 
 class QdrantVectors:
+    """``http(s)://host:port``: a Qdrant server. ``local:///path``: qdrant-client's local mode on disk, held
+    open by this process (the embedded deployment). ``local-shared:///path``: local mode shared by several
+    processes on one host, opened for each operation under an exclusive file lock (local mode allows one
+    client at a time and loads the whole store on opening: for tests and small sites, not production)."""
+
     def __init__(self, url: str) -> None:
-        """``http(s)://host:port`` for a server, or ``local:///path`` for local mode on disk."""
-        self.local = url.startswith("local://")
-        if self.local:
-            self.client = QdrantClient(path=url.removeprefix("local://"))
+        self.url = url
+        self.local = url.startswith(("local://", "local-shared://"))
+        self._shared_path: Path | None = None
+        if url.startswith("local-shared://"):
+            self._shared_path = Path(url.removeprefix("local-shared://"))
+            self._shared_path.mkdir(parents=True, exist_ok=True)
+            self._client: QdrantClient | None = None
+        elif url.startswith("local://"):
+            self._client = QdrantClient(path=url.removeprefix("local://"))
         elif url.startswith(("http://", "https://")):
-            self.client = QdrantClient(url=url)
+            self._client = QdrantClient(url=url)
         else:
-            raise ValueError(f"vector store URL must start with http://, https:// or local://, got {url!r}")
+            raise ValueError(f"vector store URL must start with http://, https://, local:// or local-shared://, "
+                             f"got {url!r}")
+
+    @contextmanager
+    def _session(self) -> Iterator[QdrantClient]:
+        if self._shared_path is None:
+            assert self._client is not None
+            yield self._client
+            return
+        with open(self._shared_path.parent / f".{self._shared_path.name}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            client = QdrantClient(path=str(self._shared_path))
+            try:
+                yield client
+            finally:
+                client.close()
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def ensure_collection(self, name: str) -> None:
-        if self.client.collection_exists(name):
-            return
-        params = models.VectorParams(size=EMBEDDING_DIM, distance=models.Distance.EUCLID)
-        self.client.create_collection(name, vectors_config=dict.fromkeys(VECTORS, params))
-        if self.local:
-            return  # local mode has no payload indexes (it filters by scanning)
-        for field, schema in (("camera_id", models.PayloadSchemaType.KEYWORD),
-                              ("capture_time", models.PayloadSchemaType.FLOAT)):
-            self.client.create_payload_index(name, field, field_schema=schema)
+        with self._session() as client:
+            if client.collection_exists(name):
+                return
+            params = models.VectorParams(size=EMBEDDING_DIM, distance=models.Distance.EUCLID)
+            client.create_collection(name, vectors_config=dict.fromkeys(VECTORS, params))
+            if self.local:
+                return  # local mode has no payload indexes (it filters by scanning)
+            for field, schema in (("camera_id", models.PayloadSchemaType.KEYWORD),
+                                  ("capture_time", models.PayloadSchemaType.FLOAT)):
+                client.create_payload_index(name, field, field_schema=schema)
 
     def upsert(self, collection: str, model_version: str, points: Sequence[Point]) -> None:
-        self.client.upsert(collection, points=[
+        structs = [
             models.PointStruct(
                 id=point_id(p.clip_id, model_version),
                 vector={"visual": _floats(p.z_v), "audio": _floats(p.z_a)},
                 payload={**p.payload, "clip_id": p.clip_id, "model_version": model_version},
             ) for p in points
-        ], wait=True)
+        ]
+        with self._session() as client:
+            client.upsert(collection, points=structs, wait=True)
 
     def query(self, collection: str, vector: np.ndarray, using: str, limit: int,
               camera_ids: Sequence[str] = (), start_time: float | None = None,
               end_time: float | None = None) -> list[Hit]:
         """Nearest points by Euclidean distance on one named vector, with both vectors returned so that
         the caller can re-rank with Eq. 5."""
-        response = self.client.query_points(
-            collection, query=_floats(vector), using=using, limit=limit,
-            query_filter=_filter(camera_ids, start_time, end_time), with_payload=True, with_vectors=True,
-        )
-        return [Hit(str(p.id), dict(p.payload or {}), np.asarray(p.vector["visual"], np.float32),
-                    np.asarray(p.vector["audio"], np.float32)) for p in response.points]
+        with self._session() as client:
+            response = client.query_points(
+                collection, query=_floats(vector), using=using, limit=limit,
+                query_filter=_filter(camera_ids, start_time, end_time), with_payload=True, with_vectors=True,
+            )
+        return [_hit(p) for p in response.points]
 
     def retrieve(self, collection: str, ids: Sequence[str]) -> list[Hit]:
-        points = self.client.retrieve(collection, ids=list(ids), with_payload=True, with_vectors=True)
-        return [Hit(str(p.id), dict(p.payload or {}), np.asarray(p.vector["visual"], np.float32),
-                    np.asarray(p.vector["audio"], np.float32)) for p in points]
+        with self._session() as client:
+            points = client.retrieve(collection, ids=list(ids), with_payload=True, with_vectors=True)
+        return [_hit(p) for p in points]
 
     def count(self, collection: str) -> int:
-        return self.client.count(collection, exact=True).count
+        with self._session() as client:
+            return client.count(collection, exact=True).count
 
     def set_alias(self, alias: str, collection: str) -> None:
         """Points ``alias`` at ``collection`` in one operation: queries see the old or the new one."""
@@ -106,19 +139,29 @@ class QdrantVectors:
             operations.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
         operations.append(models.CreateAliasOperation(
             create_alias=models.CreateAlias(collection_name=collection, alias_name=alias)))
-        self.client.update_collection_aliases(change_aliases_operations=operations)
+        with self._session() as client:
+            client.update_collection_aliases(change_aliases_operations=operations)
 
     def alias_target(self, alias: str) -> str | None:
-        for entry in self.client.get_aliases().aliases:
+        with self._session() as client:
+            aliases = client.get_aliases().aliases
+        for entry in aliases:
             if entry.alias_name == alias:
                 return entry.collection_name
         return None
 
     def delete_collection(self, name: str) -> None:
-        self.client.delete_collection(name)
+        with self._session() as client:
+            client.delete_collection(name)
 
     def close(self) -> None:
-        self.client.close()
+        if self._client is not None:
+            self._client.close()
+
+
+def _hit(point: Any) -> Hit:
+    return Hit(str(point.id), dict(point.payload or {}), np.asarray(point.vector["visual"], np.float32),
+               np.asarray(point.vector["audio"], np.float32))
 
 
 def _floats(vector: np.ndarray) -> list[float]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from avsurv.learning.modeldir import load_model
-from avsurv.learning.train import METHODS, SCHEDULES, TrainConfig, train
+from avsurv.learning.train import EPG_SWITCHES, METHODS, SCHEDULES, TrainConfig, train
 from avsurv.models import PROFILES
 from avsurv.tasks.embed import embed_inputs
 
@@ -26,6 +26,7 @@ def run_train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         profile=args.profile, method=args.method, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         w=args.w, sigma=args.sigma, tau=args.tau, reduction=args.reduction, tpg_epochs=args.tpg_epochs,
+        epg_switch=args.epg_switch, switch_gap=args.switch_gap,
         label_rule=args.label_rule, max_positives=args.max_positives, schedule=args.schedule,
         audio_epochs=args.audio_epochs, lr_visual=args.lr_visual, lr_audio=args.lr_audio,
         weight_decay=args.weight_decay, temperature=args.temperature, avbt_lambda=args.avbt_lambda,
@@ -62,6 +63,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    f"sum (the paper's plain Eq. 4) or mean over all pairs (default {d.reduction})")
     p.add_argument("--tpg-epochs", type=int, default=d.tpg_epochs,
                    help=f"EPG only: first epochs with temporal (TPG) labels (default {d.tpg_epochs})")
+    p.add_argument("--epg-switch", default=d.epg_switch, choices=EPG_SWITCHES,
+                   help="EPG only: epoch = EPG labels right after --tpg-epochs (the paper); aligned = also wait "
+                   f"until an epoch ends with the encoders aligned (see --switch-gap) (default {d.epg_switch})")
+    p.add_argument("--switch-gap", type=float, default=d.switch_gap,
+                   help="EPG with --epg-switch aligned: aligned when the mean aligned distance is at most this "
+                   f"fraction of the mean negative distance (default {d.switch_gap})")
     p.add_argument("--label-rule", default=d.label_rule, choices=("or", "and"),
                    help="EPG Eq. 1: a pair is positive if either (or) / both (and) modalities agree "
                    f"(default {d.label_rule})")

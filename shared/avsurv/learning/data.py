@@ -78,6 +78,10 @@ def load_clips(inputs: Sequence[str | Path], progress: bool = True) -> ClipTable
     clips = list(iter_clips(inputs, progress))
     if not clips:
         raise ValueError(f"no clips could be made from {', '.join(map(str, inputs))}")
+    return table_from_clips(clips)
+
+
+def table_from_clips(clips: Sequence[Clip]) -> ClipTable:
     sources = [clip.source for clip in clips]
     index_of = {source: i for i, source in enumerate(dict.fromkeys(sources))}
     source_index = np.array([index_of[s] for s in sources], dtype=np.int64)

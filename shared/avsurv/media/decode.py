@@ -50,7 +50,8 @@ class MediaInfo:
 @dataclass(frozen=True)
 class VideoSample:
     time: float
-    frame: av.VideoFrame
+    frame: av.VideoFrame | np.ndarray
+    """A decoded frame, or one already resized to RGB uint8 [224, 398, 3] (frames carried in chunks)."""
 
 
 @dataclass(frozen=True)

@@ -125,8 +125,11 @@ class _PendingClip:
     covered: np.ndarray = field(default_factory=lambda: np.zeros(CLIP_SAMPLES, bool))
 
 
-def _resize(frame: av.VideoFrame) -> np.ndarray:
-    """398x224 RGB via swscale (area averaging keeps small, far objects visible when downscaling)."""
+def resize_frame(frame: av.VideoFrame | np.ndarray) -> np.ndarray:
+    """398x224 RGB via swscale (area averaging keeps small, far objects visible when downscaling); an
+    array is taken as already resized."""
+    if isinstance(frame, np.ndarray):
+        return frame
     small = frame.reformat(width=FRAME_WIDTH, height=FRAME_HEIGHT, format="rgb24", interpolation="AREA")
     return small.to_ndarray()
 
@@ -161,7 +164,7 @@ class Segmenter:
         with MediaReader(self.source, **self._reader_args) as reader:
             self.report.info = reader.info
             epoch = self._capture_start if self._capture_start is not None else reader.info.capture_epoch
-            state = _ClipAssembler(self, epoch, reader.has_audio)
+            state = _ClipAssembler(self, epoch, reader.has_audio, reader.info.fps)
             yield from state.run(reader)
             self._note_reader_problems(reader)
             if state.next_slot is None:
@@ -179,21 +182,62 @@ class Segmenter:
             self.report.notes.append("the input has no audio track: every clip has has_audio = False")
 
 
+class ClipFeed:
+    """Segmentation of decoded events that arrive piece by piece (the segmentation service, fed by the
+    ingest service's chunks): the same grid, sampling and checks as :class:`Segmenter`."""
+
+    def __init__(self, camera_id: str, source: str, *, capture_epoch: float | None, fps: float | None,
+                 has_audio: bool) -> None:
+        self.camera_id, self.source = camera_id, source
+        self.report = SegmentReport(source, camera_id)
+        self._max_seconds: float | None = None
+        self._on_progress: Callable[[float], None] | None = None
+        self._state = _ClipAssembler(self, capture_epoch, has_audio, fps)
+
+    def push(self, event: VideoSample | AudioChunk) -> list[Clip]:
+        """Feeds one event (in decode order) and returns the clips it completed."""
+        if isinstance(event, VideoSample):
+            self._state.on_video(event)
+        else:
+            self._state.on_audio(event)
+        return list(self._state.finish_ready(final=False))
+
+    def open_since(self) -> float | None:
+        """Media time of the oldest clip still waiting for data (None: no clip is open)."""
+        return self._state.clip_start(min(self._state.pending)) if self._state.pending else None
+
+    def end(self) -> list[Clip]:
+        """The input ended: finishes every open clip."""
+        self._state.on_video_end()
+        return list(self._state.finish_ready(final=True))
+
+
+def grid_phase(capture_epoch: float | None) -> float:
+    """Offset of the clip grid from media time 0, so that clip boundaries fall on whole capture seconds."""
+    return (-capture_epoch) % 1.0 if capture_epoch is not None else 0.0
+
+
+def shown_at_a_sampling_instant(time: float, next_time: float, phase: float) -> bool:
+    """Whether a frame on screen from ``time`` until ``next_time`` is the one some clip samples (the
+    instants lie at phase + (k + 0.5) / VIDEO_FPS); ingest sends only those frames."""
+    first_slot = math.ceil((time - phase) * VIDEO_FPS - 0.5)
+    return phase + (first_slot + 0.5) / VIDEO_FPS < next_time
+
+
 class _ClipAssembler:
     """The streaming state of one segmentation run: open clips, the frame on screen, audio written."""
 
-    def __init__(self, owner: Segmenter, epoch: float | None, has_audio_stream: bool) -> None:
+    def __init__(self, owner: Segmenter | ClipFeed, epoch: float | None, has_audio_stream: bool,
+                 fps: float | None) -> None:
         self.owner = owner
         self.epoch = epoch
-        # Offset of the clip grid from media time 0 so that boundaries fall on whole capture seconds.
-        self.phase = (-epoch) % 1.0 if epoch is not None else 0.0
+        self.phase = grid_phase(epoch)
         self.has_audio_stream = has_audio_stream
         self.pending: dict[int, _PendingClip] = {}
         self.next_clip = -math.inf  # clips before this index are finished; late audio for them is dropped
         self.next_slot: int | None = None  # global index of the next frame slot to fill
         self.on_screen: VideoSample | None = None
         self.on_screen_rgb: np.ndarray | None = None
-        fps = owner.report.info.fps if owner.report.info else None
         self.max_frame_age = max(GAP_MIN_S, 2.0 / fps) if fps else GAP_MIN_S
         self.frame_period = 1.0 / fps if fps else 0.0
         self.video_time = -math.inf
@@ -256,7 +300,7 @@ class _ClipAssembler:
                 pending.missing_reason = f"video gap: no frame from {after} to {until}"
             return
         if self.on_screen_rgb is None:
-            self.on_screen_rgb = _resize(shown.frame)
+            self.on_screen_rgb = resize_frame(shown.frame)
         pending.frames[slot % FRAMES_PER_CLIP] = self.on_screen_rgb
 
     def on_video_end(self) -> None:

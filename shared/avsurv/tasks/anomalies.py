@@ -32,10 +32,11 @@ _ADJACENT_TOLERANCE_S = 1e-6
 
 def anomaly_scores(embeddings: EmbeddingSet, w: float = W) -> np.ndarray:
     """float64 [N]: ``d(z_v, z_a)`` of every clip (Eq. 5), whether or not it has audio."""
-    return _scores(embeddings.z_v, embeddings.z_a, w)
+    return clip_scores(embeddings.z_v, embeddings.z_a, w)
 
 
-def _scores(z_v: np.ndarray, z_a: np.ndarray, w: float) -> np.ndarray:
+def clip_scores(z_v: np.ndarray, z_a: np.ndarray, w: float = W) -> np.ndarray:
+    """float64 [N]: Eq. 5 between each clip's z_v and z_a, float32 [N, D] each."""
     with torch.no_grad():
         return distance(torch.from_numpy(z_v).double(), torch.from_numpy(z_a).double(), w).numpy()
 
@@ -63,7 +64,7 @@ class Calibration:
         """Mean and (population) std of the scores of training clips, float32 [N, D] each, all with audio."""
         if not 0.0 <= w <= 1.0:
             raise TaskError(f"the distance weight w must lie in [0, 1], got {w}")
-        scores = _scores(np.asarray(z_v, dtype=np.float32), np.asarray(z_a, dtype=np.float32), w)
+        scores = clip_scores(np.asarray(z_v, dtype=np.float32), np.asarray(z_a, dtype=np.float32), w)
         if scores.size < 2:
             raise TaskError(f"calibration needs at least 2 clips with audio, got {scores.size}")
         return cls(mean=float(scores.mean()), std=float(scores.std()), stds=stds, w=w, clips=int(scores.size),

@@ -30,34 +30,44 @@ class Header(_message.Message):
     def __init__(self, schema_version: _Optional[_Union[SchemaVersion, str]] = ..., site: _Optional[str] = ..., camera_id: _Optional[str] = ..., clip_id: _Optional[str] = ..., capture_time: _Optional[float] = ...) -> None: ...
 
 class Frame(_message.Message):
-    __slots__ = ("capture_time", "jpeg")
-    CAPTURE_TIME_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("media_time", "jpeg")
+    MEDIA_TIME_FIELD_NUMBER: _ClassVar[int]
     JPEG_FIELD_NUMBER: _ClassVar[int]
-    capture_time: float
+    media_time: float
     jpeg: bytes
-    def __init__(self, capture_time: _Optional[float] = ..., jpeg: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, media_time: _Optional[float] = ..., jpeg: _Optional[bytes] = ...) -> None: ...
+
+class AudioPiece(_message.Message):
+    __slots__ = ("media_time", "pcm_f32le")
+    MEDIA_TIME_FIELD_NUMBER: _ClassVar[int]
+    PCM_F32LE_FIELD_NUMBER: _ClassVar[int]
+    media_time: float
+    pcm_f32le: bytes
+    def __init__(self, media_time: _Optional[float] = ..., pcm_f32le: _Optional[bytes] = ...) -> None: ...
 
 class Chunk(_message.Message):
-    __slots__ = ("header", "sequence", "session", "start_time", "duration", "frames", "pcm_s16le", "sample_rate", "source")
+    __slots__ = ("header", "session", "sequence", "capture_epoch", "fps", "has_audio", "frames", "audio", "end_of_stream", "source")
     HEADER_FIELD_NUMBER: _ClassVar[int]
-    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
-    START_TIME_FIELD_NUMBER: _ClassVar[int]
-    DURATION_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    FPS_FIELD_NUMBER: _ClassVar[int]
+    HAS_AUDIO_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
-    PCM_S16LE_FIELD_NUMBER: _ClassVar[int]
-    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
+    END_OF_STREAM_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     header: Header
-    sequence: int
     session: str
-    start_time: float
-    duration: float
+    sequence: int
+    capture_epoch: float
+    fps: float
+    has_audio: bool
     frames: _containers.RepeatedCompositeFieldContainer[Frame]
-    pcm_s16le: bytes
-    sample_rate: int
+    audio: _containers.RepeatedCompositeFieldContainer[AudioPiece]
+    end_of_stream: bool
     source: str
-    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., sequence: _Optional[int] = ..., session: _Optional[str] = ..., start_time: _Optional[float] = ..., duration: _Optional[float] = ..., frames: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ..., pcm_s16le: _Optional[bytes] = ..., sample_rate: _Optional[int] = ..., source: _Optional[str] = ...) -> None: ...
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., session: _Optional[str] = ..., sequence: _Optional[int] = ..., capture_epoch: _Optional[float] = ..., fps: _Optional[float] = ..., has_audio: _Optional[bool] = ..., frames: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ..., audio: _Optional[_Iterable[_Union[AudioPiece, _Mapping]]] = ..., end_of_stream: _Optional[bool] = ..., source: _Optional[str] = ...) -> None: ...
 
 class Clip(_message.Message):
     __slots__ = ("header", "frames_jpeg", "log_mel_f16", "has_audio", "media_uri")

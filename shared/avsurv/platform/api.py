@@ -1,0 +1,284 @@
+"""The gRPC API (protos/avsurv/v1/api.proto): event search over the site's alias (one model version per
+response), anomaly listing and live feed, and the control surface. Every server also answers the standard
+health-checking protocol and server reflection."""
+
+from __future__ import annotations
+
+import math
+import re
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from avsurv.adapters.artifacts import Artifacts
+from avsurv.adapters.vectors import Hit, QdrantVectors, alias_name, point_id
+from avsurv.constants import SEARCH_EXCLUSION_S, SEARCH_SEPARATION_S
+from avsurv.media import MediaError, Segmenter
+from avsurv.platform.ingest import without_credentials
+from avsurv.platform.models import LoadedModel, load_version
+from avsurv.platform.registry import Registry
+from avsurv.tasks.embeddings import EmbeddingSet, TaskError
+from avsurv.tasks.search import search
+from avsurv.v1 import api_pb2, api_pb2_grpc
+from avsurv.v1 import messages_pb2 as pb
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+"""gRPC message limit both ways: an uploaded query clip is a short media file."""
+CANDIDATES = 512
+"""Nearest points fetched per modality before exclusion, separation and the exact Eq. 5 re-ranking."""
+MODES = {api_pb2.SEARCH_MODE_UNSPECIFIED: "av", api_pb2.SEARCH_MODE_AUDIO_VISUAL: "av",
+         api_pb2.SEARCH_MODE_AUDIO: "audio", api_pb2.SEARCH_MODE_VISUAL: "visual"}
+CAMERA_ID = r"^[A-Za-z0-9_.-]+$"
+Context = grpc.ServicerContext
+
+
+class _Abort(Exception):
+    def __init__(self, code: grpc.StatusCode, detail: str) -> None:
+        super().__init__(detail)
+        self.code, self.detail = code, detail
+
+
+def _handled(method: Callable) -> Callable:
+    """Turns :class:`_Abort` and task errors into gRPC statuses with a clear message."""
+    def wrapper(self: object, request: object, context: Context) -> object:
+        try:
+            return method(self, request, context)
+        except _Abort as error:
+            context.abort(error.code, error.detail)
+        except (TaskError, MediaError, ValueError) as error:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+    wrapper.__name__, wrapper.__doc__ = method.__name__, method.__doc__
+    return wrapper
+
+
+class SearchServicer(api_pb2_grpc.EventSearchServicer):
+    def __init__(self, vectors: QdrantVectors, registry: Registry, artifacts: Artifacts, cache_dir: Path) -> None:
+        self.vectors, self.registry, self.artifacts, self.cache_dir = vectors, registry, artifacts, cache_dir
+        self._models: dict[str, LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    def _model(self, version: str) -> LoadedModel:
+        with self._lock:
+            if version not in self._models:
+                self._models = {version: load_version(version, self.registry, self.artifacts, self.cache_dir)}
+            return self._models[version]
+
+    @_handled
+    def Search(self, request: api_pb2.SearchRequest, context: Context) -> api_pb2.SearchResponse:
+        site = self.registry.site
+        collection = self.vectors.alias_target(alias_name(site))
+        if collection is None:
+            raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, "no model version is indexed yet")
+        version = collection.removeprefix(f"avsurv_{site}_")  # the concrete collection: one version
+        mode = MODES.get(request.mode)
+        if mode is None:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown search mode {request.mode}")
+        z_v, z_a, camera, capture = self._query(request, collection, version)
+        hits: dict[str, Hit] = {}
+        for using in ("visual", "audio") if mode == "av" else (mode,):
+            for hit in self.vectors.query(collection, z_v if using == "visual" else z_a, using, CANDIDATES,
+                                          camera_ids=request.camera_ids,
+                                          start_time=request.start_time if request.HasField("start_time") else None,
+                                          end_time=request.end_time if request.HasField("end_time") else None):
+                hits[hit.id] = hit
+        response = api_pb2.SearchResponse(model_version=version)
+        if not hits:
+            return response
+        index = _index(list(hits.values()))
+        results = search(index, z_v, z_a, capture, camera, query_capture_time=capture, mode=mode,
+                         top_k=request.top_k or 10,
+                         exclusion_s=request.exclusion_s if request.HasField("exclusion_s") else SEARCH_EXCLUSION_S,
+                         separation_s=request.separation_s if request.HasField("separation_s") else SEARCH_SEPARATION_S,
+                         w=self._model(version).w)
+        response.results.extend(api_pb2.SearchResult(
+            clip_id=r.clip_id, camera_id=r.camera_id, capture_time=r.capture_time or r.clip_start,
+            distance=r.distance, media_uri=r.source) for r in results)
+        return response
+
+    def _query(self, request: api_pb2.SearchRequest, collection: str,
+               version: str) -> tuple[np.ndarray, np.ndarray, str, float]:
+        """The query's vectors in ``version``'s space, its camera and capture time."""
+        kind = request.WhichOneof("query")
+        if kind == "media":
+            return self._media_query(request.media, version)
+        if kind == "clip_at":
+            if not request.clip_at.camera_id:
+                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "clip_at needs a camera_id")
+            clip_id = f"{request.clip_at.camera_id}:{math.floor(request.clip_at.capture_time) * 1000}"
+        elif kind == "clip_id":
+            clip_id = request.clip_id
+        else:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "a search needs a clip_id, clip_at or media query")
+        found = self.vectors.retrieve(collection, [point_id(clip_id, version)])
+        if not found:
+            raise _Abort(grpc.StatusCode.NOT_FOUND, f"clip {clip_id} is not indexed in model version {version}")
+        hit = found[0]
+        return hit.z_v, hit.z_a, str(hit.payload["camera_id"]), float(hit.payload["capture_time"])
+
+    def _media_query(self, media: api_pb2.MediaQuery, version: str) -> tuple[np.ndarray, np.ndarray, str, float]:
+        if not media.data:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "the media query holds no data")
+        with tempfile.NamedTemporaryFile(suffix=".media") as upload:
+            upload.write(media.data)
+            upload.flush()
+            clips = [c for c in Segmenter(upload.name, "query", capture_start=0.0)
+                     if c.start <= media.offset < c.start + 1.0]
+        if not clips:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"the uploaded media has no clip at {media.offset:g} s")
+        z_v, z_a = self._model(version).embed(clips)
+        return z_v[0], z_a[0], "", math.nan  # not on any camera's timeline: nothing is excluded
+
+
+def _index(hits: Sequence[Hit]) -> EmbeddingSet:
+    capture = np.array([float(h.payload["capture_time"]) for h in hits])
+    return EmbeddingSet(
+        clip_start=capture, z_v=np.stack([h.z_v for h in hits]), z_a=np.stack([h.z_a for h in hits]),
+        clip_id=np.array([h.payload["clip_id"] for h in hits]),
+        camera_id=np.array([h.payload["camera_id"] for h in hits]),
+        capture_time=capture, has_audio=np.array([bool(h.payload.get("has_audio", True)) for h in hits]),
+        source=np.array([h.payload.get("media_uri", "") for h in hits]),
+    )
+
+
+class AnomaliesServicer(api_pb2_grpc.AnomaliesServicer):
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    @_handled
+    def List(self, request: api_pb2.ListAnomaliesRequest, context: Context) -> api_pb2.ListAnomaliesResponse:
+        events = [pb.AnomalyEvent.FromString(p) for p in self.registry.events(
+            request.start_time if request.HasField("start_time") else None,
+            request.end_time if request.HasField("end_time") else None, limit=-1)]
+        cameras = set(request.camera_ids)
+        chosen = [e for e in events if (not cameras or e.header.camera_id in cameras)
+                  and (not request.HasField("min_score") or e.peak_score >= request.min_score)]
+        return api_pb2.ListAnomaliesResponse(events=chosen[: request.limit or 100])
+
+    def Watch(self, request: api_pb2.WatchAnomaliesRequest, context: Context) -> Iterator[pb.AnomalyEvent]:
+        cameras = set(request.camera_ids)
+        live = self.registry.live_events()
+        try:
+            while context.is_active():
+                message = live.get_message(timeout=0.5)
+                if message is None or message["type"] != "message":
+                    continue
+                event = pb.AnomalyEvent.FromString(message["data"])
+                if not cameras or event.header.camera_id in cameras:
+                    yield event
+        finally:
+            live.close()
+
+
+class ControlServicer(api_pb2_grpc.ControlServicer):
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def _camera(self, camera_id: str) -> api_pb2.Camera:
+        wanted = self.registry.wanted_cameras()
+        for state in self.registry.camera_states():
+            if state.camera_id == camera_id:
+                return api_pb2.Camera(camera_id=camera_id, source=state.source, status=state.status,
+                                      last_capture_time=state.last_capture_time, detail=state.detail)
+        return api_pb2.Camera(camera_id=camera_id, source=without_credentials(wanted.get(camera_id, "")),
+                              status="starting" if camera_id in wanted else "removed")
+
+    @_handled
+    def AddCamera(self, request: api_pb2.AddCameraRequest, context: Context) -> api_pb2.Camera:
+        if not re.match(CAMERA_ID, request.camera_id) or not request.source:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "a camera needs an id of letters, digits, '_', '-', '.' "
+                         "and a source")
+        self.registry.want_camera(request.camera_id, request.source)
+        return self._camera(request.camera_id)
+
+    @_handled
+    def RemoveCamera(self, request: api_pb2.RemoveCameraRequest, context: Context) -> api_pb2.Camera:
+        if not self.registry.drop_camera(request.camera_id):
+            raise _Abort(grpc.StatusCode.NOT_FOUND, f"no camera {request.camera_id!r}")
+        return api_pb2.Camera(camera_id=request.camera_id, status="removed")
+
+    @_handled
+    def ListCameras(self, request: api_pb2.ListCamerasRequest, context: Context) -> api_pb2.ListCamerasResponse:
+        ids = sorted(set(self.registry.wanted_cameras()) | {c.camera_id for c in self.registry.camera_states()})
+        return api_pb2.ListCamerasResponse(cameras=[self._camera(i) for i in ids])
+
+    def _training(self) -> api_pb2.TrainingStatus:
+        status = self.registry.trainer_status()
+        return api_pb2.TrainingStatus(state=status.get("state", "idle"), detail=status.get("detail", ""),
+                                      clips_available=int(status.get("clips_available", 0)),
+                                      last_version=status.get("last_version", ""),
+                                      updated_time=float(status.get("updated_time", 0.0)))
+
+    @_handled
+    def TriggerTraining(self, request: api_pb2.TriggerTrainingRequest, context: Context) -> api_pb2.TrainingStatus:
+        if request.site and request.site != self.registry.site:
+            raise _Abort(grpc.StatusCode.NOT_FOUND, f"this deployment serves site {self.registry.site!r}")
+        self.registry.request_training()
+        return self._training()
+
+    @_handled
+    def GetTrainingStatus(self, request: api_pb2.TrainingStatusRequest, context: Context) -> api_pb2.TrainingStatus:
+        return self._training()
+
+    def _version(self, version: str) -> api_pb2.ModelVersion:
+        record = self.registry.model(version)
+        if record is None:
+            raise _Abort(grpc.StatusCode.NOT_FOUND, f"no model version {version!r}")
+        return api_pb2.ModelVersion(
+            model_version=record.version, sha256=record.sha256, created_time=record.created_time,
+            active=record.version == self.registry.active_version(), indexed=record.indexed, metrics=record.metrics)
+
+    @_handled
+    def ListModels(self, request: api_pb2.ListModelsRequest, context: Context) -> api_pb2.ListModelsResponse:
+        return api_pb2.ListModelsResponse(models=[self._version(r.version) for r in self.registry.models()])
+
+    @_handled
+    def ActivateModel(self, request: api_pb2.ActivateModelRequest, context: Context) -> api_pb2.ModelVersion:
+        version = self._version(request.model_version)  # NOT_FOUND first
+        self.registry.set_target(request.model_version)
+        return version
+
+    @_handled
+    def RollbackModel(self, request: api_pb2.RollbackModelRequest, context: Context) -> api_pb2.ModelVersion:
+        previous = self.registry.pop_previous()
+        if previous is None:
+            raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, "no earlier active version to roll back to")
+        self.registry.set_target(previous)
+        return self._version(previous)
+
+
+def serve_grpc(port: int, servicers: dict[str, object], health_checks: dict[str, Callable[[], bool]],
+               host: str = "[::]") -> tuple[grpc.Server, int, Callable[[], None]]:
+    """Starts a gRPC server with the given API servicers, health checking and reflection. Returns the
+    server, its port and a function that refreshes the health statuses from ``health_checks``."""
+    limits = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+              ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=limits)
+    adders = {"EventSearch": api_pb2_grpc.add_EventSearchServicer_to_server,
+              "Anomalies": api_pb2_grpc.add_AnomaliesServicer_to_server,
+              "Control": api_pb2_grpc.add_ControlServicer_to_server}
+    for name, servicer in servicers.items():
+        adders[name](servicer, server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [api_pb2.DESCRIPTOR.services_by_name[n].full_name for n in servicers]
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    server.start()
+
+    def refresh() -> None:
+        statuses = {name: check() for name, check in health_checks.items()}
+        for name, ok in statuses.items():
+            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING if ok
+                                else health_pb2.HealthCheckResponse.NOT_SERVING)
+        health_servicer.set("", health_pb2.HealthCheckResponse.SERVING if all(statuses.values())
+                            else health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    refresh()
+    return server, bound, refresh

@@ -1,0 +1,115 @@
+"""Service configuration: defaults, then an optional YAML file, then ``AVSURV_*`` environment variables
+(ARCHITECTURE.md, "Conventions"). Every service prints its effective configuration at start, with the
+passwords of URLs masked."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ENV_PREFIX = "AVSURV_"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    site: str = Field("default", pattern=r"^[A-Za-z0-9_-]+$", description="location the models learn")
+    data_dir: Path = Field(Path("avsurv-data"), description="root of the embedded stores and the clip store")
+    bus: str = Field("inprocess://", description="inprocess:// or kafka://host:port[,host:port]")
+    vectors: str = Field("", description="http://qdrant:6333 or local:///path; empty: local mode in data_dir")
+    state: str = Field("", description="redis://host:6379/0 or embedded:///path; empty: embedded in data_dir")
+    artifacts: str = Field("", description="directory of model artifacts; empty: data_dir/artifacts")
+    clip_store: str = Field("", description="directory of stored clips; empty: data_dir/clips")
+    model: str = Field("", description="initial model directory, published as the first version if none exists")
+    grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port of the search service (0: any free port)")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus metrics port (0: none)")
+    partitions: int = Field(4, ge=1, description="partitions per topic when the services create them")
+    kafka_max_poll_interval_ms: int = Field(300_000, ge=1_000, description="Kafka consumer max poll interval")
+    batch_size: int = Field(32, ge=1, description="clips per embedding batch")
+    batch_wait_s: float = Field(0.5, gt=0, description="longest wait to fill an embedding batch")
+    chunk_seconds: float = Field(2.0, gt=0, le=2.5, description="media seconds per ingest chunk (<= 2.5 s "
+                                 "keeps a chunk under Kafka's 1 MB message limit)")
+    realtime_files: bool = Field(False, description="ingest: read files at their own pace, like live cameras")
+    stall_timeout_s: float = Field(15.0, gt=0, description="ingest: a camera with no data this long is stalled")
+    reconnect_max_s: float = Field(60.0, gt=0, description="ingest: longest back-off between reconnects")
+    cameras: dict[str, str] = Field(default_factory=dict, description="camera id -> source, started by ingest")
+    train_min_clips: int = Field(300, ge=10, description="trainer: clips needed before a training round")
+    train_every_s: float = Field(0.0, ge=0, description="trainer: seconds between rounds (0: only on request)")
+    train_epochs: int = Field(5, ge=1, description="trainer: epochs per round")
+    train_profile: str = Field("tiny", description="trainer: model profile (tiny or paper)")
+    train_method: str = Field("epg", description="trainer: epg, tpg, avbt or infonce")
+    train_holdout: float = Field(0.2, gt=0, lt=1, description="trainer: share of clips held back to evaluate")
+    calibration_clips: int = Field(120, ge=10, description="anomaly: clips per camera to calibrate a new version")
+
+    @property
+    def vectors_url(self) -> str:
+        return self.vectors or f"local://{self.data_dir / 'qdrant'}"
+
+    @property
+    def state_url(self) -> str:
+        return self.state or f"embedded://{self.data_dir / 'state.db'}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return Path(self.artifacts) if self.artifacts else self.data_dir / "artifacts"
+
+    @property
+    def clip_store_dir(self) -> Path:
+        return Path(self.clip_store) if self.clip_store else self.data_dir / "clips"
+
+    def printable(self) -> dict[str, Any]:
+        """The effective configuration with URL passwords masked."""
+        return {key: _mask(value) for key, value in self.model_dump(mode="json").items()}
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, str):
+        return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", value)
+    if isinstance(value, dict):
+        return {k: _mask(v) for k, v in value.items()}
+    return value
+
+
+class ConfigError(Exception):
+    pass
+
+
+def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None,
+                  **overrides: Any) -> Settings:
+    """Defaults < YAML file < environment (``AVSURV_GRPC_PORT=50052``; ``AVSURV_CAMERAS`` as
+    ``cam0=rtsp://...,cam1=/videos/a.mp4``) < ``overrides``."""
+    values: dict[str, Any] = {}
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"cannot read configuration {path}: {error}") from error
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"configuration {path} must be a mapping of settings")
+        values.update(loaded)
+    environ = os.environ if environ is None else environ
+    for name in Settings.model_fields:
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            values[name] = _parse_cameras(raw) if name == "cameras" else raw
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise ConfigError(f"invalid configuration: {problems}") from error
+
+
+def _parse_cameras(raw: str) -> dict[str, str]:
+    cameras = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        name, sep, source = item.partition("=")
+        if not sep or not name or not source:
+            raise ConfigError(f"cameras must be NAME=SOURCE pairs separated by commas, got {item!r}")
+        cameras[name] = source
+    return cameras

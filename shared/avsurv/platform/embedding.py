@@ -1,0 +1,206 @@
+"""Embedding: clips in, vectors into the current Qdrant collection and ``avsurv.embeddings.v1`` out.
+
+Hot-swap: when the registry names a new target version, a background thread loads it (checksum
+verified; a version that fails to load is skipped and the old one keeps serving), creates its collection,
+re-embeds every stored clip into it while live batches are written to both collections, calibrates the
+anomaly score per camera for it, and only then flips the site's alias and activates the version. The
+live loop changes model between batches, so a search sees one version, and no clip is dropped.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+
+from avsurv.adapters.artifacts import Artifacts
+from avsurv.adapters.bus import Bus, CommitTracker, Message
+from avsurv.adapters.vectors import Point, QdrantVectors, alias_name, collection_name, point_id
+from avsurv.learning.modeldir import ModelError
+from avsurv.media.segment import Clip
+from avsurv.platform.archive import ClipArchive
+from avsurv.platform.config import Settings
+from avsurv.platform.messages import CLIPS, EMBEDDINGS, InvalidMessage, clip_from_message, dead_letter, parse
+from avsurv.platform.models import LoadedModel, load_version
+from avsurv.platform.registry import Registry
+from avsurv.platform.worker import DEAD_LETTERED, PROCESSED, Worker, log
+from avsurv.tasks.anomalies import clip_scores
+from avsurv.v1 import messages_pb2 as pb
+
+BACKFILL_BATCH = 32
+
+
+def points_for(clips: list[Clip], messages: list[pb.Clip], z_v: np.ndarray, z_a: np.ndarray) -> list[Point]:
+    return [Point(clip.clip_id, z_v[i], z_a[i], {
+        "camera_id": clip.camera_id, "capture_time": float(clip.capture_time or clip.start),
+        "has_audio": bool(clip.has_audio), "media_uri": messages[i].media_uri,
+    }) for i, clip in enumerate(clips)]
+
+
+class _Swap(threading.Thread):
+    """Prepares one model version in the background: load, index every stored clip, calibrate."""
+
+    def __init__(self, service: EmbeddingService, version: str) -> None:
+        super().__init__(name=f"swap-{version}", daemon=True)
+        self.service, self.version = service, version
+        self.collection = collection_name(service.settings.site, version)
+        self.model: LoadedModel | None = None  # set once loaded: live batches are then written here too
+        self.ready = False
+        self.cancelled = threading.Event()
+        self.backfilled = 0
+
+    def run(self) -> None:
+        s = self.service
+        try:
+            model = load_version(self.version, s.registry, s.artifacts, s.cache_dir)
+        except (ModelError, OSError, KeyError, ValueError) as error:
+            s.failed_versions[self.version] = str(error)
+            log.error("embedding: cannot load model %s, keeping %s: %s", self.version,
+                      s.serving.version if s.serving else "no model", error)
+            return
+        s.vectors.ensure_collection(self.collection)
+        self.model = model
+        scores: dict[str, list[float]] = {}
+        started = time.monotonic()
+        ids = s.archive.clip_ids()
+        iterator = iter(ids)
+        while chunk := list(islice(iterator, BACKFILL_BATCH)):
+            if self.cancelled.is_set() or s.stopping.is_set():
+                return
+            messages = [s.archive.get(clip_id) for clip_id in chunk]
+            clips = [clip_from_message(m) for m in messages]
+            z_v, z_a = model.embed(clips)
+            s.vectors.upsert(self.collection, self.version, points_for(clips, messages, z_v, z_a))
+            for clip, score in zip(clips, clip_scores(z_v, z_a, model.w), strict=True):
+                if clip.has_audio:
+                    scores.setdefault(clip.camera_id, []).append(float(score))
+            self.backfilled += len(chunk)
+        self._calibrate(scores)
+        log.info("embedding: model %s indexed %d stored clips in %.1f s", self.version, len(ids),
+                 time.monotonic() - started)
+        self.ready = True
+
+    def _calibrate(self, scores: dict[str, list[float]]) -> None:
+        """Per camera, mean and std of the score over its most recent stored clips with audio."""
+        keep = self.service.settings.calibration_clips
+        for camera, values in scores.items():
+            recent = np.asarray(values[-keep:])
+            if recent.size >= 2:
+                self.service.registry.set_calibration(self.version, camera, float(recent.mean()),
+                                                      float(recent.std()), int(recent.size))
+
+
+class EmbeddingService(Worker):
+    name_ = "embedding"
+
+    def __init__(self, bus: Bus, vectors: QdrantVectors, registry: Registry, artifacts: Artifacts,
+                 archive: ClipArchive, settings: Settings) -> None:
+        super().__init__()
+        self.bus, self.vectors, self.registry, self.artifacts = bus, vectors, registry, artifacts
+        self.archive, self.settings = archive, settings
+        self.cache_dir = Path(settings.data_dir) / "model-cache"
+        self.subscription = bus.subscribe("embedding", [CLIPS])
+        self.tracker = CommitTracker(self.subscription)
+        self.serving: LoadedModel | None = None
+        self.swap: _Swap | None = None
+        self.failed_versions: dict[str, str] = {}
+        self.clips_embedded = 0
+        self._batch_lock = threading.Lock()
+        active = registry.active_version()
+        if active:
+            try:
+                self.serving = load_version(active, registry, artifacts, self.cache_dir)
+            except (ModelError, OSError) as error:
+                log.error("embedding: cannot load the active model %s: %s", active, error)
+
+    # -- model versions ---------------------------------------------------------------------------
+    def _follow_registry(self) -> None:
+        target = self.registry.target_version()
+        serving = self.serving.version if self.serving else None
+        if self.swap is not None and self.swap.ready:
+            self._complete_swap(self.swap)
+        elif target and target != serving and target not in self.failed_versions and \
+                (self.swap is None or self.swap.version != target):
+            if self.swap is not None:
+                self.swap.cancelled.set()
+            self.swap = _Swap(self, target)
+            self.swap.start()
+            log.info("embedding: preparing model %s (serving %s)", target, serving or "nothing yet")
+
+    def _complete_swap(self, swap: _Swap) -> None:
+        with self._batch_lock:  # between batches: every live clip so far is in both collections
+            self.vectors.set_alias(alias_name(self.settings.site), swap.collection)
+            self.registry.mark_indexed(swap.version)
+            self.registry.activate(swap.version)
+            previous, self.serving, self.swap = self.serving, swap.model, None
+        log.info("embedding: hot-swapped %s -> %s", previous.version if previous else "nothing", swap.version)
+
+    # -- the live loop ----------------------------------------------------------------------------
+    def step(self) -> None:
+        self._follow_registry()
+        if self.serving is None:  # no model yet: clips wait, uncommitted, for the first one
+            self.stopping.wait(0.5)
+            return
+        batch = self._next_batch()
+        if batch:
+            with self._batch_lock:
+                self._embed(batch)
+
+    def _next_batch(self) -> list[Message]:
+        size, batch = self.settings.batch_size, []
+        deadline = time.monotonic() + self.settings.batch_wait_s
+        while len(batch) < size and not self.stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if batch and remaining <= 0:
+                break
+            messages = self.subscription.poll(timeout_s=max(0.05, remaining) if batch else 0.5,
+                                              max_messages=size - len(batch))
+            if not messages and not batch:
+                return []
+            for message in messages:
+                self.tracker.started(message)
+            batch += messages
+        return batch
+
+    def _embed(self, batch: list[Message]) -> None:
+        usable: list[tuple[Message, pb.Clip, Clip]] = []
+        for message in batch:
+            try:
+                clip_message = parse(pb.Clip, message.value)
+                usable.append((message, clip_message, clip_from_message(clip_message)))
+            except InvalidMessage as error:
+                dead_letter(self.bus, message, str(error), self.name_, self.settings.site)
+                DEAD_LETTERED.labels(self.name_).inc()
+                self.tracker.done(message)
+        if not usable:
+            return
+        assert self.serving is not None
+        messages, clip_messages, clips = zip(*usable, strict=True)
+        targets = [self.serving] + ([self.swap.model] if self.swap is not None and self.swap.model else [])
+        for model in targets:
+            z_v, z_a = model.embed(list(clips))
+            collection = collection_name(self.settings.site, model.version)
+            self.vectors.ensure_collection(collection)
+            self.vectors.upsert(collection, model.version, points_for(list(clips), list(clip_messages), z_v, z_a))
+            if model is self.serving:
+                self._publish(clip_messages, z_v, z_a, model.version)
+        for message in messages:
+            self.tracker.done(message)
+        self.clips_embedded += len(clips)
+        PROCESSED.labels(self.name_).inc(len(clips))
+
+    def _publish(self, clip_messages: tuple[pb.Clip, ...], z_v: np.ndarray, z_a: np.ndarray, version: str) -> None:
+        for i, clip_message in enumerate(clip_messages):
+            embedding = pb.Embedding(header=clip_message.header, model_version=version, z_v=z_v[i].tolist(),
+                                     z_a=z_a[i].tolist(), has_audio=clip_message.has_audio,
+                                     point_id=point_id(clip_message.header.clip_id, version))
+            self.bus.publish(EMBEDDINGS, clip_message.header.camera_id, embedding.SerializeToString())
+        self.bus.flush()
+
+    def close(self) -> None:
+        if self.swap is not None:
+            self.swap.cancelled.set()
+        self.subscription.close()

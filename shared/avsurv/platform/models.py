@@ -1,0 +1,82 @@
+"""Model versions: publishing a model directory into the artifact store and the registry, and loading a
+version back (checksum verified against the registry, not only against the directory itself)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avsurv.adapters.artifacts import Artifacts
+from avsurv.adapters.bus import Bus
+from avsurv.constants import W
+from avsurv.learning.modeldir import CHECKSUM, ModelError, load_model, read_config
+from avsurv.media.segment import Clip
+from avsurv.models import AudioVisualModel
+from avsurv.platform.messages import MODELS, header
+from avsurv.platform.registry import ModelRecord, Registry
+from avsurv.tasks.embed import embed_clips
+from avsurv.v1 import messages_pb2 as pb
+
+
+@dataclass
+class LoadedModel:
+    version: str
+    model: AudioVisualModel
+    config: dict[str, Any]
+
+    @property
+    def w(self) -> float:
+        return float(self.config.get("hyperparameters", {}).get("w", W))
+
+    def embed(self, clips: list[Clip]) -> tuple[np.ndarray, np.ndarray]:
+        """float32 [N, 512] z_v (mean of the crops) and z_a."""
+        embeddings = embed_clips(self.model, {**self.config, "sha256": self.config.get("sha256", "")}, clips,
+                                 batch_size=max(1, len(clips)))
+        return embeddings.z_v, embeddings.z_a
+
+
+def publish_model(directory: Path, registry: Registry, artifacts: Artifacts, bus: Bus | None, *,
+                  parent: str = "", metrics: dict[str, float] | None = None) -> ModelRecord:
+    """Stores a trained model directory as a new version and makes it the embedder's target."""
+    read_config(directory)  # refuses a directory that is not a model
+    sha256 = _checksum(directory)
+    for record in registry.models():
+        if record.sha256 == sha256:
+            return record  # the same weights again (a restarted trainer, or --model given twice)
+    version = time.strftime("m%Y%m%dt%H%M%S", time.gmtime()) + f"-{sha256[:8]}"
+    uri = artifacts.put(directory, version)
+    record = ModelRecord(version=version, sha256=sha256, artifact_uri=uri, created_time=time.time(),
+                         parent_version=parent, metrics=dict(metrics or {}))
+    registry.add_model(record)
+    registry.set_target(version)
+    if bus is not None:
+        update = pb.ModelUpdate(header=header(registry.site), model_version=version, sha256=sha256,
+                                artifact_uri=uri, parent_version=parent, created_time=record.created_time,
+                                metrics=record.metrics)
+        bus.publish(MODELS, registry.site, update.SerializeToString())
+        bus.flush()
+    return record
+
+
+def load_version(version: str, registry: Registry, artifacts: Artifacts, cache_dir: Path) -> LoadedModel:
+    """Loads a registered version; raises ModelError if it is unknown or its weights are not the ones
+    registered."""
+    record = registry.model(version)
+    if record is None:
+        raise ModelError(f"model version {version} is not registered")
+    directory = artifacts.fetch(record.artifact_uri, cache_dir)
+    model, config = load_model(directory)  # checks the weights against the directory's sha256
+    if _checksum(directory) != record.sha256:
+        raise ModelError(f"model version {version}: the artifact's weights are not the registered ones")
+    return LoadedModel(version, model, config)
+
+
+def _checksum(directory: Path) -> str:
+    try:
+        return (directory / CHECKSUM).read_text().split()[0]
+    except (OSError, IndexError):
+        raise ModelError(f"{directory} has no readable {CHECKSUM}") from None

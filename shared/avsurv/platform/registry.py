@@ -1,0 +1,159 @@
+"""The platform's small durable state, kept in the state store (Redis): cameras, model versions,
+anomaly calibrations, anomaly events and training requests. Keys are namespaced by site."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+
+EVENTS_CHANNEL = "avsurv:{site}:anomalies:live"
+
+
+@dataclass
+class CameraState:
+    camera_id: str
+    source: str
+    status: str = "starting"
+    last_capture_time: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class ModelRecord:
+    version: str
+    sha256: str
+    artifact_uri: str
+    created_time: float
+    parent_version: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    indexed: bool = False
+
+
+class Registry:
+    def __init__(self, state: redis.Redis, site: str) -> None:
+        self.state, self.site = state, site
+
+    def _key(self, *parts: str) -> str:
+        return ":".join(("avsurv", self.site, *parts))
+
+    # -- cameras ---------------------------------------------------------------------------------
+    def wanted_cameras(self) -> dict[str, str]:
+        """Camera id -> source, as set through the control API (ingest follows it)."""
+        return {k.decode(): v.decode() for k, v in self.state.hgetall(self._key("cameras", "wanted")).items()}
+
+    def want_camera(self, camera_id: str, source: str) -> None:
+        self.state.hset(self._key("cameras", "wanted"), camera_id, source)
+
+    def drop_camera(self, camera_id: str) -> bool:
+        return bool(self.state.hdel(self._key("cameras", "wanted"), camera_id))
+
+    def report_camera(self, camera: CameraState) -> None:
+        self.state.hset(self._key("cameras", "status"), camera.camera_id, json.dumps(asdict(camera)))
+
+    def forget_camera_status(self, camera_id: str) -> None:
+        self.state.hdel(self._key("cameras", "status"), camera_id)
+
+    def camera_states(self) -> list[CameraState]:
+        raw = self.state.hgetall(self._key("cameras", "status"))
+        return sorted((CameraState(**json.loads(v)) for v in raw.values()), key=lambda c: c.camera_id)
+
+    # -- models ----------------------------------------------------------------------------------
+    def add_model(self, record: ModelRecord) -> None:
+        self.state.hset(self._key("models"), record.version, json.dumps(asdict(record)))
+
+    def model(self, version: str) -> ModelRecord | None:
+        raw = self.state.hget(self._key("models"), version)
+        return ModelRecord(**json.loads(raw)) if raw else None
+
+    def models(self) -> list[ModelRecord]:
+        records = [ModelRecord(**json.loads(v)) for v in self.state.hgetall(self._key("models")).values()]
+        return sorted(records, key=lambda r: r.created_time)
+
+    def mark_indexed(self, version: str) -> None:
+        record = self.model(version)
+        if record is not None:
+            record.indexed = True
+            self.add_model(record)
+
+    def active_version(self) -> str | None:
+        raw = self.state.get(self._key("models", "active"))
+        return raw.decode() if raw else None
+
+    def target_version(self) -> str | None:
+        """The version the embedder should serve: set by a publication, activation or rollback; it becomes
+        active once it is indexed and calibrated."""
+        raw = self.state.get(self._key("models", "target"))
+        return raw.decode() if raw else None
+
+    def set_target(self, version: str) -> None:
+        if self.model(version) is None:
+            raise KeyError(f"unknown model version {version!r}")
+        self.state.set(self._key("models", "target"), version)
+
+    def activate(self, version: str) -> None:
+        """Makes ``version`` active and remembers the previous one for rollback."""
+        previous = self.active_version()
+        pipe = self.state.pipeline()
+        if previous and previous != version:
+            pipe.rpush(self._key("models", "history"), previous)
+        pipe.set(self._key("models", "active"), version)
+        pipe.execute()
+
+    def previous_version(self) -> str | None:
+        raw = self.state.lindex(self._key("models", "history"), -1)
+        return raw.decode() if raw else None
+
+    def pop_previous(self) -> str | None:
+        raw = self.state.rpop(self._key("models", "history"))
+        return raw.decode() if raw else None
+
+    # -- calibration -----------------------------------------------------------------------------
+    def set_calibration(self, version: str, camera_id: str, mean: float, std: float, clips: int) -> None:
+        self.state.hset(self._key("calibration", version), camera_id,
+                        json.dumps({"mean": mean, "std": std, "clips": clips}))
+
+    def calibration(self, version: str, camera_id: str) -> dict[str, float] | None:
+        raw = self.state.hget(self._key("calibration", version), camera_id)
+        return json.loads(raw) if raw else None
+
+    # -- anomaly events --------------------------------------------------------------------------
+    def has_event(self, event_id: str) -> bool:
+        return bool(self.state.hexists(self._key("events"), event_id))
+
+    def record_event(self, event_id: str, start_time: float, payload: bytes) -> bool:
+        """Stores an event once; False if it was already stored (a replay)."""
+        if not self.state.hsetnx(self._key("events"), event_id, payload):
+            return False
+        self.state.zadd(self._key("events", "by_time"), {event_id: start_time})
+        self.state.publish(EVENTS_CHANNEL.format(site=self.site), payload)
+        return True
+
+    def events(self, start_time: float | None, end_time: float | None, limit: int) -> list[bytes]:
+        """Stored events, newest first, starting in [start_time, end_time]."""
+        ids = self.state.zrevrangebyscore(self._key("events", "by_time"),
+                                          "+inf" if end_time is None else end_time,
+                                          "-inf" if start_time is None else start_time, start=0, num=limit)
+        return [p for p in self.state.hmget(self._key("events"), ids) if p is not None] if ids else []
+
+    def live_events(self) -> redis.client.PubSub:
+        pubsub = self.state.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(EVENTS_CHANNEL.format(site=self.site))
+        return pubsub
+
+    # -- trainer ---------------------------------------------------------------------------------
+    def request_training(self) -> None:
+        self.state.set(self._key("trainer", "requested"), time.time())
+
+    def take_training_request(self) -> bool:
+        return bool(self.state.delete(self._key("trainer", "requested")))
+
+    def set_trainer_status(self, **status: Any) -> None:
+        self.state.set(self._key("trainer", "status"), json.dumps({**status, "updated_time": time.time()}))
+
+    def trainer_status(self) -> dict[str, Any]:
+        raw = self.state.get(self._key("trainer", "status"))
+        return json.loads(raw) if raw else {"state": "idle", "updated_time": 0.0}

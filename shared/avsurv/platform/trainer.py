@@ -1,0 +1,112 @@
+"""Trainer: keeps learning on site. On request (control API) or every ``train_every_s`` seconds, once the
+clip store holds ``train_min_clips`` clips, it trains a model (EPG by default) on the stored clips except
+the most recent ``train_holdout`` share of each camera, compares it with the active model on those
+held-back clips (cross-modal recall@5), and publishes it only if it is not worse. The embedder then
+indexes, calibrates and hot-swaps it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from avsurv.adapters.artifacts import Artifacts
+from avsurv.adapters.bus import Bus
+from avsurv.learning.data import ClipTable, table_from_clips
+from avsurv.learning.encode import encode_clips
+from avsurv.learning.evaluate import cross_modal_recall
+from avsurv.learning.train import TrainConfig, Trainer
+from avsurv.models import AudioVisualModel
+from avsurv.platform.archive import ClipArchive
+from avsurv.platform.config import Settings
+from avsurv.platform.models import load_version, publish_model
+from avsurv.platform.registry import Registry
+from avsurv.platform.worker import Worker, log
+
+EVAL_CANDIDATES = 100
+
+
+def split_holdout(clip_ids: list[str], share: float) -> tuple[list[str], list[str]]:
+    """Per camera, the most recent ``share`` of its clips is held back (ids are in capture order)."""
+    train, held = [], []
+    for camera in dict.fromkeys(clip_id.rpartition(":")[0] for clip_id in clip_ids):
+        own = [c for c in clip_ids if c.rpartition(":")[0] == camera]
+        cut = len(own) - max(1, round(len(own) * share))
+        train += own[:cut]
+        held += own[cut:]
+    return train, held
+
+
+def recall_at_5(model: AudioVisualModel, table: ClipTable) -> float:
+    """Cross-modal recall@5 on ``table``'s clips with audio, among up to 100 candidates."""
+    z_v, z_a = encode_clips(model, table.frames, table.log_mel)
+    keep = table.has_audio
+    candidates = min(EVAL_CANDIDATES, int(keep.sum()))
+    return cross_modal_recall(z_v[keep], z_a[keep], candidates=candidates)["recall_at_5"] if candidates >= 5 else 0.0
+
+
+class TrainerService(Worker):
+    name_ = "trainer"
+
+    def __init__(self, bus: Bus, registry: Registry, artifacts: Artifacts, archive: ClipArchive,
+                 settings: Settings) -> None:
+        super().__init__()
+        self.bus, self.registry, self.artifacts = bus, registry, artifacts
+        self.archive, self.settings = archive, settings
+        self.last_round = time.monotonic()
+        self.rounds = 0
+
+    def _status(self, state: str, detail: str = "", **extra: object) -> None:
+        self.registry.set_trainer_status(state=state, detail=detail, clips_available=len(self.archive),
+                                         last_version=self.registry.target_version() or "", **extra)
+        log.info("trainer: %s %s", state, detail)
+
+    def step(self) -> None:
+        s = self.settings
+        requested = self.registry.take_training_request()
+        scheduled = s.train_every_s > 0 and time.monotonic() - self.last_round >= s.train_every_s
+        if not (requested or scheduled):
+            self.stopping.wait(1.0)
+            return
+        self.last_round = time.monotonic()
+        available = len(self.archive)
+        if available < s.train_min_clips:
+            self._status("collecting", f"{available} of {s.train_min_clips} clips needed for a round")
+            return
+        self.train_round()
+
+    def train_round(self) -> str | None:
+        """One round; returns the published version, or None if the model was rejected or failed."""
+        s = self.settings
+        train_ids, held_ids = split_holdout(self.archive.clip_ids(), s.train_holdout)
+        self._status("training", f"{len(train_ids)} clips, {s.train_epochs} epochs of {s.train_method}")
+        train_table = table_from_clips(list(self.archive.clips(train_ids)))
+        held_table = table_from_clips(list(self.archive.clips(held_ids)))
+        scratch = Path(tempfile.mkdtemp(prefix="avsurv-train-", dir=s.data_dir))
+        try:
+            config = TrainConfig(profile=s.train_profile, method=s.train_method, epochs=s.train_epochs,
+                                 seed=self.rounds)
+            trainer = Trainer(train_table, scratch / "model", config, progress=False, log=log.info)
+            trainer.run()
+            self.rounds += 1
+            self._status("evaluating", f"{len(held_ids)} held-back clips")
+            new = recall_at_5(trainer.model, held_table)
+            active = self.registry.active_version()
+            current = recall_at_5(load_version(active, self.registry, self.artifacts, s.data_dir / "model-cache").model,
+                                  held_table) if active else None
+            metrics = {"heldout_recall_at_5": new, "train_clips": float(len(train_ids))}
+            if current is not None and new < current:
+                self._status("rejected", f"held-back recall@5 {new:.3f} < active model's {current:.3f}")
+                return None
+            record = publish_model(scratch / "model", self.registry, self.artifacts, self.bus,
+                                   parent=active or "", metrics=metrics)
+            self._status("published", f"{record.version}: held-back recall@5 {new:.3f}"
+                         + (f" (active {current:.3f})" if current is not None else ""))
+            return record.version
+        except Exception as error:
+            self._status("failed", f"{type(error).__name__}: {error}")
+            raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)

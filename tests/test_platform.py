@@ -1,0 +1,128 @@
+"""The platform in one process (the embedded default): ingest -> segmentation -> embedding -> anomaly
+detector, the gRPC API, the trainer and hot-swapping, over the in-process bus, Qdrant local mode and an
+embedded real Redis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from platformkit import small_scene, untrained_model, wait_for
+
+from avsurv.adapters.bus import InProcessBus
+from avsurv.adapters.vectors import alias_name, collection_name
+from avsurv.media import Segmenter
+from avsurv.media.decode import MediaReader
+from avsurv.media.segment import ClipFeed
+from avsurv.platform.config import load_settings
+from avsurv.platform.ingest import ChunkBuilder
+from avsurv.platform.messages import ANOMALIES, CLIPS, EMBEDDINGS
+from avsurv.platform.runtime import SERVICES, Runtime
+from avsurv.platform.segmentation import chunk_events
+from avsurv.v1 import api_pb2, api_pb2_grpc
+from avsurv.v1 import messages_pb2 as pb
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return small_scene(tmp_path_factory.mktemp("scene"))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return untrained_model(root / "a", seed=1), untrained_model(root / "b", seed=2)
+
+
+def test_chunks_carry_what_segmentation_needs_to_cut_the_same_clips(scene: Path) -> None:
+    source = str(scene / "cam0.mp4")
+    epoch = 1_700_000_000.25  # a grid that does not start at media time 0
+    direct = list(Segmenter(source, "cam0", capture_start=epoch))
+    with MediaReader(source) as reader:
+        builder = ChunkBuilder("site", "cam0", source, epoch, reader.info.fps, reader.has_audio, chunk_seconds=2.0)
+        feed = ClipFeed("cam0", source, capture_epoch=epoch, fps=reader.info.fps,
+                        has_audio=reader.has_audio)
+        chunks, clips, events = [], [], list(reader.events())
+        for event in events:
+            builder.add(event)
+            if builder.full():
+                chunks.append(builder.take())
+        chunks.append(builder.take(end_of_stream=True))
+    for chunk in chunks:
+        for event in chunk_events(pb.Chunk.FromString(chunk.SerializeToString())):
+            clips += feed.push(event)
+    clips += feed.end()
+    sent = sum(len(c.frames) for c in chunks)
+    assert max(c.ByteSize() for c in chunks) < 1_000_000
+    # Only the sampled frames travel (5 per second, the partial first and last seconds included), not 25.
+    assert sent <= 5 * (len(direct) + 2)
+    assert [c.clip_id for c in clips] == [c.clip_id for c in direct]
+    for ours, theirs in zip(clips, direct, strict=True):
+        assert np.abs(ours.frames.astype(int) - theirs.frames).mean() < 3.0  # JPEG
+        np.testing.assert_allclose(ours.log_mel, theirs.log_mel, atol=1e-3)  # float PCM travels exactly
+        assert ours.has_audio == theirs.has_audio
+
+
+def _runtime(tmp_path: Path, scene: Path, model: Path | None, **extra: object) -> Runtime:
+    settings = load_settings(environ={}, data_dir=tmp_path / "data", grpc_port=0, model=str(model) if model else None,
+                             cameras={"cam0": str(scene / "cam0.mp4"), "cam1": str(scene / "cam1.mp4")},
+                             batch_size=8, batch_wait_s=0.2, **extra)
+    runtime = Runtime(SERVICES, settings, embedded=True)
+    runtime.start()
+    return runtime
+
+
+def _read_all(bus: InProcessBus, topic: str) -> list[bytes]:
+    subscription = bus.subscribe(f"test-{topic}", [topic])
+    messages = subscription.poll(timeout_s=0.5, max_messages=100_000)
+    subscription.close()
+    return [m.value for m in messages]
+
+
+def test_embedded_pipeline_from_video_to_search(tmp_path: Path, scene: Path, models: tuple[Path, Path]) -> None:
+    runtime = _runtime(tmp_path, scene, models[0])
+    try:
+        bus = runtime.ports.bus
+        assert isinstance(bus, InProcessBus)
+        wait_for(runtime.workers["ingest"].finished, 120, "both cameras to be read")
+        wait_for(lambda: runtime.workers["segmentation"].tracker.pending() == 0, 60, "segmentation")
+        clips = len(_read_all(bus, CLIPS))
+        assert clips >= 36  # 2 cameras x ~20 s
+        wait_for(lambda: runtime.workers["embedding"].clips_embedded >= clips, 120, "every clip embedded")
+        version = runtime.ports.registry.active_version()
+        vectors, collection = runtime.ports.vectors, collection_name("default", version or "")
+        assert version and vectors.alias_target(alias_name("default")) == collection
+        assert vectors.count(collection) == clips == len(runtime.ports.archive)
+        embeddings = [pb.Embedding.FromString(v) for v in _read_all(bus, EMBEDDINGS)]
+        assert {e.model_version for e in embeddings} == {version}
+        assert len({e.header.clip_id for e in embeddings}) == clips
+
+        with grpc.insecure_channel(f"127.0.0.1:{runtime.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""))
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            search = api_pb2_grpc.EventSearchStub(channel)
+            query = embeddings[3].header
+            response = search.Search(api_pb2.SearchRequest(
+                clip_at=api_pb2.ClipAt(camera_id=query.camera_id, capture_time=query.capture_time + 0.5),
+                top_k=5, exclusion_s=2, separation_s=1))
+            assert response.model_version == version and 1 <= len(response.results) <= 5
+            assert all(abs(r.capture_time - query.capture_time) >= 2 or r.camera_id != query.camera_id
+                       for r in response.results)
+            distances = [r.distance for r in response.results]
+            assert distances == sorted(distances)
+            with pytest.raises(grpc.RpcError) as missing:
+                search.Search(api_pb2.SearchRequest(clip_id="cam9:0"))
+            assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+            control = api_pb2_grpc.ControlStub(channel)
+            cameras = control.ListCameras(api_pb2.ListCamerasRequest()).cameras
+            assert {(c.camera_id, c.status) for c in cameras} == {("cam0", "finished"), ("cam1", "finished")}
+            listed = api_pb2_grpc.AnomaliesStub(channel).List(api_pb2.ListAnomaliesRequest(limit=1000)).events
+        wait_for(lambda: not runtime.workers["anomaly-detector"].runs, 30, "open anomaly runs to close")
+        published = [pb.AnomalyEvent.FromString(v) for v in _read_all(bus, ANOMALIES)]
+        assert len({e.event_id for e in published}) == len(published)
+        assert {e.event_id for e in listed} <= {e.event_id for e in published}
+    finally:
+        runtime.stop()
