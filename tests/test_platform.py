@@ -4,22 +4,26 @@ embedded real Redis."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from platformkit import small_scene, untrained_model, wait_for
 
 from avsurv.adapters.bus import InProcessBus
-from avsurv.adapters.vectors import alias_name, collection_name
+from avsurv.adapters.vectors import QdrantVectors, alias_name, collection_name, point_id
+from avsurv.learning.distance import distance
 from avsurv.media import Segmenter
 from avsurv.media.decode import MediaReader
 from avsurv.media.segment import ClipFeed
 from avsurv.platform.config import load_settings
 from avsurv.platform.ingest import ChunkBuilder
 from avsurv.platform.messages import ANOMALIES, CLIPS, EMBEDDINGS
+from avsurv.platform.models import publish_model
 from avsurv.platform.runtime import SERVICES, Runtime
 from avsurv.platform.segmentation import chunk_events
 from avsurv.v1 import api_pb2, api_pb2_grpc
@@ -124,5 +128,67 @@ def test_embedded_pipeline_from_video_to_search(tmp_path: Path, scene: Path, mod
         published = [pb.AnomalyEvent.FromString(v) for v in _read_all(bus, ANOMALIES)]
         assert len({e.event_id for e in published}) == len(published)
         assert {e.event_id for e in listed} <= {e.event_id for e in published}
+    finally:
+        runtime.stop()
+
+
+def _check_response(vectors: QdrantVectors, query: str, response: api_pb2.SearchResponse) -> None:
+    """Every distance of the response recomputed in the response's version: a result from another
+    version's space would not match."""
+    collection = collection_name("default", response.model_version)
+    ids = [query] + [r.clip_id for r in response.results]
+    found = {h.payload["clip_id"]: h for h in vectors.retrieve(collection, [point_id(i, response.model_version)
+                                                                           for i in ids])}
+    q = found[query]
+    for result in response.results:
+        hit = found[result.clip_id]
+        expected = np.mean([distance(torch.from_numpy(a), torch.from_numpy(b)).item()
+                            for a, b in ((q.z_v, hit.z_v), (q.z_a, hit.z_a))])
+        assert result.distance == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+def test_a_model_published_mid_stream_is_indexed_then_swapped_in(tmp_path: Path, scene: Path,
+                                                                  models: tuple[Path, Path]) -> None:
+    runtime = _runtime(tmp_path, scene, models[0], realtime_files=True)
+    try:
+        ports, embedder = runtime.ports, runtime.workers["embedding"]
+        wait_for(lambda: embedder.clips_embedded >= 8, 60, "the first clips to be embedded")
+        first = ports.registry.active_version()
+        assert first
+
+        broken_dir = untrained_model(tmp_path / "broken", seed=3)
+        (broken_dir / "model.safetensors").write_bytes(b"not weights")
+        publish_model(broken_dir, ports.registry, ports.artifacts, ports.bus)  # its checksum file no longer fits
+        wait_for(lambda: bool(embedder.failed_versions), 30, "the broken model to be refused")
+        assert ports.registry.active_version() == first
+
+        responses: list[api_pb2.SearchResponse] = []
+        record = publish_model(models[1], ports.registry, ports.artifacts, ports.bus, parent=first)
+        with grpc.insecure_channel(f"127.0.0.1:{runtime.port}") as channel:
+            search = api_pb2_grpc.EventSearchStub(channel)
+            query = ports.archive.clip_ids("cam0")[2]
+            deadline = time.monotonic() + 120
+            while ports.registry.active_version() != record.version:
+                assert time.monotonic() < deadline, "the new version was never activated"
+                responses.append(search.Search(api_pb2.SearchRequest(clip_id=query, top_k=5, exclusion_s=0,
+                                                                      separation_s=0)))
+            for _ in range(3):
+                responses.append(search.Search(api_pb2.SearchRequest(clip_id=query, top_k=5, exclusion_s=0,
+                                                                      separation_s=0)))
+        versions = [r.model_version for r in responses]
+        assert versions[0] == first and versions[-1] == record.version
+        assert versions == sorted(versions, key=[first, record.version].index)  # never back to the old one
+        for response in responses:
+            _check_response(ports.vectors, query, response)
+        swap = embedder.swaps[-1]
+        assert swap["version"] == record.version and swap["indexed"] >= swap["previously_indexed"]
+
+        wait_for(runtime.workers["ingest"].finished, 120, "both cameras to be read")
+        wait_for(lambda: runtime.workers["segmentation"].tracker.pending() == 0, 60, "segmentation")
+        total = len(ports.archive)
+        wait_for(lambda: ports.vectors.count(collection_name("default", record.version)) == total, 60,
+                 "every clip in the new version's collection")
+        embedded = {pb.Embedding.FromString(v).header.clip_id for v in _read_all(ports.bus, EMBEDDINGS)}
+        assert embedded == set(ports.archive.clip_ids())  # no clip dropped across the swap
     finally:
         runtime.stop()

@@ -52,7 +52,7 @@ def _handled(method: Callable) -> Callable:
             return method(self, request, context)
         except _Abort as error:
             context.abort(error.code, error.detail)
-        except (TaskError, MediaError, ValueError) as error:
+        except (TaskError, MediaError) as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
     wrapper.__name__, wrapper.__doc__ = method.__name__, method.__doc__
     return wrapper

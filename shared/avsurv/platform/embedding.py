@@ -107,6 +107,7 @@ class EmbeddingService(Worker):
         self.serving: LoadedModel | None = None
         self.swap: _Swap | None = None
         self.failed_versions: dict[str, str] = {}
+        self.swaps: list[dict[str, object]] = []  # what each flip found: the new index covers the old one
         self.clips_embedded = 0
         self._batch_lock = threading.Lock()
         active = registry.active_version()
@@ -132,6 +133,9 @@ class EmbeddingService(Worker):
 
     def _complete_swap(self, swap: _Swap) -> None:
         with self._batch_lock:  # between batches: every live clip so far is in both collections
+            old = collection_name(self.settings.site, self.serving.version) if self.serving else None
+            self.swaps.append({"version": swap.version, "indexed": self.vectors.count(swap.collection),
+                               "previously_indexed": self.vectors.count(old) if old else 0})
             self.vectors.set_alias(alias_name(self.settings.site), swap.collection)
             self.registry.mark_indexed(swap.version)
             self.registry.activate(swap.version)
