@@ -192,3 +192,31 @@ def test_a_model_published_mid_stream_is_indexed_then_swapped_in(tmp_path: Path,
         assert embedded == set(ports.archive.clip_ids())  # no clip dropped across the swap
     finally:
         runtime.stop()
+
+
+def test_the_trainer_learns_on_site_and_its_model_is_swapped_in(tmp_path: Path, scene: Path) -> None:
+    runtime = _runtime(tmp_path, scene, None, train_min_clips=20, train_epochs=1)
+    try:
+        ports = runtime.ports
+        wait_for(runtime.workers["ingest"].finished, 120, "both cameras to be read")
+        wait_for(lambda: runtime.workers["segmentation"].tracker.pending() == 0, 60, "segmentation")
+        assert runtime.workers["embedding"].clips_embedded == 0  # no model yet: clips wait, uncommitted
+        with grpc.insecure_channel(f"127.0.0.1:{runtime.port}") as channel:
+            control = api_pb2_grpc.ControlStub(channel)
+            control.TriggerTraining(api_pb2.TriggerTrainingRequest())
+            wait_for(lambda: control.GetTrainingStatus(api_pb2.TrainingStatusRequest()).state == "published", 180,
+                     "a training round")
+            status = control.GetTrainingStatus(api_pb2.TrainingStatusRequest())
+            wait_for(lambda: ports.registry.active_version() is not None, 60, "the trained model to be active")
+            models = control.ListModels(api_pb2.ListModelsRequest()).models
+            assert len(models) == 1 and models[0].active and models[0].indexed
+            assert 0.0 <= models[0].metrics["heldout_recall_at_5"] <= 1.0
+            assert models[0].model_version in status.detail
+            with pytest.raises(grpc.RpcError) as no_rollback:
+                control.RollbackModel(api_pb2.RollbackModelRequest())
+            assert no_rollback.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        total = len(ports.archive)
+        wait_for(lambda: runtime.workers["embedding"].clips_embedded >= total, 60, "the waiting clips to be embedded")
+        assert ports.registry.calibration(models[0].model_version, "cam0") is not None
+    finally:
+        runtime.stop()

@@ -10,6 +10,7 @@ again, so a replay after a restart repeats nothing; offsets are committed once a
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +26,6 @@ from avsurv.platform.registry import Registry
 from avsurv.platform.worker import DEAD_LETTERED, PROCESSED, Worker, log
 from avsurv.tasks.anomalies import clip_scores
 from avsurv.v1 import messages_pb2 as pb
-
-RUN_IDLE_S = 5.0
-"""An open run of a camera that sends nothing for this long (wall time) is closed and published."""
 
 
 @dataclass
@@ -48,8 +46,11 @@ class _Run:
 class AnomalyService(Worker):
     name_ = "anomaly-detector"
 
-    def __init__(self, bus: Bus, registry: Registry, artifacts: Artifacts, cache_dir: Path) -> None:
+    def __init__(self, bus: Bus, registry: Registry, artifacts: Artifacts, cache_dir: Path,
+                 run_idle_s: float) -> None:
         super().__init__()
+        self.run_idle_s = run_idle_s
+        self._last_seen: dict[str, float] = {}
         self.bus, self.registry, self.artifacts, self.cache_dir = bus, registry, artifacts, cache_dir
         self.subscription = bus.subscribe("anomaly-detector", [EMBEDDINGS])
         self.tracker = CommitTracker(self.subscription)
@@ -78,7 +79,7 @@ class AnomalyService(Worker):
         for message in messages:
             self._process(message)
         now = time.monotonic()
-        for run in [r for r in self.runs.values() if now - r.touched > RUN_IDLE_S]:
+        for run in [r for r in self.runs.values() if now - r.touched > self.run_idle_s]:
             self._close(run)
 
     def _process(self, message: Message) -> None:
@@ -94,6 +95,10 @@ class AnomalyService(Worker):
             return
         PROCESSED.labels(self.name_).inc()
         h, version = embedding.header, embedding.model_version
+        if h.capture_time <= self._last_seen.get(h.camera_id, -math.inf):
+            self.tracker.done(message)  # redelivered after an upstream restart: already scored
+            return
+        self._last_seen[h.camera_id] = h.capture_time
         threshold = self.threshold(version, h.camera_id)
         score = float(clip_scores(np.asarray([embedding.z_v], np.float32), np.asarray([embedding.z_a], np.float32))[0])
         anomalous = embedding.has_audio and threshold is not None and score > threshold

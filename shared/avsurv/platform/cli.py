@@ -13,7 +13,9 @@ from avsurv.platform.runtime import SERVICES, Runtime
 
 
 def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python logs every connection at INFO
 
 
 def _settings(args: argparse.Namespace, **overrides: object) -> Settings:

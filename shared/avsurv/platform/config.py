@@ -44,6 +44,8 @@ class Settings(BaseModel):
     train_profile: str = Field("tiny", description="trainer: model profile (tiny or paper)")
     train_method: str = Field("epg", description="trainer: epg, tpg, avbt or infonce")
     train_holdout: float = Field(0.2, gt=0, lt=1, description="trainer: share of clips held back to evaluate")
+    anomaly_run_idle_s: float = Field(30.0, gt=0, description="anomaly: close a camera's open event after this "
+                                      "long without clips (longer than a restart upstream, or events split)")
     calibration_clips: int = Field(120, ge=10, description="anomaly: clips per camera to calibrate a new version")
 
     @property

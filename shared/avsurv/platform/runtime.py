@@ -87,7 +87,8 @@ def build_workers(names: Sequence[str], ports: Ports, settings: Settings) -> dic
         "embedding": lambda: EmbeddingService(ports.bus, ports.vectors, ports.registry, ports.artifacts,
                                               ports.archive, settings),
         "trainer": lambda: TrainerService(ports.bus, ports.registry, ports.artifacts, ports.archive, settings),
-        "anomaly-detector": lambda: AnomalyService(ports.bus, ports.registry, ports.artifacts, cache),
+        "anomaly-detector": lambda: AnomalyService(ports.bus, ports.registry, ports.artifacts, cache,
+                                                   settings.anomaly_run_idle_s),
     }
     return {name: makers[name]() for name in names if name in makers}
 
