@@ -63,6 +63,22 @@ def run_embedded(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_health(args: argparse.Namespace) -> int:
+    """Exit 0 when the service on ``--port`` reports SERVING (compose health checks)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(f"{args.host}:{args.port}") as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=args.service),
+                                                              timeout=args.timeout)
+    except grpc.RpcError as error:
+        print(f"avsurv health: {args.host}:{args.port}: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 1
+    print(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
 def register_cli(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="run one platform service (distributed deployment)",
                            description="Runs one service as its own process. Configuration: defaults, then "
@@ -83,3 +99,10 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--realtime", action="store_true", help="read files at their own pace, like live cameras")
     run.add_argument("--exit-when-done", action="store_true", help="stop once every camera's file is read")
     run.set_defaults(func=run_embedded)
+
+    check = sub.add_parser("health", help="ask a service's gRPC health endpoint (exit 0 when SERVING)")
+    check.add_argument("--host", default="127.0.0.1")
+    check.add_argument("--port", type=int, default=50051)
+    check.add_argument("--service", default="", help="a service name such as avsurv.embedding (default: overall)")
+    check.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    check.set_defaults(func=run_health)
