@@ -16,6 +16,7 @@ from platformkit import small_scene, untrained_model, wait_for
 
 from avsurv.adapters.bus import InProcessBus
 from avsurv.adapters.vectors import QdrantVectors, alias_name, collection_name, point_id
+from avsurv.cli import main
 from avsurv.learning.distance import distance
 from avsurv.media import Segmenter
 from avsurv.media.decode import MediaReader
@@ -26,6 +27,7 @@ from avsurv.platform.messages import ANOMALIES, CLIPS, EMBEDDINGS
 from avsurv.platform.models import publish_model
 from avsurv.platform.runtime import SERVICES, Runtime
 from avsurv.platform.segmentation import chunk_events
+from avsurv.platform.trainer import significantly_worse
 from avsurv.v1 import api_pb2, api_pb2_grpc
 from avsurv.v1 import messages_pb2 as pb
 
@@ -220,3 +222,20 @@ def test_the_trainer_learns_on_site_and_its_model_is_swapped_in(tmp_path: Path, 
         assert ports.registry.calibration(models[0].model_version, "cam0") is not None
     finally:
         runtime.stop()
+
+
+def test_trainer_rejects_only_a_significantly_worse_model() -> None:
+    assert not significantly_worse(0.31, 0.375, clips=16)  # noise on 16 clips
+    assert significantly_worse(0.31, 0.375, clips=2000)
+    assert significantly_worse(0.0, 0.5, clips=16)
+    assert not significantly_worse(0.6, 0.5, clips=10_000)
+
+
+def test_demo_runs_the_platform_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--exit", "--duration", "30", "--grpc-port", "0", "--first-epochs", "1",
+                 "--second-epochs", "1", "--no-progress", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for step in ("1. scene", "2. platform: 60 clips", "3. training round", "4. training round",
+                 "5. anomalies of the active model", "6. search"):
+        assert step in out, out
+    assert "published" in out.split("4. training round")[0]

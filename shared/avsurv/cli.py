@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
-import time
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,7 +16,7 @@ from avsurv.learning.modeldir import ModelError
 from avsurv.media import MediaError, Segmenter, SegmentReport
 from avsurv.media.clipstore import ClipWriter
 from avsurv.platform.cli import register_cli as register_platform
-from avsurv.synth import SceneConfig, generate_scene
+from avsurv.platform.demo import register_cli as register_demo
 from avsurv.synth import register_cli as register_synth
 from avsurv.tasks.cli import register_cli as register_tasks
 
@@ -112,44 +109,6 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_segment)
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    """Generates a scene, segments every camera and compares the clips with the ground truth."""
-    out = args.out or Path(tempfile.mkdtemp(prefix="avsurv-demo-"))
-    config = SceneConfig(seed=args.seed, duration_s=args.duration, cameras=args.cameras, jobs=args.jobs)
-    started = time.perf_counter()
-    truth_path = generate_scene(config, out / "scene", progress=not args.no_progress)
-    rendered = time.perf_counter()
-    truth = json.loads(truth_path.read_text())
-    segment_args = argparse.Namespace(capture_start=None, max_seconds=None, timeout=10.0, threads=0,
-                                      no_progress=args.no_progress)
-    print(f"scene: {truth_path.parent} ({config.duration_s:.0f} s, {config.cameras} cameras) "
-          f"rendered in {rendered - started:.1f} s")
-    with ClipWriter(out / "clips") as writer:
-        for camera in truth["cameras"]:
-            report = segment_source(str(truth_path.parent / camera["file"]), camera["camera_id"], writer, segment_args)
-            labels = Counter(second["label"] for second in truth["seconds"][camera["camera_id"]])
-            anomalous = sum(second["anomaly"] for second in truth["seconds"][camera["camera_id"]])
-            print(f"{report.summary()}\n  viewpoint {camera['viewpoint']}; ground truth: {anomalous} anomalous "
-                  f"seconds; labels {dict(labels.most_common())}")
-    print(f"segmented {writer.count} clips into {out / 'clips'} in {time.perf_counter() - rendered:.1f} s")
-    return 0
-
-
-def _add_demo(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        "demo", help="generate a multi-camera scene, cut it into clips and print a summary",
-        description="The main job on one machine: render a synthetic intersection filmed by several cameras, "
-        "segment every camera into 1-second clips and summarise clips and ground truth.",
-    )
-    parser.add_argument("--out", type=Path, help="working directory (default: a new temporary directory)")
-    parser.add_argument("--duration", type=float, default=60.0, help="scene length in seconds (default: 60)")
-    parser.add_argument("--cameras", type=int, default=2, help="number of cameras (default: 2)")
-    parser.add_argument("--seed", type=int, default=0, help="scene seed (default: 0)")
-    parser.add_argument("--jobs", type=int, default=2, help="processes rendering cameras (default: 2)")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    parser.set_defaults(func=run_demo)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="avsurv", description="Self-supervised audio-visual surveillance: clips, scenes and more."
@@ -161,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_learning(sub)
     register_tasks(sub)
     register_platform(sub)
-    _add_demo(sub)
+    register_demo(sub)
     return parser
 
 

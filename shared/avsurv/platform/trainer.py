@@ -1,12 +1,14 @@
 """Trainer: keeps learning on site. On request (control API) or every ``train_every_s`` seconds, once the
 clip store holds ``train_min_clips`` clips, it trains a model (EPG by default) on the stored clips except
 the most recent ``train_holdout`` share of each camera, compares it with the active model on those
-held-back clips (cross-modal recall@5), and publishes it only if it is not worse. The embedder then
+held-back clips (cross-modal recall@5), and publishes it unless it is significantly worse (by more than
+1.96 standard errors of the active model's recall on that many clips). The embedder then
 indexes, calibrates and hot-swaps it.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 import time
@@ -39,12 +41,22 @@ def split_holdout(clip_ids: list[str], share: float) -> tuple[list[str], list[st
     return train, held
 
 
-def recall_at_5(model: AudioVisualModel, table: ClipTable) -> float:
-    """Cross-modal recall@5 on ``table``'s clips with audio, among up to 100 candidates."""
+def recall_at_5(model: AudioVisualModel, table: ClipTable) -> tuple[float, int]:
+    """Cross-modal recall@5 on ``table``'s clips with audio, among up to 100 candidates, and how many
+    clips it was measured on."""
     z_v, z_a = encode_clips(model, table.frames, table.log_mel)
     keep = table.has_audio
     candidates = min(EVAL_CANDIDATES, int(keep.sum()))
-    return cross_modal_recall(z_v[keep], z_a[keep], candidates=candidates)["recall_at_5"] if candidates >= 5 else 0.0
+    if candidates < 5:
+        return 0.0, 0
+    return cross_modal_recall(z_v[keep], z_a[keep], candidates=candidates)["recall_at_5"], int(keep.sum())
+
+
+def significantly_worse(new: float, current: float, clips: int) -> bool:
+    """Whether ``new`` recall is below ``current`` by more than 1.96 standard errors of a proportion
+    measured on ``clips`` clips: on a few hundred held-back clips, smaller differences are noise."""
+    spread = math.sqrt(max(current * (1 - current), 1e-4) / max(clips, 1))
+    return new < current - 1.96 * spread
 
 
 class TrainerService(Worker):
@@ -92,13 +104,14 @@ class TrainerService(Worker):
             trainer.run()
             self.rounds += 1
             self._status("evaluating", f"{len(held_ids)} held-back clips")
-            new = recall_at_5(trainer.model, held_table)
+            new, clips = recall_at_5(trainer.model, held_table)
             active = self.registry.active_version()
             current = recall_at_5(load_version(active, self.registry, self.artifacts, s.data_dir / "model-cache").model,
-                                  held_table) if active else None
-            metrics = {"heldout_recall_at_5": new, "train_clips": float(len(train_ids))}
-            if current is not None and new < current:
-                self._status("rejected", f"held-back recall@5 {new:.3f} < active model's {current:.3f}")
+                                  held_table)[0] if active else None
+            metrics = {"heldout_recall_at_5": new, "heldout_clips": float(clips), "train_clips": float(len(train_ids))}
+            if current is not None and significantly_worse(new, current, clips):
+                self._status("rejected", f"held-back recall@5 {new:.3f} is significantly below the active "
+                             f"model's {current:.3f} ({clips} clips)")
                 return None
             record = publish_model(scratch / "model", self.registry, self.artifacts, self.bus,
                                    parent=active or "", metrics=metrics)

@@ -54,6 +54,8 @@ class SceneConfig:
             10 minutes, 0 to 60.
         traffic: multiplies the rate of every recurring class (0 to 10).
         jobs: camera files rendered in parallel processes (1 to 64).
+        capture_start: epoch seconds (UTC) of the scene's first instant, written as every file's
+            creation_time so that clips of all cameras lie on one capture time line (whole seconds).
     """
 
     seed: int = 0
@@ -67,6 +69,7 @@ class SceneConfig:
     anomalies_per_10min: float = 3.0
     traffic: float = 1.0
     jobs: int = 1
+    capture_start: int = 1_767_225_600  # 2026-01-01T00:00:00Z
 
     def __post_init__(self) -> None:
         _check(isinstance(self.seed, int) and self.seed >= 0, "seed", "an integer >= 0")
@@ -86,6 +89,7 @@ class SceneConfig:
         _check(0 <= self.anomalies_per_10min <= 60, "anomalies-per-10min", "a number from 0 to 60")
         _check(0 <= self.traffic <= 10, "traffic", "a number from 0 to 10")
         _check(1 <= self.jobs <= 64, "jobs", "1 to 64")
+        _check(0 <= self.capture_start < 2**33, "capture_start", "epoch seconds from 0")
 
     @property
     def seconds(self) -> int:

@@ -10,6 +10,7 @@ import json
 import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ Progress = Callable[[int], None]
 
 def open_output(path: Path, config: SceneConfig) -> tuple[Any, Any, Any]:
     container = av.open(str(path), "w", format="mp4")
+    stamp = datetime.fromtimestamp(config.capture_start, UTC).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+    container.metadata["creation_time"] = stamp
     video = container.add_stream("libx264", rate=config.fps)
     video.width, video.height, video.pix_fmt = config.width, config.height, "yuv420p"
     video.options = {"preset": "ultrafast", "crf": "23", "threads": "1"}
@@ -127,6 +130,7 @@ def _ground_truth(config: SceneConfig, rigs: list[CameraRig], events: list[Event
     return {
         "format": "avsurv-scene-v1",
         "seed": config.seed,
+        "capture_start": config.capture_start,
         "duration_s": float(config.seconds),
         "fps": config.fps,
         "width": config.width,
