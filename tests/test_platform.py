@@ -5,6 +5,7 @@ embedded real Redis."""
 from __future__ import annotations
 
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -12,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from platformkit import small_scene, untrained_model, wait_for
+from realparts import free_port
 
 from avsurv.adapters.bus import InProcessBus
 from avsurv.adapters.vectors import QdrantVectors, alias_name, collection_name, point_id
@@ -21,9 +24,10 @@ from avsurv.learning.distance import distance
 from avsurv.media import Segmenter
 from avsurv.media.decode import MediaReader
 from avsurv.media.segment import ClipFeed
+from avsurv.platform.archive import ClipArchive
 from avsurv.platform.config import load_settings
 from avsurv.platform.ingest import ChunkBuilder
-from avsurv.platform.messages import ANOMALIES, CLIPS, EMBEDDINGS
+from avsurv.platform.messages import ANOMALIES, CHUNKS, CLIPS, DEAD_LETTERS, EMBEDDINGS
 from avsurv.platform.models import publish_model
 from avsurv.platform.runtime import SERVICES, Runtime
 from avsurv.platform.segmentation import chunk_events
@@ -239,3 +243,67 @@ def test_demo_runs_the_platform_end_to_end(tmp_path: Path, capsys: pytest.Captur
                  "5. anomalies of the active model", "6. search"):
         assert step in out, out
     assert "published" in out.split("4. training round")[0]
+
+
+def test_bad_messages_go_to_the_dead_letter_topic_and_cameras_change_at_run_time(tmp_path: Path,
+                                                                                   models: tuple[Path, Path]) -> None:
+    metrics_port = free_port()
+    settings = load_settings(environ={}, data_dir=tmp_path / "data", grpc_port=0, model=str(models[0]),
+                             metrics_port=metrics_port, stall_timeout_s=1.0, reconnect_max_s=2.0)
+    runtime = Runtime(SERVICES, settings, embedded=True)
+    runtime.start()
+    try:
+        bus = runtime.ports.bus
+        assert isinstance(bus, InProcessBus)
+        bus.publish(CHUNKS, "cam0", b"\x08\x96\x01 not a chunk")
+        bus.publish(CLIPS, "cam0", pb.Clip(header=pb.Header(schema_version=pb.SCHEMA_VERSION_1, camera_id="cam0",
+                                                            clip_id="cam0:1000"), frames_jpeg=[b"x"] * 5,
+                                           log_mel_f16=bytes(128 * 64 * 2)).SerializeToString())
+        bus.publish(EMBEDDINGS, "cam0", pb.Embedding(header=pb.Header(camera_id="cam0")).SerializeToString())
+        wait_for(lambda: len(_read_all(bus, DEAD_LETTERS)) == 3, 30, "three dead letters")
+        letters = {letter.service: letter for letter in map(pb.DeadLetter.FromString, _read_all(bus, DEAD_LETTERS))}
+        assert set(letters) == {"segmentation", "embedding", "anomaly-detector"}
+        assert "not a Chunk" in letters["segmentation"].reason
+        assert "not a JPEG" in letters["embedding"].reason
+        assert "schema version 0" in letters["anomaly-detector"].reason
+        assert letters["segmentation"].payload == b"\x08\x96\x01 not a chunk"
+
+        with grpc.insecure_channel(f"127.0.0.1:{runtime.port}") as channel:
+            control = api_pb2_grpc.ControlStub(channel)
+            added = control.AddCamera(api_pb2.AddCameraRequest(camera_id="gate",
+                                                               source="http://user:secret@127.0.0.1:9/live"))
+            assert "secret" not in added.source
+            wait_for(lambda: any(c.status == "reconnecting" for c in
+                                 control.ListCameras(api_pb2.ListCamerasRequest()).cameras), 30, "a reconnect")
+            camera = control.ListCameras(api_pb2.ListCamerasRequest()).cameras[0]
+            assert camera.camera_id == "gate" and "retrying in" in camera.detail
+            control.RemoveCamera(api_pb2.RemoveCameraRequest(camera_id="gate"))
+            wait_for(lambda: not control.ListCameras(api_pb2.ListCamerasRequest()).cameras, 30, "the camera to go")
+            with pytest.raises(grpc.RpcError) as bad:
+                control.AddCamera(api_pb2.AddCameraRequest(camera_id="../x", source="a.mp4"))
+            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+            reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+            reply = next(reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(
+                list_services="")])))
+            names = {s.name for s in reply.list_services_response.service}
+            assert {"avsurv.v1.EventSearch", "avsurv.v1.Anomalies", "avsurv.v1.Control",
+                    "grpc.health.v1.Health"} <= names
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        assert 'avsurv_messages_dead_lettered_total{service="segmentation"} 1.0' in metrics
+    finally:
+        runtime.stop()
+
+
+def test_avsurv_run_serves_cameras_until_their_files_end(tmp_path: Path, scene: Path,
+                                                         models: tuple[Path, Path]) -> None:
+    config = tmp_path / "avsurv.yaml"
+    config.write_text("anomaly_run_idle_s: 2\nbatch_size: 4\n")
+    assert main(["run", "--camera", f"cam0={scene / 'cam0.mp4'}", "--model", str(models[0]), "--data-dir",
+                 str(tmp_path), "--grpc-port", "0", "--config", str(config), "--exit-when-done"]) == 0
+    clips = len(ClipArchive(tmp_path / "clips"))
+    vectors = QdrantVectors(f"local://{tmp_path / 'qdrant'}")
+    try:
+        assert clips >= 18 and vectors.count(vectors.alias_target(alias_name("default")) or "") == clips
+    finally:
+        vectors.close()

@@ -129,6 +129,11 @@ class InProcessSubscription:
     def _peek(self) -> bool:
         return any(len(self.bus._logs[t][p]) > pos for (t, p), pos in self._position.items())
 
+    def waiting(self) -> bool:
+        """Whether messages are waiting to be polled."""
+        with self.bus._changed:
+            return self._peek()
+
     def commit(self, message: Message) -> None:
         with self.bus._changed:
             slot = (self.group, message.topic, message.partition)

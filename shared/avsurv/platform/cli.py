@@ -57,7 +57,7 @@ def run_embedded(args: argparse.Namespace) -> int:
     runtime = Runtime(SERVICES, settings, embedded=True)
     runtime.start()
     try:
-        runtime.wait(until=runtime.workers["ingest"].finished if args.exit_when_done else None)
+        runtime.wait(until=runtime.drained if args.exit_when_done else None)
     finally:
         runtime.stop()
     return 0
@@ -97,7 +97,9 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--grpc-port", type=int, help="gRPC API port (default: 50051)")
     run.add_argument("--config", type=Path, help="YAML file of settings")
     run.add_argument("--realtime", action="store_true", help="read files at their own pace, like live cameras")
-    run.add_argument("--exit-when-done", action="store_true", help="stop once every camera's file is read")
+    run.add_argument("--exit-when-done", action="store_true",
+                     help="stop once every camera's file is read and every clip is handled (open anomaly events "
+                     "close after anomaly_run_idle_s)")
     run.set_defaults(func=run_embedded)
 
     check = sub.add_parser("health", help="ask a service's gRPC health endpoint (exit 0 when SERVING)")

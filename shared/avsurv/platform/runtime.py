@@ -14,9 +14,9 @@ from pathlib import Path
 from prometheus_client import start_http_server
 
 from avsurv.adapters.artifacts import DirectoryArtifacts
-from avsurv.adapters.bus import Bus, InProcessBus
+from avsurv.adapters.bus import Bus, InProcessBus, InProcessSubscription
 from avsurv.adapters.kafka_bus import KafkaBus
-from avsurv.adapters.state import connect_state
+from avsurv.adapters.state import close_state, connect_state
 from avsurv.adapters.vectors import QdrantVectors
 from avsurv.platform.anomaly import AnomalyService
 from avsurv.platform.api import AnomaliesServicer, ControlServicer, SearchServicer, serve_grpc
@@ -47,6 +47,7 @@ class Ports:
         self.bus.close()
         if self.vectors is not None:
             self.vectors.close()
+        close_state(self.registry.state)
 
 
 def open_bus(settings: Settings, embedded: bool) -> Bus:
@@ -129,18 +130,38 @@ class Runtime:
         threading.Thread(target=self._watch_health, name="health", daemon=True).start()
         log.info("gRPC (health, reflection%s) on port %d", ", API" if "search" in self.names else "", self.port)
 
+    def drained(self) -> bool:
+        """Every camera's file is read and every message on the in-process bus is handled (an embedder
+        without a model yet is not waited for)."""
+        if "ingest" in self.workers and not self.workers["ingest"].finished():
+            return False
+        for worker in self.workers.values():
+            subscription, tracker = getattr(worker, "subscription", None), getattr(worker, "tracker", None)
+            if isinstance(worker, EmbeddingService) and worker.serving is None and worker.swap is None:
+                continue
+            if isinstance(subscription, InProcessSubscription) and (subscription.waiting() or tracker.pending()):
+                return False
+            if isinstance(worker, AnomalyService) and worker.runs:
+                return False
+        return True
+
     def _watch_health(self) -> None:
         while not self.stopped.wait(1.0):
             self._refresh_health()
 
     def wait(self, until: Callable[[], bool] | None = None, poll_s: float = 1.0) -> None:
         """Blocks until :meth:`stop`, SIGINT/SIGTERM, or ``until()`` holds."""
+        previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: self.stopped.set())
-        while not self.stopped.wait(poll_s):
-            if until is not None and until():
-                break
+                previous[sig] = signal.signal(sig, lambda *_: self.stopped.set())
+        try:
+            while not self.stopped.wait(poll_s):
+                if until is not None and until():
+                    break
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def stop(self) -> None:
         """Graceful: the loops stop between messages (uncommitted work is redelivered), then the server."""
