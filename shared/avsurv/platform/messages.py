@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import time
+from typing import TypeVar
 
 import numpy as np
+from google.protobuf.message import Message
 
-from avsurv.adapters.bus import Bus, Message
+from avsurv.adapters.bus import Bus
+from avsurv.adapters.bus import Message as BusMessage
 from avsurv.constants import FRAME_HEIGHT, FRAME_WIDTH, N_MELS
 from avsurv.media.clipstore import decode_jpeg, encode_jpeg
 from avsurv.media.segment import Clip
@@ -22,6 +25,7 @@ DEAD_LETTERS = "avsurv.deadletter.v1"
 TOPICS = (CHUNKS, CLIPS, EMBEDDINGS, ANOMALIES, MODELS, DEAD_LETTERS)
 
 LOG_MEL_FRAMES = 64
+M = TypeVar("M", bound=Message)
 
 
 class InvalidMessage(ValueError):
@@ -78,7 +82,7 @@ def event_id(camera_id: str, start_time: float, model_version: str) -> str:
     return digest[:32]
 
 
-def dead_letter(bus: Bus, message: Message, reason: str, service: str, site: str) -> None:
+def dead_letter(bus: Bus, message: BusMessage, reason: str, service: str, site: str) -> None:
     """Sends an unusable message to the dead-letter topic with why; the caller then commits it."""
     letter = pb.DeadLetter(header=header(site), topic=message.topic, partition=message.partition,
                            offset=message.offset, key=message.key.encode(), payload=message.value,
