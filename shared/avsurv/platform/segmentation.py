@@ -72,11 +72,10 @@ class SegmentationService(Worker):
             return
         camera = chunk.header.camera_id
         session = self.sessions.get(camera)
-        clips = []
+        clips, ended = [], None
         if session is not None and session.id != chunk.session:  # the camera reconnected
             clips += session.feed.end()
-            self._release(session, everything=True)
-            session = None
+            ended, session = session, None
         if session is None:
             session = self.sessions[camera] = _Session(chunk)
         for event in events:
@@ -87,7 +86,9 @@ class SegmentationService(Worker):
             clip_message = clip_to_message(clip, self.site)
             clip_message.media_uri = self.archive.put(clip_message)
             self.bus.publish(CLIPS, camera, clip_message.SerializeToString())
-        self.bus.flush()
+        self.bus.flush()  # the clips are durable: now their chunks may be committed
+        if ended is not None:
+            self._release(ended, everything=True)
         self.clips_published += len(clips)
         PROCESSED.labels(self.name_).inc()
         session.unsafe.append((message, events[-1].time if events else -np.inf))
