@@ -240,7 +240,7 @@ def test_demo_runs_the_platform_end_to_end(tmp_path: Path, capsys: pytest.Captur
                  "--second-epochs", "1", "--no-progress", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     for step in ("1. scene", "2. platform: 60 clips", "3. training round", "4. training round",
-                 "5. anomalies of the active model", "6. search"):
+                 "5. anomaly events", "6. search"):
         assert step in out, out
     assert "published" in out.split("4. training round")[0]
 
