@@ -219,7 +219,7 @@ class ControlServicer(api_pb2_grpc.ControlServicer):
     def TriggerTraining(self, request: api_pb2.TriggerTrainingRequest, context: Context) -> api_pb2.TrainingStatus:
         if request.site and request.site != self.registry.site:
             raise _Abort(grpc.StatusCode.NOT_FOUND, f"this deployment serves site {self.registry.site!r}")
-        self.registry.request_training()
+        self.registry.request_training(request.epochs)
         return self._training()
 
     @_handled

@@ -32,10 +32,8 @@ def _wait(condition: Any, timeout_s: float, what: str) -> None:
 
 def _train_round(runtime: Runtime, control: api_pb2_grpc.ControlStub, epochs: int) -> api_pb2.TrainingStatus:
     """Asks the trainer for a round and waits for its verdict and, if published, for the hot-swap."""
-    runtime.settings = runtime.workers["trainer"].settings = runtime.settings.model_copy(
-        update={"train_epochs": epochs})
     before = control.GetTrainingStatus(api_pb2.TrainingStatusRequest()).updated_time
-    control.TriggerTraining(api_pb2.TriggerTrainingRequest())
+    control.TriggerTraining(api_pb2.TriggerTrainingRequest(epochs=epochs))
     _wait(lambda: (s := control.GetTrainingStatus(api_pb2.TrainingStatusRequest())).updated_time > before
           and s.state in ("published", "rejected", "failed"), 1800, "a training round")
     status = control.GetTrainingStatus(api_pb2.TrainingStatusRequest())
@@ -66,7 +64,7 @@ def run_demo(args: argparse.Namespace) -> int:
           f"{time.perf_counter() - started:.0f} s")
     cameras = {c["camera_id"]: str(truth_path.parent / c["file"]) for c in truth["cameras"]}
     settings = load_settings(args.config, data_dir=out / "platform", cameras=cameras, grpc_port=args.grpc_port,
-                             bus="inprocess://", train_min_clips=min(60, int(args.duration)), train_epochs=2)
+                             bus="inprocess://", train_min_clips=min(60, int(args.duration)))
     runtime = Runtime(SERVICES, settings, embedded=True)
     runtime.start()
     try:

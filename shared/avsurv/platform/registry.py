@@ -145,11 +145,14 @@ class Registry:
         return pubsub
 
     # -- trainer ---------------------------------------------------------------------------------
-    def request_training(self) -> None:
-        self.state.set(self._key("trainer", "requested"), time.time())
+    def request_training(self, epochs: int = 0) -> None:
+        """Asks for a training round (``epochs`` 0: the configured number)."""
+        self.state.set(self._key("trainer", "requested"), epochs)
 
-    def take_training_request(self) -> bool:
-        return bool(self.state.delete(self._key("trainer", "requested")))
+    def take_training_request(self) -> int | None:
+        """The pending request's epochs (0: configured), or None when nothing is asked for."""
+        raw = self.state.getdel(self._key("trainer", "requested"))
+        return None if raw is None else int(raw)
 
     def set_trainer_status(self, **status: Any) -> None:
         self.state.set(self._key("trainer", "status"), json.dumps({**status, "updated_time": time.time()}))

@@ -79,7 +79,7 @@ class TrainerService(Worker):
         s = self.settings
         requested = self.registry.take_training_request()
         scheduled = s.train_every_s > 0 and time.monotonic() - self.last_round >= s.train_every_s
-        if not (requested or scheduled):
+        if requested is None and not scheduled:
             self.stopping.wait(1.0)
             return
         self.last_round = time.monotonic()
@@ -87,18 +87,18 @@ class TrainerService(Worker):
         if available < s.train_min_clips:
             self._status("collecting", f"{available} of {s.train_min_clips} clips needed for a round")
             return
-        self.train_round()
+        self.train_round(requested or s.train_epochs)
 
-    def train_round(self) -> str | None:
+    def train_round(self, epochs: int) -> str | None:
         """One round; returns the published version, or None if the model was rejected or failed."""
         s = self.settings
         train_ids, held_ids = split_holdout(self.archive.clip_ids(), s.train_holdout)
-        self._status("training", f"{len(train_ids)} clips, {s.train_epochs} epochs of {s.train_method}")
+        self._status("training", f"{len(train_ids)} clips, {epochs} epochs of {s.train_method}")
         train_table = table_from_clips(list(self.archive.clips(train_ids)))
         held_table = table_from_clips(list(self.archive.clips(held_ids)))
         scratch = Path(tempfile.mkdtemp(prefix="avsurv-train-", dir=s.data_dir))
         try:
-            config = TrainConfig(profile=s.train_profile, method=s.train_method, epochs=s.train_epochs,
+            config = TrainConfig(profile=s.train_profile, method=s.train_method, epochs=epochs,
                                  seed=self.rounds)
             trainer = Trainer(train_table, scratch / "model", config, progress=False, log=log.info)
             trainer.run()

@@ -147,10 +147,12 @@ class ListCamerasResponse(_message.Message):
     def __init__(self, cameras: _Optional[_Iterable[_Union[Camera, _Mapping]]] = ...) -> None: ...
 
 class TriggerTrainingRequest(_message.Message):
-    __slots__ = ("site",)
+    __slots__ = ("site", "epochs")
     SITE_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
     site: str
-    def __init__(self, site: _Optional[str] = ...) -> None: ...
+    epochs: int
+    def __init__(self, site: _Optional[str] = ..., epochs: _Optional[int] = ...) -> None: ...
 
 class TrainingStatus(_message.Message):
     __slots__ = ("state", "clips_available", "detail", "last_version", "updated_time")
