@@ -12,6 +12,7 @@ from avsurv.learning.distance import distance, pairwise_distance
 from avsurv.learning.losses import (
     AVBTLoss,
     MultiPositiveContrastiveLoss,
+    SupervisedLoss,
     SymmetricInfoNCE,
     barlow_twins_objective,
     epg_labels,
@@ -439,6 +440,34 @@ def test_infonce_gradients_and_validation() -> None:
             SymmetricInfoNCE(temperature)
     with pytest.raises(ValueError, match="z_v and z_a"):
         SymmetricInfoNCE()(torch.zeros(3, 4), torch.zeros(4, 4))
+
+
+# --- supervised ceiling ----------------------------------------------------------------------------
+def cross_entropy_loop(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    total = 0.0
+    for row, target in zip(logits.tolist(), targets.tolist(), strict=True):
+        total += math.log(sum(math.exp(x) for x in row)) - row[target]
+    return total / len(targets)
+
+
+def test_supervised_loss_matches_loop() -> None:
+    torch.manual_seed(0)
+    loss = SupervisedLoss(dim=4, classes=3)
+    z_v, z_a, targets = torch.randn(6, 4), torch.randn(6, 4), torch.tensor([0, 1, 2, 2, 1, 0])
+    with torch.no_grad():
+        logits = [loss.heads["visual"](z_v), loss.heads["audio"](z_a), loss.heads["av"](torch.cat([z_v, z_a], 1))]
+    expected = sum(cross_entropy_loop(x, targets) for x in logits) / 3
+    assert float(loss(z_v, z_a, targets)) == pytest.approx(expected, rel=1e-9)
+
+
+def test_supervised_loss_validation() -> None:
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        SupervisedLoss(dim=4, classes=1)
+    loss = SupervisedLoss(dim=4, classes=3)
+    with pytest.raises(ValueError, match="targets must lie"):
+        loss(torch.randn(2, 4), torch.randn(2, 4), torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="targets must be int64"):
+        loss(torch.randn(2, 4), torch.randn(2, 4), torch.tensor([0.0, 1.0]))
 
 
 # --- diagnostics ---------------------------------------------------------------------------------

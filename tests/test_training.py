@@ -152,6 +152,24 @@ def test_baselines_train_on_the_same_encoders(scene, tmp_path, method):
     assert all(np.isfinite(h.loss) for h in result.history)
 
 
+def test_supervised_ceiling_trains_on_the_labels(scene, tmp_path, capsys):
+    out = tmp_path / "sup"
+    code = main(["train", str(scene / "cam0.mp4"), "--out", str(out), "--method", "supervised", "--labels",
+                 str(scene / "ground_truth.json"), "--epochs", "2", "--batch-size", "8", "--no-progress"])
+    assert code == 0
+    _, config = load_model(out)
+    truth = json.loads((scene / "ground_truth.json").read_text())
+    assert config["classes"] == sorted({s["label"] for s in truth["seconds"]["cam0"]})
+    assert [h["labels"] for h in config["history"]] == ["class", "class"]
+    history = config["history"]
+    assert history[1]["loss"] < history[0]["loss"]  # the encoders learn from the labels
+    assert main(["train", str(scene / "cam0.mp4"), "--out", str(tmp_path / "x"), "--method", "supervised"]) == 2
+    assert "--labels is needed" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="only by it"):
+        Trainer(load_clips([scene / "cam0.mp4"], progress=False), tmp_path / "y", TrainConfig(method="tpg"),
+                labels=np.asarray(["car"] * 24))
+
+
 def test_epg_switches_from_tpg_labels_after_the_first_epoch(scene, tmp_path):
     result = train([scene / "cam0.mp4"], tmp_path / "epg", TrainConfig(epochs=2, batch_size=8), progress=False,
                    log=quiet)

@@ -9,9 +9,10 @@ from pathlib import Path
 import torch
 
 from avsurv.learning.modeldir import load_model
-from avsurv.learning.train import EPG_SWITCHES, METHODS, SCHEDULES, TrainConfig, train
+from avsurv.learning.train import EPG_SWITCHES, METHODS, SCHEDULES, SUPERVISED, TrainConfig, train
 from avsurv.models import PROFILES
 from avsurv.tasks.embed import embed_inputs
+from avsurv.tasks.probe import read_labels
 
 _DEFAULT = TrainConfig()
 
@@ -32,7 +33,11 @@ def run_train(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay, temperature=args.temperature, avbt_lambda=args.avbt_lambda,
         avbt_window=args.avbt_window, kinetics_weights=str(args.kinetics_weights) if args.kinetics_weights else None,
     )
-    train(args.inputs, args.out, config, resume=args.resume, progress=not args.no_progress)
+    if (args.method == SUPERVISED) != (args.labels is not None):
+        print(f"avsurv train: error: --labels is needed by --method {SUPERVISED} and only by it", file=sys.stderr)
+        return 2
+    labels = read_labels(args.labels) if args.labels else None
+    train(args.inputs, args.out, config, resume=args.resume, progress=not args.no_progress, labels=labels)
     return 0
 
 
@@ -48,8 +53,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="model directory to write (required)")
     p.add_argument("--profile", default=d.profile, choices=sorted(PROFILES),
                    help=f"encoder sizes: paper (X3D-M + ResNet18, as published) or tiny (CPU) (default {d.profile})")
-    p.add_argument("--method", default=d.method, choices=METHODS,
-                   help=f"epg (the paper), or the baselines tpg, avbt, infonce (default {d.method})")
+    p.add_argument("--method", default=d.method, choices=(*METHODS, SUPERVISED),
+                   help=f"epg (the paper), or the baselines tpg, avbt, infonce; {SUPERVISED} trains with --labels "
+                   f"(a ceiling for evaluations) (default {d.method})")
+    p.add_argument("--labels", type=Path,
+                   help=f"{SUPERVISED} only: ground_truth.json or a camera_id,t,label CSV (as avsurv probe reads)")
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"training epochs (default {d.epochs})")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
                    help=f"clips per batch, drawn across the whole stream (default {d.batch_size})")

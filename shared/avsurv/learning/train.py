@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from avsurv.constants import LR_AUDIO, LR_VISUAL, SIGMA, WEIGHT_DECAY, W
+from avsurv.constants import EMBEDDING_DIM, LR_AUDIO, LR_VISUAL, SIGMA, WEIGHT_DECAY, W
 from avsurv.learning import losses
 from avsurv.learning.data import ClipTable, audio_batch, load_clips, mel_statistics, video_batch
 from avsurv.learning.diagnostics import alignment_stats
@@ -48,8 +48,12 @@ from avsurv.learning.modeldir import (
 )
 from avsurv.models import build_model, load_kinetics_x3d
 from avsurv.tasks.anomalies import Calibration
+from avsurv.tasks.probe import Labels, labels_at
 
 METHODS = ("epg", "tpg", "avbt", "infonce")
+"""The self-supervised methods: EPG and its baselines."""
+SUPERVISED = "supervised"
+"""Trained end to end with event labels: the ceiling of the evaluation, not a method of the paper."""
 SCHEDULES = ("auto", "layerwise", "joint")
 EPG_SWITCHES = ("epoch", "aligned")
 MODALITIES = ("visual", "audio")
@@ -93,7 +97,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.method in METHODS, f"method must be one of {', '.join(METHODS)}, got {self.method!r}"),
+            (self.method in (*METHODS, SUPERVISED),
+             f"method must be one of {', '.join((*METHODS, SUPERVISED))}, got {self.method!r}"),
             (self.epg_switch in EPG_SWITCHES, f"epg switch must be one of {', '.join(EPG_SWITCHES)}, "
                                               f"got {self.epg_switch!r}"),
             (0.0 < self.switch_gap <= 1.0, f"switch gap must lie in (0, 1], got {self.switch_gap}"),
@@ -165,17 +170,23 @@ class TrainResult:
 class _Objective:
     """The method's loss over one batch, returning (loss, positives per anchor)."""
 
-    def __init__(self, config: TrainConfig) -> None:
+    def __init__(self, config: TrainConfig, classes: int = 0) -> None:
         self.config = config
         self.contrastive = losses.MultiPositiveContrastiveLoss(tau=config.tau, w=config.w, reduction=config.reduction)
         self.infonce = losses.SymmetricInfoNCE(temperature=config.temperature)
         self.avbt = losses.AVBTLoss(lambda_=config.avbt_lambda) if config.method == "avbt" else None
+        self.supervised = losses.SupervisedLoss(EMBEDDING_DIM, classes) if config.method == SUPERVISED else None
+
+    @property
+    def head(self) -> torch.nn.Module | None:
+        """The loss's own trained parameters: AV-BT's projector or the supervised classifiers."""
+        return self.avbt if self.avbt is not None else self.supervised
 
     def label_kind(self, epoch: int, history: Sequence[EpochStats]) -> str:
         """The labels of ``epoch``, given the epochs before it."""
         c = self.config
         if c.method != "epg":
-            return {"tpg": "TPG", "avbt": "AV-BT", "infonce": "InfoNCE"}[c.method]
+            return {"tpg": "TPG", "avbt": "AV-BT", "infonce": "InfoNCE", SUPERVISED: "class"}[c.method]
         if epoch < c.tpg_epochs:
             return "TPG"
         if c.epg_switch == "epoch" or any(h.labels == "EPG" for h in history):
@@ -185,14 +196,18 @@ class _Objective:
         return "EPG" if aligned else "TPG"
 
     def __call__(
-        self, z_v: torch.Tensor, z_a: torch.Tensor, times: torch.Tensor, groups: torch.Tensor, kind: str
+        self, z_v: torch.Tensor, z_a: torch.Tensor, times: torch.Tensor, targets: torch.Tensor, kind: str
     ) -> tuple[torch.Tensor, float]:
+        """``targets``: AV-BT's video of each clip, or the supervised class of each clip."""
         c = self.config
         if kind == "InfoNCE":
             return self.infonce(z_v, z_a), 1.0
         if kind == "AV-BT":
             assert self.avbt is not None
-            return self.avbt(z_a, z_v, groups), 1.0
+            return self.avbt(z_a, z_v, targets), 1.0
+        if kind == "class":
+            assert self.supervised is not None
+            return self.supervised(z_v, z_a, targets), 1.0
         if kind == "EPG":
             labels = losses.epg_labels(z_v, z_a, times, w=c.w, sigma=c.sigma, rule=c.label_rule,
                                        max_positives=c.max_positives)
@@ -205,17 +220,24 @@ class Trainer:
     """One training run over a :class:`ClipTable`, writing a model directory."""
 
     def __init__(self, table: ClipTable, out_dir: Path, config: TrainConfig, progress: bool = True,
-                 log: Callable[[str], None] = print) -> None:
-        self.table = table.subset(table.has_audio)
+                 log: Callable[[str], None] = print, labels: np.ndarray | None = None) -> None:
+        """``labels``: str [len(table)], each clip's event class; needed by (and only by) the supervised method,
+        which trains on the clips that have one (not ``""``)."""
+        if (config.method == SUPERVISED) != (labels is not None):
+            raise ValueError("event labels are needed by the supervised method and only by it")
+        keep = table.has_audio if labels is None else table.has_audio & (labels != "")
+        self.table = table.subset(keep)
         if len(self.table) < 2:
-            raise ValueError(f"training needs at least 2 clips with audio, got {len(self.table)}")
+            raise ValueError(f"training needs at least 2 clips with audio (and a label), got {len(self.table)}")
+        self.classes, targets = np.unique(labels[keep] if labels is not None else [], return_inverse=True)
+        self.targets = torch.from_numpy(targets.astype(np.int64))
         self.out_dir, self.config, self.progress, self.log = Path(out_dir), config, progress, log
         torch.manual_seed(config.seed)
         self.model = build_model(config.profile)
         self.model.encoders["audio"].set_normalization(*mel_statistics(self.table.log_mel))
         if config.kinetics_weights:
             load_kinetics_x3d(self.model.encoders["visual"], config.kinetics_weights)
-        self.objective = _Objective(config)
+        self.objective = _Objective(config, len(self.classes))
         self.optimizers = self._optimizers()
         self.times = torch.from_numpy(self.table.times)
         self.cache: dict[str, torch.Tensor | None] = {"visual": None, "audio": None}
@@ -229,15 +251,15 @@ class Trainer:
             "audio": torch.optim.AdamW(self.model.encoders["audio"].parameters(), lr=c.lr_audio,
                                        weight_decay=c.weight_decay),
         }
-        if self.objective.avbt is not None:
-            optimizers["projector"] = torch.optim.AdamW(self.objective.avbt.parameters(), lr=c.lr_audio,
-                                                        weight_decay=c.weight_decay)
+        if self.objective.head is not None:
+            optimizers["head"] = torch.optim.AdamW(self.objective.head.parameters(), lr=c.lr_audio,
+                                                   weight_decay=c.weight_decay)
         return optimizers
 
     def _modules(self) -> dict[str, torch.nn.Module]:
         modules: dict[str, torch.nn.Module] = {"model": self.model}
-        if self.objective.avbt is not None:
-            modules["projector"] = self.objective.avbt
+        if self.objective.head is not None:
+            modules["head"] = self.objective.head
         return modules
 
     # -- batches --------------------------------------------------------------------------------
@@ -276,8 +298,10 @@ class Trainer:
             raise ValueError(f"AV-BT needs videos of at least {window} clips")
         return windows
 
-    def _groups(self, batch: np.ndarray) -> torch.Tensor:
-        """Video ids for AV-BT: the window each clip belongs to."""
+    def _targets(self, batch: np.ndarray) -> torch.Tensor:
+        """The supervised classes of the batch, or for AV-BT the window (video) each clip belongs to."""
+        if self.config.method == SUPERVISED:
+            return self.targets[batch]
         return torch.from_numpy(np.repeat(np.arange(len(batch) // self.config.avbt_window + 1),
                                           self.config.avbt_window)[: len(batch)])
 
@@ -344,18 +368,18 @@ class Trainer:
         for modality in MODALITIES:
             self.model.encoders[modality].train(modality in trained)
         started = time.perf_counter()
-        if self.objective.avbt is not None:
-            self.objective.avbt.train()
+        if self.objective.head is not None:
+            self.objective.head.train()
         bar = tqdm(self._crop_passes(epoch), desc=f"epoch {epoch + 1}/{self.config.epochs}",
                    disable=not self.progress, leave=False)
         for batch, crops in bar:
             z_v = self._embed_batch("visual", batch, crops, trained)
             z_a = self._embed_batch("audio", batch, crops, trained)
-            loss, positives = self.objective(z_v, z_a, self.times[batch], self._groups(batch), stats.labels)
+            loss, positives = self.objective(z_v, z_a, self.times[batch], self._targets(batch), stats.labels)
             for optimizer in self.optimizers.values():
                 optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            for name in (*trained, "projector"):
+            for name in (*trained, "head"):
                 if name in self.optimizers:
                     self.optimizers[name].step()
             stats.add(loss.item(), positives, alignment_stats(z_v.detach(), z_a.detach(), w=self.config.w))
@@ -398,6 +422,7 @@ class Trainer:
                 "mel_std": self.model.encoders["audio"].mel_std.tolist(),
             },
             "training_data": self.table.summary(),
+            "classes": self.classes.tolist(),
             "history": [asdict(h) for h in self.history],
         }
         sha256 = save_model(self.model, self.out_dir, config)
@@ -409,8 +434,9 @@ class Trainer:
 
 
 def train(inputs: Sequence[str | Path], out_dir: str | Path, config: TrainConfig, *, resume: bool = False,
-          progress: bool = True, log: Callable[[str], None] = print) -> TrainResult:
-    """Loads every clip of ``inputs`` (videos, streams or clip directories) and trains one model."""
+          progress: bool = True, log: Callable[[str], None] = print, labels: Labels | None = None) -> TrainResult:
+    """Loads every clip of ``inputs`` (videos, streams or clip directories) and trains one model; ``labels``
+    (see :func:`avsurv.tasks.probe.read_labels`) only for the supervised method."""
     out_dir = Path(out_dir)
     if not resume and (out_dir / CONFIG).exists():
         raise FileExistsError(f"{out_dir} already holds a model; choose another --out or pass --resume")
@@ -419,4 +445,5 @@ def train(inputs: Sequence[str | Path], out_dir: str | Path, config: TrainConfig
     table = load_clips(inputs, progress)
     log(f"training {config.method} ({config.profile} profile) on {len(table)} clips "
         f"({int(table.has_audio.sum())} with audio) from {len(set(table.sources))} input(s)")
-    return Trainer(table, out_dir, config, progress, log).run(resume=resume)
+    per_clip = None if labels is None else labels_at(table.camera_ids, table.starts, labels)
+    return Trainer(table, out_dir, config, progress, log, labels=per_clip).run(resume=resume)

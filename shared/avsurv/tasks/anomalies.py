@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from avsurv.constants import ANOMALY_STDS, CLIP_SECONDS, W
-from avsurv.learning.distance import distance
+from avsurv.learning.distance import distance, pairwise_distance
 from avsurv.tasks.embeddings import EmbeddingSet, TaskError
 
 CALIBRATION_FORMAT = "avsurv-calibration-v1"
@@ -39,6 +39,24 @@ def clip_scores(z_v: np.ndarray, z_a: np.ndarray, w: float = W) -> np.ndarray:
     """float64 [N]: Eq. 5 between each clip's z_v and z_a, float32 [N, D] each."""
     with torch.no_grad():
         return distance(torch.from_numpy(z_v).double(), torch.from_numpy(z_a).double(), w).numpy()
+
+
+def novelty_scores(z: np.ndarray, times: np.ndarray, *, k: int = 5, exclusion_s: float = 60.0, w: float = W
+                   ) -> np.ndarray:
+    """float64 [N]: a one-modality score for comparison with Eq. 5's cross-modal one (EPG Fig. 5 shows
+    anomalies only one modality catches): the Eq. 5 distance from each clip's embedding ``z`` [N, D] to
+    its k-th nearest clip of the same stream more than ``exclusion_s`` seconds away (``times`` [N]), so
+    the seconds of a clip's own event are not its neighbours. A clip with fewer than k such clips scores
+    +inf."""
+    if k < 1 or exclusion_s < 0:
+        raise ValueError(f"k must be >= 1 and the exclusion >= 0, got {k} and {exclusion_s}")
+    with torch.no_grad():
+        pairs = pairwise_distance(torch.from_numpy(z).double(), torch.from_numpy(z).double(), w).numpy()
+    times = np.asarray(times, dtype=np.float64)
+    pairs[np.abs(times[:, None] - times[None, :]) <= exclusion_s] = np.inf
+    if pairs.shape[1] < k:
+        return np.full(len(z), np.inf)
+    return np.partition(pairs, k - 1, axis=1)[:, k - 1]
 
 
 @dataclass(frozen=True)

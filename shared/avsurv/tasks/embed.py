@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avsurv.learning.data import iter_clips
+from avsurv.learning.data import ClipTable, iter_clips
 from avsurv.learning.encode import encode_clips
 from avsurv.media.segment import Clip
 from avsurv.models import AudioVisualModel
@@ -43,6 +43,17 @@ def embed_clips(model: AudioVisualModel, config: dict, clips: Iterable[Clip], ba
     if not parts:
         raise ValueError("no clips to embed")
     return EmbeddingSet.concat(parts)
+
+
+def embed_table(model: AudioVisualModel, config: dict, table: ClipTable, batch_size: int = 32) -> EmbeddingSet:
+    """Embeds clips already loaded in memory (e.g. those a model was trained on)."""
+    z_v, z_a = encode_clips(model, table.frames, table.log_mel, batch_size)
+    return EmbeddingSet(
+        clip_start=table.starts, z_v=z_v, z_a=z_a, clip_id=np.array(table.clip_ids),
+        camera_id=np.array(table.camera_ids), capture_time=table.capture_times, has_audio=table.has_audio,
+        source=np.array(table.sources), model_sha256=config["sha256"], profile=config["profile"],
+        method=config["method"],
+    )
 
 
 def embed_inputs(model: AudioVisualModel, config: dict, inputs: Sequence[str | Path], progress: bool = True,

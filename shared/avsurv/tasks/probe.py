@@ -90,9 +90,13 @@ def _label(path: Path, label: Any) -> str:
 
 def clip_labels(embeddings: EmbeddingSet, labels: Labels) -> np.ndarray:
     """str [N]: label of second floor(clip_start) of each clip's camera, ``UNLABELLED`` where none."""
-    seconds = np.floor(embeddings.clip_start + _START_TOLERANCE_S).astype(np.int64)
-    found = [labels.get((camera, int(t)), UNLABELLED) for camera, t in zip(embeddings.camera_id.tolist(),
-                                                                           seconds, strict=True)]
+    return labels_at(embeddings.camera_id.tolist(), embeddings.clip_start, labels)
+
+
+def labels_at(cameras: Sequence[str], clip_starts: np.ndarray, labels: Labels) -> np.ndarray:
+    """str [N]: label of second floor(clip_start) of each camera, ``UNLABELLED`` where none."""
+    seconds = np.floor(np.asarray(clip_starts) + _START_TOLERANCE_S).astype(np.int64)
+    found = [labels.get((camera, int(t)), UNLABELLED) for camera, t in zip(cameras, seconds, strict=True)]
     return np.asarray(found, dtype=np.str_)
 
 

@@ -10,6 +10,7 @@ from avsurv.learning.losses.avbt import (
 from avsurv.learning.losses.contrastive import DEFAULT_TAU, MultiPositiveContrastiveLoss
 from avsurv.learning.losses.infonce import INFONCE_TEMPERATURE, SymmetricInfoNCE
 from avsurv.learning.losses.pairs import epg_labels, tpg_labels
+from avsurv.learning.losses.supervised import SupervisedLoss
 
 __all__ = [
     "AVBT_LAMBDA",
@@ -17,6 +18,7 @@ __all__ = [
     "INFONCE_TEMPERATURE",
     "AVBTLoss",
     "MultiPositiveContrastiveLoss",
+    "SupervisedLoss",
     "SymmetricInfoNCE",
     "barlow_twins_objective",
     "epg_labels",
