@@ -11,6 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from avsurv import __version__
+from avsurv.heads import register_cli as register_heads
 from avsurv.learning.cli import register_cli as register_learning
 from avsurv.learning.modeldir import ModelError
 from avsurv.media import MediaError, Segmenter, SegmentReport
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment(sub)
     register_learning(sub)
     register_tasks(sub)
+    register_heads(sub)
     register_platform(sub)
     register_demo(sub)
     return parser

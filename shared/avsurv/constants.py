@@ -74,6 +74,30 @@ AVBT_LAMBDA: Final = 5e-3
 TACMA_PROJECTOR_DIMS: Final = (2048, 4096, 4096)
 """The paper's shared projector output sizes; training uses smaller ones on CPU (losses/avbt.py)."""
 
+# --- Heads on frozen embeddings (avsurv.heads) ---------------------------------------------------
+TACMA_THETA: Final = 0.03
+"""TACMA Eq. 4, W_ij = exp(-theta |i - j| / M_ij): the best value of the ablation (section 4.3.3, Fig. 6)."""
+
+CCLN_TAU_FULL: Final = 0.05
+CCLN_TAU_WEAK: Final = 0.06
+"""CCLN SBI gate h(tau) (Eq. 7-8) under fully / weakly supervised training (section V-A)."""
+
+CCLN_LAMBDA: Final = 150.0
+CCLN_ETA: Final = 25.0
+"""CCLN Eq. 31, L = L_mfl + lambda L_mfe + eta L_mcl (section V-A, fully supervised). The head defaults to 1
+and 1 instead, which trained far better in short CPU runs (avsurv.heads.ccln); these are its paper option."""
+
+FOCAL_ALPHA: Final = 0.25
+FOCAL_GAMMA: Final = 2.0
+"""CCLN Eq. 28/32 use the focal loss's "default parameters": those of Lin et al. 2017 (and torchvision)."""
+
+AVACA_THETA: Final = 10.0
+AVACA_LAMBDA: Final = 1.0
+"""AVACA loss theta L_DMIL + lambda L_c, the weights used on MAVAD (section V-B)."""
+
+AVACA_HEADS: Final = 4
+"""Attention heads of each AVACA transformer, VAT and AVT (section V-B)."""
+
 # --- Downstream tasks (EPG sections 4.2, 4.3) ----------------------------------------------------
 ANOMALY_STDS: Final = 2.0
 """A clip is anomalous when d(z_v, z_a) > mean + 2 std of the training clips' scores."""

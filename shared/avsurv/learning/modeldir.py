@@ -46,8 +46,13 @@ def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_model(model: AudioVisualModel, directory: Path, config: dict[str, Any]) -> str:
     """Writes weights, config and checksum; returns the sha256."""
+    return save_weights(model, directory, config)
+
+
+def save_weights(module: torch.nn.Module, directory: Path, config: dict[str, Any]) -> str:
+    """Writes any module's state dict, ``config`` (plus the sha256) and the checksum; returns the sha256."""
     directory.mkdir(parents=True, exist_ok=True)
-    save_file(_contiguous(model.state_dict()), directory / WEIGHTS)
+    save_file(_contiguous(module.state_dict()), directory / WEIGHTS)
     checksum = sha256_of(directory / WEIGHTS)
     (directory / CONFIG).write_text(json.dumps({**config, "sha256": checksum}, indent=2) + "\n")
     (directory / CHECKSUM).write_text(f"{checksum}  {WEIGHTS}\n")
@@ -63,6 +68,15 @@ def read_config(directory: Path) -> dict[str, Any]:
 
 def load_model(directory: str | Path) -> tuple[AudioVisualModel, dict[str, Any]]:
     """The model in eval mode and its config, after checking the weights against ``model.sha256``."""
+    state, config = load_verified(directory)
+    model = build_model(config["profile"])
+    model.load_state_dict(state)
+    return model.eval(), config
+
+
+def load_verified(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The state dict and config of a directory written by :func:`save_weights`, after checking the weights
+    against ``model.sha256``."""
     directory = Path(directory)
     config = read_config(directory)
     weights, checksum_file = directory / WEIGHTS, directory / CHECKSUM
@@ -72,9 +86,7 @@ def load_model(directory: str | Path) -> tuple[AudioVisualModel, dict[str, Any]]
     actual = sha256_of(weights)
     if actual != expected:
         raise ModelError(f"{weights} does not match its checksum ({actual[:12]}... != {expected[:12]}...)")
-    model = build_model(config["profile"])
-    model.load_state_dict(load_file(weights))
-    return model.eval(), config
+    return load_file(weights), config
 
 
 def _flatten_optimizer(name: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
