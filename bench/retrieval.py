@@ -1,6 +1,7 @@
 """Cross-modal retrieval after training: recall@1 and @5 of a clip's own audio among 100 candidates.
 
     python bench/retrieval.py --scene DIR [--methods epg tpg avbt infonce] [--epochs 5] [--profile tiny]
+                              [--epg-switch aligned] [--max-positives 4]
 
 Trains each method on the scene's reference camera (``cam0``) with the same settings and seed, embeds
 every camera, and prints recall@1 and recall@5 (chance 0.01 and 0.05) on the training camera and on each
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from avsurv.learning.evaluate import cross_modal_recall
 from avsurv.learning.modeldir import load_model
-from avsurv.learning.train import METHODS, TrainConfig, train
+from avsurv.learning.train import EPG_SWITCHES, METHODS, TrainConfig, train
 from avsurv.models import PROFILES
 from avsurv.tasks.embed import embed_inputs
 
@@ -29,6 +30,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
     parser.add_argument("--profile", default="tiny", choices=sorted(PROFILES), help="encoder profile (default tiny)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    parser.add_argument("--epg-switch", default=TrainConfig.epg_switch, choices=EPG_SWITCHES,
+                        help=f"EPG's switch from TPG labels (default {TrainConfig.epg_switch})")
+    parser.add_argument("--max-positives", type=int, default=TrainConfig.max_positives,
+                        help="EPG's cap of extra positives per anchor (default: the TrainConfig default)")
     args = parser.parse_args()
     cameras = json.loads((args.scene / "ground_truth.json").read_text())["cameras"]
     videos = {c["camera_id"]: args.scene / c["file"] for c in cameras}
@@ -36,7 +41,8 @@ def main() -> None:
     print(f"{'method':>8} {'train s':>8}  " + "  ".join(f"{c} ({viewpoint[c]}) R@1 R@5" for c in videos))
     for method in args.methods:
         with tempfile.TemporaryDirectory() as scratch:
-            config = TrainConfig(profile=args.profile, method=method, epochs=args.epochs, seed=args.seed)
+            config = TrainConfig(profile=args.profile, method=method, epochs=args.epochs, seed=args.seed,
+                                 epg_switch=args.epg_switch, max_positives=args.max_positives)
             started = time.perf_counter()
             train([videos["cam0"]], Path(scratch) / "model", config, progress=False, log=lambda _: None)
             seconds = time.perf_counter() - started

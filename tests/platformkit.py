@@ -1,12 +1,18 @@
-"""Helpers for the platform tests: a small generated scene, models to serve, and waiting on conditions."""
+"""Helpers for the platform tests: a small generated scene, models to serve, service processes, and
+waiting on conditions."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from avsurv.learning.modeldir import save_model
 from avsurv.models import build_model
@@ -34,3 +40,42 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, poll_s:
             return
         time.sleep(poll_s)
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+class Service:
+    """One platform service as its own process (``avsurv serve NAME``), logging to ``logs/NAME.START.log``."""
+
+    def __init__(self, name: str, env: dict[str, str], logs: Path) -> None:
+        self.name, self.env, self.logs = name, env, logs
+        self.port = int(env["AVSURV_GRPC_PORT"])
+        self.process: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        log = open(self.logs / f"{self.name}.{self.starts}.log", "w")  # noqa: SIM115 (closed with the process)
+        self.process = subprocess.Popen([sys.executable, "-m", "avsurv.cli", "serve", self.name], env=self.env,
+                                        stdout=log, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return None
+
+    def serving(self) -> bool:
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+            return reply.status == health_pb2.HealthCheckResponse.SERVING
+        except grpc.RpcError:
+            return False

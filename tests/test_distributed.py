@@ -6,9 +6,6 @@ killed with SIGKILL mid-stream and restarted."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +14,7 @@ import grpc
 import numpy as np
 import pytest
 from confluent_kafka import Consumer
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from platformkit import small_scene, untrained_model, wait_for
+from platformkit import Service, small_scene, untrained_model, wait_for
 from realparts import free_port, kafka_broker, redis_server
 
 from avsurv.adapters.state import connect_state
@@ -35,43 +31,6 @@ from avsurv.v1 import api_pb2, api_pb2_grpc
 from avsurv.v1 import messages_pb2 as pb
 
 RUN_IDLE_S = 25.0
-
-
-class Service:
-    def __init__(self, name: str, env: dict[str, str], logs: Path) -> None:
-        self.name, self.env, self.logs = name, env, logs
-        self.port = int(env["AVSURV_GRPC_PORT"])
-        self.process: subprocess.Popen | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        log = open(self.logs / f"{self.name}.{self.starts}.log", "w")  # noqa: SIM115 (closed with the process)
-        self.process = subprocess.Popen([sys.executable, "-m", "avsurv.cli", "serve", self.name], env=self.env,
-                                        stdout=log, stderr=subprocess.STDOUT)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return None
-
-    def serving(self) -> bool:
-        try:
-            with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
-            return reply.status == health_pb2.HealthCheckResponse.SERVING
-        except grpc.RpcError:
-            return False
 
 
 def calibrated_model(directory: Path, clips_of: list[Path]) -> tuple[Path, float]:
