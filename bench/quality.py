@@ -160,7 +160,17 @@ def localization(sets: dict[str, EmbeddingSet], scene: Scene, seed: int) -> dict
     for features in FEATURES:
         report = evaluate_probe([sets["cam0"]], tests, scene.labels, features=features, seed=seed)
         result[features] = {s.name: s.accuracy for s in report.sets}
+    result["majority"] = majority_accuracy(sets["cam0"], tests, scene.labels)
     return result
+
+
+def majority_accuracy(train: EmbeddingSet, tests: dict[str, EmbeddingSet], labels: Labels) -> dict[str, float]:
+    """Per test set, the accuracy of always predicting the training camera's most frequent class."""
+    every = (labels_at(s.camera_id.tolist(), s.clip_start, labels) for s in (train, *tests.values()))
+    known = [y[y != ""] for y in every]
+    classes, counts = np.unique(known[0], return_counts=True)
+    majority = classes[counts.argmax()]
+    return {name: float((y == majority).mean()) for name, y in zip(tests, known[1:], strict=True)}
 
 
 def heads(sets: dict[str, EmbeddingSet], scene: Scene, seed: int, window: int) -> dict[str, Any]:
@@ -396,6 +406,9 @@ def _of(runs: list[dict], method: str, *path: str) -> list[float]:
     return values
 
 
+MAJORITY = ("localization", "majority")
+
+
 def markdown(results: dict[str, Any], command: str, images: str = "results/") -> str:
     """The section of RESULTS.md; figures are linked under ``images``."""
     runs, settings = results["runs"], results["settings"]
@@ -409,7 +422,9 @@ def markdown(results: dict[str, Any], command: str, images: str = "results/") ->
              "Segment-wise accuracy (%) of a linear probe fitted on cam0's frozen features. Paper: ToCaDa, "
              "X3D-M from Kinetics, hours of video; ours: a generated scene, encoders from scratch.", "",
              "| features | method | similar | challenging | paper similar | paper challenging |",
-             "|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|",
+             f"| any | cam0's most frequent class, always | {_cell(_of(runs, 'random', *MAJORITY, 'similar'))}"
+             f" | {_cell(_of(runs, 'random', *MAJORITY, 'challenging'))} | | |"]
     for features in FEATURES:
         for method in METHODS:
             paper = PAPER_TABLE1.get((features, method))
