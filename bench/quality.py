@@ -456,7 +456,10 @@ def markdown(results: dict[str, Any], command: str, images: str = "results/") ->
               "### Event search", "",
               f"Query clips of recurring classes on cam0 ({runs[0]['search']['av']['queries']} per seed), results "
               f"under the paper's rules ({settings['window_s']:g} s exclusion and separation); relevant = same event "
-              "class. Precision@1, @5 and mAP (AP over the whole separated ranking) in %.", "",
+              "class. Precision@1 and @5 over every query (a ranking shorter than 5, as the separation makes on a "
+              "short scene, caps P@5 below 100); mAP: the mean, over the queries whose separated ranking holds at "
+              "least one clip of their class, of the average precision over that ranking (queries without such a "
+              "clip are left out, which flatters it: compare methods on P@1). In %.", "",
               "| method | search | P@1 | P@5 | mAP |", "|---|---|---|---|---|"]
     for method in METHODS:
         for mode in MODES:

@@ -1,13 +1,14 @@
 """The evaluation suite: the EPG paper's experiments and the platform's performance, in one report.
 
-    python bench/suite.py [--quick] [--out docs] [--only quality performance]
+    python bench/suite.py [--quick] [--out docs] [--only quality performance] [--render]
 
 Writes ``OUT/RESULTS.md`` (every table with the machine, date, git revision and the command that
 regenerates it) and, under ``OUT/results/``, the raw numbers (``quality.json``, ``performance.json``,
 CSV tables) and the figures (PNG). Full mode (``bench/quality.py``'s ``FULL`` settings, ``tiny`` profile,
 and ``bench/performance.py``'s full sizes) is sized for at most 60 minutes on a 2-core CPU machine;
 ``--quick`` (a 60 s scene, 1 epoch, 2 seeds, small performance sizes) exercises every code path in a few
-minutes and is what CI runs, into a scratch directory.
+minutes and is what CI runs, into a scratch directory. ``--render`` only rewrites RESULTS.md from the raw
+numbers of the last run (same numbers, date, revision and command).
 """
 
 from __future__ import annotations
@@ -93,12 +94,28 @@ def report(sections: dict[str, Any], command: str, started: datetime, seconds: f
     return "\n".join(lines)
 
 
+def render(out: Path) -> None:
+    """RESULTS.md again from ``out/results/*.json`` (e.g. after a change of wording): same numbers, same
+    command, revision and date, those of the run that measured them."""
+    sections = json.loads((out / "results" / "suite.json").read_text())
+    for name in SECTIONS:
+        if (out / "results" / f"{name}.json").is_file():
+            sections[name] = json.loads((out / "results" / f"{name}.json").read_text())
+    started = datetime.fromisoformat(sections["started"])
+    (out / "RESULTS.md").write_text(report(sections, sections["command"], started, sections["seconds"]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes that exercise every path (CI)")
     parser.add_argument("--out", type=Path, default=Path("docs"), help="where RESULTS.md goes (default docs)")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite RESULTS.md from the numbers a previous run left in OUT/results")
     args = parser.parse_args()
+    if args.render:
+        render(args.out)
+        return
     command = "python bench/suite.py" + (" --quick" if args.quick else "") + (
         f" --only {' '.join(args.only)}" if set(args.only) != set(SECTIONS) else "")
     results_dir = args.out / "results"
@@ -118,7 +135,7 @@ def main() -> None:
         sections["performance"] = performance.run(args.quick, results_dir, log)
         (results_dir / "performance.json").write_text(json.dumps(sections["performance"], indent=1))
     seconds = time.perf_counter() - clock
-    sections["seconds"] = seconds
+    sections["seconds"], sections["started"] = seconds, started.isoformat()
     (results_dir / "suite.json").write_text(json.dumps({k: v for k, v in sections.items() if k not in SECTIONS},
                                                        indent=1))
     (args.out / "RESULTS.md").write_text(report(sections, command, started, seconds))

@@ -64,3 +64,12 @@ def test_converged_flags_a_diverged_or_unaligned_run() -> None:
     assert quality.converged([good])
     assert not quality.converged([good, good | {"loss": math.nan}])
     assert not quality.converged([good | {"aligned_distance": 1.2}])
+
+
+def test_render_rewrites_the_same_report_from_the_raw_numbers(quick_suite: Path) -> None:
+    before = (quick_suite / "RESULTS.md").read_text()
+    (quick_suite / "RESULTS.md").unlink()
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "suite.py"), "--render", "--out", str(quick_suite)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (quick_suite / "RESULTS.md").read_text() == before
