@@ -572,13 +572,37 @@ def _save(figure: Any, path: Path) -> None:
     plt.close(figure)
 
 
+def _override(text: str) -> dict[str, Any]:
+    key, _, value = text.partition("=")
+    if not hasattr(TrainConfig, key) or not value:
+        raise SystemExit(f"--ablate wants KEY=VALUE with a TrainConfig field, got {text!r}")
+    default = getattr(TrainConfig(), key)
+    return {key: type(default)(value) if default is not None else int(value)}
+
+
+def ablate(settings: Settings, overrides: list[dict[str, Any]]) -> None:
+    """One more ablation row per override, on the suite's scene (the same scene seed and settings)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        scene = make_scene(settings, Path(scratch) / "scene", print)
+        for override in [{}, *overrides]:
+            row, _ = evaluate("epg", settings.seeds[0], scene, settings, Path(scratch), tasks=("localization",),
+                              **override)
+            print(_run_line(row | {"parameter": "override", "value": override or "defaults"}), flush=True)
+
+
 def main() -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a 60 s scene, 1 epoch, 2 seeds (CI)")
     parser.add_argument("--out", type=Path, default=Path("quality-results"), help="output directory")
+    parser.add_argument("--ablate", nargs="+", metavar="KEY=VALUE",
+                        help="instead: EPG on the same scene and first seed with each TrainConfig override "
+                        "(e.g. tau=0.5 tau=2), audio-visual localization only")
     args = parser.parse_args()
+    if args.ablate:
+        ablate(QUICK if args.quick else FULL, [_override(text) for text in args.ablate])
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     results = run(args.quick, args.out)
     (args.out / "quality.json").write_text(json.dumps(results, indent=1, default=float))

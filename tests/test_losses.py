@@ -457,7 +457,7 @@ def test_supervised_loss_matches_loop() -> None:
     with torch.no_grad():
         logits = [loss.heads["visual"](z_v), loss.heads["audio"](z_a), loss.heads["av"](torch.cat([z_v, z_a], 1))]
     expected = sum(cross_entropy_loop(x, targets) for x in logits) / 3
-    assert float(loss(z_v, z_a, targets)) == pytest.approx(expected, rel=1e-9)
+    assert loss(z_v, z_a, targets).item() == pytest.approx(expected, rel=1e-9)
 
 
 def test_supervised_loss_validation() -> None:
