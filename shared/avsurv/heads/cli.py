@@ -6,11 +6,9 @@ Bad input prints ``avsurv heads <cmd>: error: <one line>`` to stderr and returns
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -31,28 +29,10 @@ from avsurv.heads.training import (
     train_head,
 )
 from avsurv.heads.windows import DEFAULT_WINDOW, MIN_WINDOW
-from avsurv.learning.modeldir import CONFIG, ModelError
+from avsurv.learning.modeldir import CONFIG
+from avsurv.tasks.cli import reports_errors
 from avsurv.tasks.embeddings import EmbeddingSet, TaskError, load_many
 from avsurv.tasks.probe import Labels, read_labels
-
-Handler = Callable[[argparse.Namespace], int]
-
-
-def _reports_errors(command: str) -> Callable[[Handler], Handler]:
-    """Turns bad input (TaskError, ModelError, unreadable files) into one line on stderr and exit code 2."""
-
-    def wrap(handler: Handler) -> Handler:
-        @functools.wraps(handler)
-        def run(args: argparse.Namespace) -> int:
-            try:
-                return handler(args)
-            except (TaskError, ModelError, OSError) as error:
-                print(f"avsurv heads {command}: error: {error}", file=sys.stderr)
-                return 2
-
-        return run
-
-    return wrap
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -113,7 +93,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_train)
 
 
-@_reports_errors("train")
+@reports_errors("heads train")
 def _run_train(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -146,7 +126,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_eval)
 
 
-@_reports_errors("eval")
+@reports_errors("heads eval")
 def _run_eval(args: argparse.Namespace) -> int:
     head = TrainedHead.load(args.model)
     labels = _labels(head.kind, args.labels)
@@ -188,7 +168,7 @@ def _add_apply(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_apply)
 
 
-@_reports_errors("apply")
+@reports_errors("heads apply")
 def _run_apply(args: argparse.Namespace) -> int:
     head = TrainedHead.load(args.model)
     embeddings = load_many(args.embeddings)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from avsurv.constants import ANOMALY_STDS, SEARCH_EXCLUSION_S, SEARCH_SEPARATION_S, W
+from avsurv.learning.modeldir import ModelError
 from avsurv.tasks.anomalies import CALIBRATION_FILE, Calibration, calibrate, detect
 from avsurv.tasks.embeddings import EmbeddingSet, TaskError, load_many
 from avsurv.tasks.probe import (
@@ -31,15 +32,15 @@ from avsurv.tasks.search import MODES, SearchResult, find_clip, parse_query, sea
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _reports_errors(command: str) -> Callable[[Handler], Handler]:
-    """Turns bad input (TaskError, unreadable files) into one line on stderr and exit code 2."""
+def reports_errors(command: str) -> Callable[[Handler], Handler]:
+    """Turns bad input (TaskError, ModelError, unreadable files) into one line on stderr and exit code 2."""
 
     def wrap(handler: Handler) -> Handler:
         @functools.wraps(handler)
         def run(args: argparse.Namespace) -> int:
             try:
                 return handler(args)
-            except (TaskError, OSError) as error:
+            except (TaskError, ModelError, OSError) as error:
                 print(f"avsurv {command}: error: {error}", file=sys.stderr)
                 return 2
 
@@ -79,7 +80,7 @@ def register_calibrate(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run_calibrate)
 
 
-@_reports_errors("calibrate")
+@reports_errors("calibrate")
 def _run_calibrate(args: argparse.Namespace) -> int:
     embeddings = load_many(args.embeddings)
     calibration = calibrate(embeddings, w=W if args.w is None else args.w,
@@ -113,7 +114,7 @@ def register_anomalies(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run_anomalies)
 
 
-@_reports_errors("anomalies")
+@reports_errors("anomalies")
 def _run_anomalies(args: argparse.Namespace) -> int:
     calibration = Calibration.load(args.model / CALIBRATION_FILE if args.model else args.calibration)
     if args.w is not None and not math.isclose(args.w, calibration.w):
@@ -173,7 +174,7 @@ def register_search(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run_search)
 
 
-@_reports_errors("search")
+@reports_errors("search")
 def _run_search(args: argparse.Namespace) -> int:
     key, seconds = parse_query(args.query)
     index = load_many(args.index)
@@ -237,7 +238,7 @@ def register_probe(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run_probe)
 
 
-@_reports_errors("probe")
+@reports_errors("probe")
 def _run_probe(args: argparse.Namespace) -> int:
     labels = read_labels(args.labels)
     train = [EmbeddingSet.load(path) for path in args.train]
