@@ -15,8 +15,6 @@ A window without any labelled second has no weak label.
 
 from __future__ import annotations
 
-import csv
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import numpy as np
 
 from avsurv.heads.targets import IGNORE
 from avsurv.tasks.embeddings import TaskError
-from avsurv.tasks.probe import SCENE_FORMAT, UNLABELLED, Labels
+from avsurv.tasks.probe import UNLABELLED, Labels, read_per_second
 
 BACKGROUND = "background"
 """The generator's label of a second without any event (``avsurv synth``)."""
@@ -36,43 +34,7 @@ _FALSE = ("0", "false", "no")
 
 def read_anomaly_labels(path: str | Path) -> Labels:
     """(camera_id, t) -> ``ANOMALY`` or ``NORMAL`` from a ``ground_truth.json`` or a ``camera_id,t,anomaly`` CSV."""
-    path = Path(path)
-    if not path.is_file():
-        raise TaskError(f"{path}: no such label file")
-    return _truth_anomalies(path) if path.suffix.lower() == ".json" else _csv_anomalies(path)
-
-
-def _truth_anomalies(path: Path) -> Labels:
-    try:
-        truth = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise TaskError(f"{path}: not JSON ({error})") from None
-    if not isinstance(truth, dict) or truth.get("format") != SCENE_FORMAT:
-        raise TaskError(f"{path}: not a ground-truth file (format must be {SCENE_FORMAT!r})")
-    try:
-        return {(str(camera), int(second["t"])): ANOMALY if _flag(path, second["anomaly"]) else NORMAL
-                for camera, seconds in truth["seconds"].items() for second in seconds}
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise TaskError(f"{path}: bad 'seconds' entry ({error!r})") from None
-
-
-def _csv_anomalies(path: Path) -> Labels:
-    try:
-        with path.open(newline="") as handle:
-            reader = csv.DictReader(handle)
-            if reader.fieldnames is None or not {"camera_id", "t", "anomaly"} <= set(reader.fieldnames):
-                raise TaskError(f"{path}: anomaly labels need a ground_truth.json or a CSV with the header "
-                                "camera_id,t,anomaly")
-            labels = {}
-            for row in reader:
-                try:
-                    second = int(row["t"])
-                except (TypeError, ValueError):
-                    raise TaskError(f"{path}:{reader.line_num}: t must be a whole second, got {row['t']!r}") from None
-                labels[(row["camera_id"], second)] = ANOMALY if _flag(path, row["anomaly"]) else NORMAL
-            return labels
-    except UnicodeDecodeError as error:
-        raise TaskError(f"{path}: not a text file ({error})") from None
+    return read_per_second(path, "anomaly", lambda source, value: ANOMALY if _flag(source, value) else NORMAL)
 
 
 def _flag(path: Path, value: object) -> bool:

@@ -17,7 +17,7 @@ import csv
 import json
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,13 +43,19 @@ Labels = dict[tuple[str, int], str]
 
 def read_labels(path: str | Path) -> Labels:
     """Labels from a ``ground_truth.json`` (avsurv-scene-v1) or a CSV with header ``camera_id,t,label``."""
+    return read_per_second(path, "label", _label)
+
+
+def read_per_second(path: str | Path, field: str, value: Callable[[Path, Any], str]) -> Labels:
+    """(camera_id, t) -> ``value(path, v)`` of each second's ``field``, from a ``ground_truth.json``
+    (avsurv-scene-v1) or a CSV with header ``camera_id,t,<field>``; bad input raises TaskError."""
     path = Path(path)
     if not path.is_file():
         raise TaskError(f"{path}: no such label file")
-    return _ground_truth_labels(path) if path.suffix.lower() == ".json" else _csv_labels(path)
+    return _ground_truth(path, field, value) if path.suffix.lower() == ".json" else _csv(path, field, value)
 
 
-def _ground_truth_labels(path: Path) -> Labels:
+def _ground_truth(path: Path, field: str, value: Callable[[Path, Any], str]) -> Labels:
     try:
         truth = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -57,20 +63,20 @@ def _ground_truth_labels(path: Path) -> Labels:
     if not isinstance(truth, dict) or truth.get("format") != SCENE_FORMAT:
         raise TaskError(f"{path}: not a ground-truth file (format must be {SCENE_FORMAT!r})")
     try:
-        return {(str(camera), int(second["t"])): _label(path, second["label"])
+        return {(str(camera), int(second["t"])): value(path, second[field])
                 for camera, seconds in truth["seconds"].items() for second in seconds}
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise TaskError(f"{path}: bad 'seconds' entry ({error!r})") from None
 
 
-def _csv_labels(path: Path) -> Labels:
+def _csv(path: Path, field: str, value: Callable[[Path, Any], str]) -> Labels:
     try:
         with path.open(newline="") as handle:
             reader = csv.DictReader(handle)
-            if reader.fieldnames is None or not {"camera_id", "t", "label"} <= set(reader.fieldnames):
-                raise TaskError(f"{path}: a label CSV needs the header camera_id,t,label")
-            return {(row["camera_id"], _whole_second(path, reader.line_num, row["t"])):
-                    _label(path, row["label"]) for row in reader}
+            if reader.fieldnames is None or not {"camera_id", "t", field} <= set(reader.fieldnames):
+                raise TaskError(f"{path}: a label CSV needs the header camera_id,t,{field}")
+            return {(row["camera_id"], _whole_second(path, reader.line_num, row["t"])): value(path, row[field])
+                    for row in reader}
     except UnicodeDecodeError as error:
         raise TaskError(f"{path}: not a text file ({error})") from None
 
