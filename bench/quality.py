@@ -213,9 +213,9 @@ def anomaly_detection(embeddings: EmbeddingSet, scene: Scene, settings: Settings
     return result
 
 
-def search_queries(embeddings: EmbeddingSet, scene: Scene, settings: Settings, seed: int) -> np.ndarray:
-    """Rows of labelled clips whose class also occurs outside the query's exclusion window."""
-    labels = labels_at(embeddings.camera_id.tolist(), embeddings.clip_start, scene.labels)
+def search_queries(embeddings: EmbeddingSet, labels: np.ndarray, settings: Settings, seed: int) -> np.ndarray:
+    """Rows of labelled clips (``labels``: str [N], one per clip) whose class also occurs outside the query's
+    exclusion window."""
     rng, rows = np.random.default_rng(seed), []
     for label in sorted(set(labels.tolist()) - {BACKGROUND, ""}):
         same = np.flatnonzero(labels == label)
@@ -228,7 +228,7 @@ def search_queries(embeddings: EmbeddingSet, scene: Scene, settings: Settings, s
 def event_search(embeddings: EmbeddingSet, scene: Scene, settings: Settings, seed: int) -> dict[str, dict[str, float]]:
     """mode -> precision@1, precision@5, mAP over the query clips (and their number)."""
     labels = labels_at(embeddings.camera_id.tolist(), embeddings.clip_start, scene.labels)
-    queries = search_queries(embeddings, scene, settings, seed)
+    queries = search_queries(embeddings, labels, settings, seed)
     result = {}
     for mode in MODES:
         scores = {"p_at_1": [], "p_at_5": [], "ap": []}
@@ -341,7 +341,7 @@ def search_figure(embeddings_of: dict[str, EmbeddingSet], scene: Scene, settings
     labels = labels_at(table.camera_ids, table.starts, scene.labels)
     rows: list[tuple[str, int, list]] = []
     for method, embeddings in embeddings_of.items():
-        query = _figure_query(search_queries(embeddings, scene, settings, seed), labels)
+        query = _figure_query(search_queries(embeddings, labels, settings, seed), labels)
         results = search_by_clip(embeddings, embeddings, query, top_k=top, exclusion_s=settings.window_s,
                                  separation_s=settings.window_s)
         rows.append((method, query, [(r.row, labels[r.row], r.distance) for r in results]))
