@@ -20,6 +20,7 @@ from avsurv.heads import (
     ANOMALY,
     NORMAL,
     HeadSettings,
+    HeadStream,
     TrainedHead,
     cut_windows,
     evaluate_anomaly,
@@ -322,6 +323,30 @@ def test_training_is_seeded_and_the_head_directory_round_trips(planted, tmp_path
     foreign = make_set(test.z_v, test.camera_id.tolist(), test.clip_start, model="cd" * 32)
     with pytest.raises(TaskError, match="embed with that model"):
         head.predict(foreign)
+
+
+@pytest.mark.parametrize("kind", ["tacma", "avaca"])
+def test_a_stream_of_clips_gets_the_predictions_of_the_whole_recording(planted, kind: str) -> None:
+    train, test, labels = planted
+    if kind == "avaca":
+        labels = {key: ANOMALY if label == "crash" else NORMAL for key, label in labels.items()}
+    head = train_head(train, labels, HeadSettings(kind=kind, epochs=2, hidden=32, window=7))
+    # Runs of 23 (three full windows and a rest of 2), 4, 1 (no window), 7 (exactly one) and 9 clips.
+    keep = np.r_[0:23, 30:34, 40, 50:57, 60:69]
+    clips = test.select(keep)
+    expected = head.predict(clips)
+    stream: HeadStream[int] = HeadStream(head)
+    got = [p for row in range(len(clips))
+           for p in stream.add(row, float(clips.clip_start[row]), clips.z_v[row], clips.z_a[row])]
+    assert stream.waiting == 2  # the last run's rest waits for its run to end
+    got += stream.end()
+    assert [p.key for p in got] == list(range(len(clips)))  # every clip once, in capture order
+    covered = [p for p in got if p.label is not None]
+    assert [p.key for p in got if p.label is None] == [27] and expected.uncovered == 1  # the lone clip
+    assert [p.key for p in covered] == expected.rows.tolist()
+    assert [p.label for p in covered] == expected.labels.tolist()
+    np.testing.assert_allclose([p.score for p in covered], expected.scores, rtol=1e-5)
+    assert stream.end() == [] and stream.waiting == 0
 
 
 def test_settings_reject_impossible_values() -> None:

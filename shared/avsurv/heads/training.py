@@ -47,6 +47,8 @@ DEFAULT_LR = 1e-3
 DEFAULT_WEIGHT_DECAY = 1e-4
 DEFAULT_HIDDEN = 128
 DEFAULT_DROPOUT = 0.1
+ANOMALY_SCORE = 0.5
+"""AVACA's scores are probabilities (a sigmoid); a clip is labelled anomalous at or above this."""
 _PREDICT_BATCH = 256
 """Windows per forward pass when predicting: bounds memory on long streams."""
 
@@ -147,12 +149,23 @@ class TrainedHead:
             return ClipPredictions(np.zeros(0, np.int64), np.zeros(0, np.str_), np.zeros(0), len(embeddings))
         row, value = np.concatenate(rows), np.concatenate(values)
         order = np.argsort(row)
-        row, value = row[order], value[order]
+        labels, scores = self._decide(value[order])
+        return ClipPredictions(row[order], labels, scores, len(embeddings) - len(row))
+
+    def predict_window(self, z_v: np.ndarray, z_a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Labels str [L] and scores float64 [L] (as in :class:`ClipPredictions`) of one window of L
+        consecutive clips, from their z_v and z_a float32 [L, D]."""
+        features = {"visual": torch.from_numpy(z_v[None]), "audio": torch.from_numpy(z_a[None])}
+        with torch.no_grad():
+            value = self.model.predict(self.model(features))[0].double().numpy()
+        return self._decide(value)
+
+    def _decide(self, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities [M, classes] -> most likely class and its probability; anomaly scores [M] ->
+        ``ANOMALY`` at score >= 0.5, else ``NORMAL``, and the score."""
         if self.kind in LOCALIZATION_KINDS:
-            labels, scores = np.asarray(self.classes, dtype=np.str_)[value.argmax(axis=1)], value.max(axis=1)
-        else:
-            labels, scores = np.where(value >= 0.5, ANOMALY, NORMAL).astype(np.str_), value
-        return ClipPredictions(row, labels, scores, len(embeddings) - len(row))
+            return np.asarray(self.classes, dtype=np.str_)[value.argmax(axis=1)], value.max(axis=1)
+        return np.where(value >= ANOMALY_SCORE, ANOMALY, NORMAL).astype(np.str_), value
 
     def _check_compatible(self, embeddings: EmbeddingSet) -> None:
         trained_on = self.config["embeddings"]

@@ -29,7 +29,7 @@ DEFAULT_WINDOW = 10
 MIN_WINDOW = 2
 """AVACA's difference sequence u_i = p_{i+1} - p_i needs two clips; shorter runs are left out."""
 
-_GAP_TOLERANCE_S = 0.25
+GAP_TOLERANCE_S = 0.25
 """Clip starts computed in floating point; a gap of more than a quarter second breaks the run."""
 
 
@@ -57,7 +57,7 @@ def runs(embeddings: EmbeddingSet) -> list[np.ndarray]:
     order = np.lexsort((embeddings.clip_start, embeddings.source, embeddings.camera_id))
     camera, source, start = embeddings.camera_id[order], embeddings.source[order], embeddings.clip_start[order]
     same_stream = (camera[1:] == camera[:-1]) & (source[1:] == source[:-1])
-    consecutive = np.abs(np.diff(start) - CLIP_SECONDS) <= _GAP_TOLERANCE_S
+    consecutive = np.abs(np.diff(start) - CLIP_SECONDS) <= GAP_TOLERANCE_S
     breaks = np.flatnonzero(~(same_stream & consecutive)) + 1
     return np.split(order, breaks)
 
