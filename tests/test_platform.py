@@ -4,6 +4,7 @@ embedded real Redis."""
 
 from __future__ import annotations
 
+import itertools
 import time
 import urllib.request
 from pathlib import Path
@@ -20,7 +21,9 @@ from realparts import free_port
 from avsurv.adapters.bus import InProcessBus
 from avsurv.adapters.vectors import QdrantVectors, alias_name, collection_name, point_id
 from avsurv.cli import main
+from avsurv.heads import HeadSettings, TrainedHead, train_head
 from avsurv.learning.distance import distance
+from avsurv.learning.modeldir import load_model
 from avsurv.media import Segmenter
 from avsurv.media.decode import MediaReader
 from avsurv.media.segment import ClipFeed
@@ -32,6 +35,9 @@ from avsurv.platform.models import publish_model
 from avsurv.platform.runtime import SERVICES, Runtime
 from avsurv.platform.segmentation import chunk_events
 from avsurv.platform.trainer import significantly_worse
+from avsurv.tasks.embed import embed_inputs
+from avsurv.tasks.embeddings import EmbeddingSet
+from avsurv.tasks.probe import read_labels
 from avsurv.v1 import api_pb2, api_pb2_grpc
 from avsurv.v1 import messages_pb2 as pb
 
@@ -307,3 +313,66 @@ def test_avsurv_run_serves_cameras_until_their_files_end(tmp_path: Path, scene: 
         assert clips >= 18 and vectors.count(vectors.alias_target(alias_name("default")) or "") == clips
     finally:
         vectors.close()
+
+
+def _trained_head(model_dir: Path, scene: Path, out: Path) -> TrainedHead:
+    """A TACMA head on the embeddings of cam0 by the model in ``model_dir``, with the scene's labels."""
+    model, config = load_model(model_dir)
+    embeddings = embed_inputs(model, config, [scene / "cam0.mp4"], progress=False)
+    head = train_head(embeddings, read_labels(scene / "ground_truth.json"),
+                      HeadSettings(kind="tacma", window=7, hidden=32))
+    head.save(out)
+    return head
+
+
+def _as_set(embeddings: list[pb.Embedding], model_sha256: str) -> EmbeddingSet:
+    return EmbeddingSet(clip_start=[e.header.capture_time for e in embeddings], z_v=[e.z_v for e in embeddings],
+                        z_a=[e.z_a for e in embeddings], clip_id=[e.header.clip_id for e in embeddings],
+                        camera_id=[e.header.camera_id for e in embeddings],
+                        capture_time=[e.header.capture_time for e in embeddings],
+                        has_audio=[e.has_audio for e in embeddings], source=[""] * len(embeddings),
+                        model_sha256=model_sha256)
+
+
+def test_heads_attached_to_cameras_publish_their_events(tmp_path: Path, scene: Path, models: tuple[Path, Path],
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    head = _trained_head(models[0], scene, tmp_path / "tacma")
+    _trained_head(models[1], scene, tmp_path / "other")  # trained on another model's embeddings
+    data = ["--data-dir", str(tmp_path / "data")]
+    every_class = ["--labels", *head.classes]  # every clip a head labels is in one of its events
+    assert main(["heads", "attach", "cam0", str(tmp_path / "tacma"), "--name", "loc", *every_class, *data]) == 0
+    assert main(["heads", "attach", "cam1", str(tmp_path / "other"), "--name", "idle", *every_class, *data]) == 0
+    assert "no model version of this platform" in capsys.readouterr().err  # none is published yet
+    assert main(["heads", "attach", "cam0", str(tmp_path / "tacma"), "--labels", "unicorn", *data]) == 2
+    assert "has no class ['unicorn']" in capsys.readouterr().err
+    runtime = _runtime(tmp_path, scene, models[0], anomaly_run_idle_s=2.0)
+    try:
+        detector = runtime.workers["anomaly-detector"]
+        wait_for(runtime.workers["ingest"].finished, 120, "both cameras to be read")
+        wait_for(lambda: runtime.workers["segmentation"].tracker.pending() == 0, 60, "segmentation")
+        clips = len(_read_all(runtime.ports.bus, CLIPS))
+        wait_for(lambda: runtime.workers["embedding"].clips_embedded >= clips, 120, "every clip embedded")
+        wait_for(lambda: detector.tracker.pending() == 0 and not detector.runs, 60, "every clip's events")
+        embeddings = [pb.Embedding.FromString(v) for v in _read_all(runtime.ports.bus, EMBEDDINGS)]
+        events = [pb.AnomalyEvent.FromString(v) for v in _read_all(runtime.ports.bus, ANOMALIES)]
+    finally:
+        runtime.stop()
+    assert {e.detector for e in events} <= {"", "head:tacma:loc"}  # the other head never read a clip
+    head_events = sorted((e for e in events if e.detector), key=lambda e: e.start_time)
+    assert head_events and all(e.header.camera_id == "cam0" and e.threshold == 0.0 for e in head_events)
+    # The events hold every cam0 clip once, labelled as the head labels the whole recording.
+    cam0 = _as_set([e for e in embeddings if e.header.camera_id == "cam0"], head.config["embeddings"]["model_sha256"])
+    expected = head.predict(cam0)
+    got = {clip: e.label for e in head_events for clip in e.clip_ids}
+    assert sum(len(e.clip_ids) for e in head_events) == len(got) == len(expected.rows) == len(cam0)
+    assert got == dict(zip(cam0.clip_id[expected.rows], expected.labels, strict=True))
+    for before, after in itertools.pairwise(head_events):
+        assert before.end_time <= after.start_time and (before.end_time < after.start_time
+                                                        or before.label != after.label)
+    assert all(e.end_time - e.start_time == len(e.clip_ids) for e in head_events)
+    assert main(["heads", "attached", *data]) == 0
+    assert [line.split("\t")[:3] for line in capsys.readouterr().out.splitlines()] == [
+        ["cam0", "loc", "tacma"], ["cam1", "idle", "tacma"]]
+    assert main(["heads", "detach", "cam1", "idle", *data]) == 0
+    assert main(["heads", "detach", "cam1", "idle", *data]) == 2
+    assert "cam1 has no head named 'idle'" in capsys.readouterr().err

@@ -120,8 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment(sub)
     register_learning(sub)
     register_tasks(sub)
-    register_heads(sub)
-    register_platform(sub)
+    register_platform(sub, heads=register_heads(sub))
     register_demo(sub)
     return parser
 

@@ -35,17 +35,19 @@ from avsurv.tasks.embeddings import EmbeddingSet, TaskError, load_many
 from avsurv.tasks.probe import Labels, read_labels
 
 
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Adds ``avsurv heads`` with its ``train``, ``eval`` and ``apply`` sub-commands."""
+def register_cli(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """Adds ``avsurv heads`` with its ``train``, ``eval`` and ``apply`` sub-commands; returns its sub-command
+    action, to which the platform adds ``attach``, ``detach`` and ``attached``."""
     heads = subparsers.add_parser(
         "heads", help="supervised heads on embeddings: TACMA, CCLN (event localization), AVACA (anomalies)",
         description="Train, evaluate and apply heads over windows of consecutive embedded clips: TACMA and CCLN "
         "classify every clip of a window (event localization), AVACA scores every clip's anomaly.",
     )
-    sub = heads.add_subparsers(dest="heads_command", required=True, metavar="{train,eval,apply}")
+    sub = heads.add_subparsers(dest="heads_command", required=True)
     _add_train(sub)
     _add_eval(sub)
     _add_apply(sub)
+    return sub
 
 
 def _labels(kind: str, path: Path) -> Labels:

@@ -5,6 +5,10 @@ its camera and model version (kept in the state store by the embedder; the model
 calibration when a camera has none). Consecutive anomalous clips of a camera merge into one event,
 published when the run ends. Event ids are deterministic, and an event already stored is not published
 again, so a replay after a restart repeats nothing; offsets are committed once a clip's event is out.
+
+Heads attached to a camera (``avsurv.platform.heads``) see the same embeddings through a ``HeadStream``
+each; consecutive clips a head gives the same event label make one event of that head (``detector``).
+A clip's offset is committed once every detector is done with it.
 """
 
 from __future__ import annotations
@@ -20,17 +24,36 @@ import numpy as np
 from avsurv.adapters.artifacts import Artifacts
 from avsurv.adapters.bus import Bus, CommitTracker, Message
 from avsurv.constants import ANOMALY_STDS, CLIP_SECONDS, EMBEDDING_DIM
-from avsurv.learning.modeldir import CALIBRATION
+from avsurv.heads.model import LOCALIZATION_KINDS
+from avsurv.heads.stream import HeadStream, StreamPrediction
+from avsurv.heads.training import ANOMALY_SCORE
+from avsurv.learning.modeldir import CALIBRATION, ModelError
+from avsurv.platform.heads import load_attached
 from avsurv.platform.messages import ANOMALIES, EMBEDDINGS, InvalidMessage, dead_letter, event_id, header, parse
-from avsurv.platform.registry import Registry
+from avsurv.platform.registry import HeadRecord, Registry
 from avsurv.platform.worker import DEAD_LETTERED, PROCESSED, Worker, log
 from avsurv.tasks.anomalies import clip_scores
 from avsurv.v1 import messages_pb2 as pb
+
+HEADS_REFRESH_S = 5.0
+"""How often the detector reads the heads attached to cameras from the registry."""
+
+
+@dataclass(frozen=True)
+class _Clip:
+    """An embedding message and what an event needs of it."""
+
+    message: Message
+    clip_id: str
+    capture_time: float
+    site: str
 
 
 @dataclass
 class _Run:
     camera_id: str
+    detector: str  # "" for d(z_v, z_a), else HeadRecord.detector
+    label: str
     version: str
     threshold: float
     start: float
@@ -41,6 +64,20 @@ class _Run:
     clip_ids: list[str] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     touched: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Attached:
+    """A head attached to a camera, with the clips of the run it is reading."""
+
+    record: HeadRecord
+    stream: HeadStream[_Clip]
+    version: str = ""  # of the clips in the stream
+    touched: float = field(default_factory=time.monotonic)
+
+    @property
+    def threshold(self) -> float:
+        return 0.0 if self.record.kind in LOCALIZATION_KINDS else ANOMALY_SCORE
 
 
 class AnomalyService(Worker):
@@ -54,9 +91,14 @@ class AnomalyService(Worker):
         self.bus, self.registry, self.artifacts, self.cache_dir = bus, registry, artifacts, cache_dir
         self.subscription = bus.subscribe("anomaly-detector", [EMBEDDINGS])
         self.tracker = CommitTracker(self.subscription)
-        self.runs: dict[str, _Run] = {}
+        self.runs: dict[tuple[str, str], _Run] = {}  # (camera, detector) -> its open event
         self._thresholds: dict[tuple[str, str], float | None] = {}
         self.events_published = 0
+        self.heads: dict[tuple[str, str], _Attached] = {}  # (camera, name) -> head
+        self._heads_read = -math.inf
+        self._failed_heads: set[tuple[str, str]] = set()  # (camera/name, sha256), logged once
+        self._model_sha: dict[str, str] = {}
+        self._holders: dict[tuple[str, int, int], int] = {}  # message -> detectors not done with it
 
     def threshold(self, version: str, camera_id: str) -> float | None:
         key = (version, camera_id)
@@ -73,14 +115,42 @@ class AnomalyService(Worker):
         return json.loads(path.read_text()) if path.is_file() else None
 
     def step(self) -> None:
+        if time.monotonic() - self._heads_read > HEADS_REFRESH_S:
+            self._read_heads()
         messages = self.subscription.poll(timeout_s=0.5, max_messages=64)
         for message in messages:
             self.tracker.started(message)
         for message in messages:
             self._process(message)
         now = time.monotonic()
-        for run in [r for r in self.runs.values() if now - r.touched > self.run_idle_s]:
+        for attached in [a for a in self.heads.values() if a.stream.waiting and now - a.touched > self.run_idle_s]:
+            self._end_stream(attached)
+        # A head's event may go on with the clips its stream still holds: it ends with the stream.
+        held = {(a.record.camera_id, a.record.detector) for a in self.heads.values() if a.stream.waiting}
+        for run in [r for r in self.runs.values()
+                    if now - r.touched > self.run_idle_s and (r.camera_id, r.detector) not in held]:
             self._close(run)
+
+    def _read_heads(self) -> None:
+        """Follows the registry: loads newly attached heads, ends the streams of detached or replaced ones."""
+        self._heads_read = time.monotonic()
+        records = {(r.camera_id, r.name): r for r in self.registry.heads()}
+        for key, attached in list(self.heads.items()):
+            if records.get(key) != attached.record:
+                self._end_stream(attached)
+                del self.heads[key]
+        for key, record in records.items():
+            if key in self.heads or (f"{record.camera_id}/{record.name}", record.sha256) in self._failed_heads:
+                continue
+            try:
+                head = load_attached(record, self.artifacts, self.cache_dir)
+            except (ModelError, OSError, ValueError) as error:
+                self._failed_heads.add((f"{record.camera_id}/{record.name}", record.sha256))
+                log.error("head %s of %s cannot be loaded, left out: %s", record.name, record.camera_id, error)
+                continue
+            self.heads[key] = _Attached(record, HeadStream(head))
+            log.info("head %s (%s) watches %s for %s", record.name, record.kind, record.camera_id,
+                     ", ".join(record.labels))
 
     def _process(self, message: Message) -> None:
         try:
@@ -99,33 +169,83 @@ class AnomalyService(Worker):
             self.tracker.done(message)  # redelivered after an upstream restart: already scored
             return
         self._last_seen[h.camera_id] = h.capture_time
+        heads = self._heads_reading(h.camera_id, version)
+        self._holders[_slot(message)] = 1 + len(heads)
+        clip = _Clip(message, h.clip_id, h.capture_time, h.site)
+        z_v, z_a = np.asarray([embedding.z_v], np.float32), np.asarray([embedding.z_a], np.float32)
         threshold = self.threshold(version, h.camera_id)
-        score = float(clip_scores(np.asarray([embedding.z_v], np.float32), np.asarray([embedding.z_a], np.float32))[0])
+        score = float(clip_scores(z_v, z_a)[0])
         anomalous = embedding.has_audio and threshold is not None and score > threshold
-        run = self.runs.get(h.camera_id)
-        if run is not None and (not anomalous or run.version != version
-                                or not 0 < h.capture_time - run.last <= CLIP_SECONDS * 1.5):
+        self._extend(clip, h.camera_id, "", "", version, anomalous, score, threshold or 0.0)
+        for attached in heads:
+            attached.version, attached.touched = version, time.monotonic()
+            for prediction in attached.stream.add(clip, h.capture_time, z_v[0], z_a[0]):
+                self._head_says(attached, prediction)
+
+    def _heads_reading(self, camera_id: str, version: str) -> list[_Attached]:
+        """The camera's heads trained on ``version``'s model; the others' runs end here."""
+        if version not in self._model_sha:
+            record = self.registry.model(version)
+            self._model_sha[version] = record.sha256 if record else ""
+        reading = []
+        for attached in (a for a in self.heads.values() if a.record.camera_id == camera_id):
+            if attached.record.model_sha256 == self._model_sha[version]:
+                reading.append(attached)
+            elif attached.version != version:
+                log.warning("head %s of %s was trained on another model than %s: idle on its clips",
+                            attached.record.name, camera_id, version)
+                self._end_stream(attached)
+                attached.version = version
+        return reading
+
+    def _end_stream(self, attached: _Attached) -> None:
+        for prediction in attached.stream.end():
+            self._head_says(attached, prediction)
+        run = self.runs.get((attached.record.camera_id, attached.record.detector))
+        if run is not None:
+            self._close(run)
+
+    def _head_says(self, attached: _Attached, prediction: StreamPrediction[_Clip]) -> None:
+        record = attached.record
+        self._extend(prediction.key, record.camera_id, record.detector, prediction.label or "", attached.version,
+                     prediction.label in record.labels, prediction.score, attached.threshold)
+
+    def _extend(self, clip: _Clip, camera_id: str, detector: str, label: str, version: str, flagged: bool,
+                score: float, threshold: float) -> None:
+        """Adds a flagged clip to the (camera, detector) event, or ends that event at an unflagged one."""
+        run, time_ = self.runs.get((camera_id, detector)), clip.capture_time
+        if run is not None and (not flagged or run.version != version or run.label != label
+                                or not 0 < time_ - run.last <= CLIP_SECONDS * 1.5):
             self._close(run)
             run = None
-        if not anomalous:
-            self.tracker.done(message)
+        if not flagged:
+            self._release(clip.message)
             return
         if run is None:
-            run = self.runs[h.camera_id] = _Run(h.camera_id, version, float(threshold), h.capture_time,
-                                                h.capture_time, score, h.capture_time, h.site)
-        run.last, run.touched = h.capture_time, time.monotonic()
-        run.clip_ids.append(h.clip_id)
-        run.messages.append(message)
+            run = self.runs[(camera_id, detector)] = _Run(camera_id, detector, label, version, threshold,
+                                                          time_, time_, score, time_, clip.site)
+        run.last, run.touched = time_, time.monotonic()
+        run.clip_ids.append(clip.clip_id)
+        run.messages.append(clip.message)
         if score > run.peak_score:
-            run.peak_score, run.peak_time = score, h.capture_time
+            run.peak_score, run.peak_time = score, time_
+
+    def _release(self, message: Message) -> None:
+        """One detector is done with the clip; the last one lets its offset be committed."""
+        slot = _slot(message)
+        self._holders[slot] -= 1
+        if self._holders[slot] == 0:
+            del self._holders[slot]
+            self.tracker.done(message)
 
     def _close(self, run: _Run) -> None:
-        del self.runs[run.camera_id]
-        identifier = event_id(run.camera_id, run.start, run.version)
+        del self.runs[(run.camera_id, run.detector)]
+        identifier = event_id(run.camera_id, run.start, run.version, run.detector)
         event = pb.AnomalyEvent(
             header=header(run.site, run.camera_id, run.clip_ids[0], run.start), event_id=identifier,
             start_time=run.start, end_time=run.last + CLIP_SECONDS, peak_score=run.peak_score,
             peak_time=run.peak_time, threshold=run.threshold, model_version=run.version, clip_ids=run.clip_ids,
+            detector=run.detector, label=run.label,
         )
         payload = event.SerializeToString()
         if not self.registry.has_event(identifier):  # a replayed run is not published twice
@@ -133,10 +253,14 @@ class AnomalyService(Worker):
             self.bus.flush()
             self.registry.record_event(identifier, run.start, payload)
             self.events_published += 1
-            log.info("anomaly: %s %.1f-%.1f peak %.3f > %.3f", run.camera_id, run.start, run.last + 1,
-                     run.peak_score, run.threshold)
+            log.info("anomaly (%s): %s %.1f-%.1f peak %.3f > %.3f", f"{run.detector} {run.label}" if run.detector
+                     else "d(z_v, z_a)", run.camera_id, run.start, run.last + 1, run.peak_score, run.threshold)
         for message in run.messages:
-            self.tracker.done(message)
+            self._release(message)
 
     def close(self) -> None:
         self.subscription.close()  # open runs stay uncommitted: the next detector rebuilds them
+
+
+def _slot(message: Message) -> tuple[str, int, int]:
+    return message.topic, message.partition, message.offset

@@ -8,8 +8,16 @@ import logging
 import sys
 from pathlib import Path
 
+import redis
+
+from avsurv.adapters.artifacts import DirectoryArtifacts
+from avsurv.adapters.state import close_state, connect_state
 from avsurv.platform.config import ConfigError, Settings, load_settings
+from avsurv.platform.heads import attach_head
+from avsurv.platform.registry import Registry
 from avsurv.platform.runtime import SERVICES, Runtime
+from avsurv.tasks.cli import reports_errors
+from avsurv.tasks.embeddings import TaskError
 
 
 def _logging() -> None:
@@ -45,10 +53,18 @@ def parse_camera(text: str) -> tuple[str, str]:
     return name, source
 
 
+def _heads(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    heads: dict[str, list[str]] = {}
+    for camera, directory in pairs:
+        heads.setdefault(camera, []).append(directory)
+    return heads
+
+
 def run_embedded(args: argparse.Namespace) -> int:
     _logging()
     try:
         settings = _settings(args, cameras=dict(args.camera) or None, model=str(args.model) if args.model else None,
+                             heads=_heads(args.head) or None,
                              data_dir=args.data_dir, grpc_port=args.grpc_port, bus="inprocess://",
                              realtime_files=args.realtime or None)
     except ConfigError as error:
@@ -79,7 +95,98 @@ def run_health(args: argparse.Namespace) -> int:
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
-def register_cli(sub: argparse._SubParsersAction) -> None:
+def _head_stores(args: argparse.Namespace) -> tuple[Registry, DirectoryArtifacts]:
+    """The platform's state and artifact stores, as its configuration names them."""
+    try:
+        settings = load_settings(args.config, data_dir=args.data_dir)
+        registry = Registry(connect_state(settings.state_url), settings.site)
+        registry.state.ping()
+    except (ConfigError, redis.RedisError) as error:
+        raise TaskError(f"cannot open the platform's state store: {error}") from None
+    return registry, DirectoryArtifacts(settings.artifacts_dir)
+
+
+@reports_errors("heads attach")
+def run_attach(args: argparse.Namespace) -> int:
+    registry, artifacts = _head_stores(args)
+    try:
+        record = attach_head(args.head, args.camera, registry, artifacts, name=args.name, labels=args.labels)
+        trained_on = [m.version for m in registry.models() if m.sha256 == record.model_sha256]
+    finally:
+        close_state(registry.state)
+    print(f"attached {record.kind} head {record.name} to {record.camera_id}: events for {', '.join(record.labels)} "
+          f"go to the anomalies topic as detector {record.detector}")
+    if not trained_on:
+        print(f"warning: no model version of this platform has the weights the head was trained on "
+              f"({record.model_sha256[:12]}...): it stays idle until one embeds the camera", file=sys.stderr)
+    return 0
+
+
+@reports_errors("heads detach")
+def run_detach(args: argparse.Namespace) -> int:
+    registry, _ = _head_stores(args)
+    try:
+        detached = registry.detach_head(args.camera, args.name)
+    finally:
+        close_state(registry.state)
+    if not detached:
+        raise TaskError(f"{args.camera} has no head named {args.name!r} (see avsurv heads attached)")
+    print(f"detached head {args.name} from {args.camera}")
+    return 0
+
+
+@reports_errors("heads attached")
+def run_attached(args: argparse.Namespace) -> int:
+    registry, _ = _head_stores(args)
+    try:
+        records = registry.heads()
+    finally:
+        close_state(registry.state)
+    for record in records:
+        print(f"{record.camera_id}\t{record.name}\t{record.kind}\t{','.join(record.labels)}\t"
+              f"model {record.model_sha256[:12]}...")
+    if not records:
+        print("no head is attached", file=sys.stderr)
+    return 0
+
+
+def _add_store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML file of the platform's settings (its state, "
+                        "artifacts and site settings; AVSURV_* variables apply too)")
+    parser.add_argument("--data-dir", type=Path, help="the embedded platform's --data-dir (default: ./avsurv-data)")
+
+
+def register_head_commands(heads: argparse._SubParsersAction) -> None:
+    """``avsurv heads attach|detach|attached``: heads on the cameras of a platform (running or not)."""
+    attach = heads.add_parser(
+        "attach", help="attach a trained head to a camera of the platform",
+        description="Store a head directory in the platform's artifact store and attach it to a camera: the "
+        "anomaly detector (within 5 s when running) applies it to the camera's embeddings of the model the head "
+        "was trained on, and publishes the clips it labels with one of --labels as events on the anomalies topic "
+        "(detector head:KIND:NAME). Attaching again under the same name replaces the head.")
+    attach.add_argument("camera", help="camera id")
+    attach.add_argument("head", type=Path, metavar="DIR", help="head directory (avsurv heads train --out)")
+    attach.add_argument("--name", default="", help="name of the attachment (default: KIND-<8 hex digits of its "
+                        "sha256>)")
+    attach.add_argument("--labels", nargs="+", metavar="LABEL",
+                        help="the head's labels that make events (default: every class but the background for "
+                        "tacma and ccln; anomaly for avaca, its only one)")
+    _add_store_options(attach)
+    attach.set_defaults(func=run_attach)
+    detach = heads.add_parser("detach", help="detach a head from a camera",
+                              description="Detach a head: the anomaly detector closes its open event and stops it.")
+    detach.add_argument("camera", help="camera id")
+    detach.add_argument("name", help="the attachment's name (avsurv heads attached)")
+    _add_store_options(detach)
+    detach.set_defaults(func=run_detach)
+    attached = heads.add_parser("attached", help="list the heads attached to cameras",
+                                description="One line per attached head: camera, name, kind, event labels, model.")
+    _add_store_options(attached)
+    attached.set_defaults(func=run_attached)
+
+
+def register_cli(sub: argparse._SubParsersAction, heads: argparse._SubParsersAction) -> None:
+    register_head_commands(heads)
     serve = sub.add_parser("serve", help="run one platform service (distributed deployment)",
                            description="Runs one service as its own process. Configuration: defaults, then "
                            "--config YAML, then AVSURV_* environment variables (e.g. AVSURV_BUS=kafka://kafka:9092).")
@@ -93,6 +200,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--camera", action="append", type=parse_camera, default=[], metavar="NAME=SOURCE",
                      help="a camera: file, http(s):// or rtsp:// source (repeatable)")
     run.add_argument("--model", type=Path, help="model directory to start with (avsurv train --out)")
+    run.add_argument("--head", action="append", type=parse_camera, default=[], metavar="CAMERA=DIR",
+                     help="attach a trained head to a camera (avsurv heads train --out; repeatable)")
     run.add_argument("--data-dir", type=Path, help="where the stores live (default: ./avsurv-data)")
     run.add_argument("--grpc-port", type=int, help="gRPC API port (default: 50051)")
     run.add_argument("--config", type=Path, help="YAML file of settings")

@@ -38,6 +38,8 @@ class Settings(BaseModel):
     stall_timeout_s: float = Field(15.0, gt=0, description="ingest: a camera with no data this long is stalled")
     reconnect_max_s: float = Field(60.0, gt=0, description="ingest: longest back-off between reconnects")
     cameras: dict[str, str] = Field(default_factory=dict, description="camera id -> source, started by ingest")
+    heads: dict[str, list[str]] = Field(default_factory=dict, description="camera id -> head directories "
+                                        "(avsurv heads train --out) attached at start")
     train_min_clips: int = Field(300, ge=10, description="trainer: clips needed before a training round")
     train_every_s: float = Field(0.0, ge=0, description="trainer: seconds between rounds (0: only on request)")
     train_epochs: int = Field(5, ge=1, description="trainer: epochs per round")
@@ -84,7 +86,8 @@ class ConfigError(Exception):
 def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None,
                   **overrides: Any) -> Settings:
     """Defaults < YAML file < environment (``AVSURV_GRPC_PORT=50052``; ``AVSURV_CAMERAS`` as
-    ``cam0=rtsp://...,cam1=/videos/a.mp4``) < ``overrides``."""
+    ``cam0=rtsp://...,cam1=/videos/a.mp4``; ``AVSURV_HEADS`` as ``cam0=/heads/a,cam0=/heads/b``) <
+    ``overrides``."""
     values: dict[str, Any] = {}
     if path:
         try:
@@ -98,7 +101,7 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
     for name in Settings.model_fields:
         raw = environ.get(ENV_PREFIX + name.upper())
         if raw is not None:
-            values[name] = _parse_cameras(raw) if name == "cameras" else raw
+            values[name] = _PARSERS[name](raw) if name in _PARSERS else raw
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return Settings(**values)
@@ -107,11 +110,26 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
         raise ConfigError(f"invalid configuration: {problems}") from error
 
 
-def _parse_cameras(raw: str) -> dict[str, str]:
-    cameras = {}
+def _pairs(raw: str, what: str) -> list[tuple[str, str]]:
+    """``NAME=VALUE`` items separated by commas."""
+    pairs = []
     for item in filter(None, (part.strip() for part in raw.split(","))):
-        name, sep, source = item.partition("=")
-        if not sep or not name or not source:
-            raise ConfigError(f"cameras must be NAME=SOURCE pairs separated by commas, got {item!r}")
-        cameras[name] = source
-    return cameras
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise ConfigError(f"{what} must be NAME=VALUE pairs separated by commas, got {item!r}")
+        pairs.append((name, value))
+    return pairs
+
+
+def _parse_cameras(raw: str) -> dict[str, str]:
+    return dict(_pairs(raw, "cameras"))
+
+
+def _parse_heads(raw: str) -> dict[str, list[str]]:
+    heads: dict[str, list[str]] = {}
+    for camera, directory in _pairs(raw, "heads"):
+        heads.setdefault(camera, []).append(directory)
+    return heads
+
+
+_PARSERS = {"cameras": _parse_cameras, "heads": _parse_heads}

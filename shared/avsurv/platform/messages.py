@@ -76,10 +76,11 @@ def clip_from_message(message: pb.Clip, source: str = "") -> Clip:
                 source=source or message.media_uri, has_audio=message.has_audio, frames=frames, log_mel=log_mel)
 
 
-def event_id(camera_id: str, start_time: float, model_version: str) -> str:
-    """Deterministic: the same event found twice (a replay after a restart) has the same id."""
-    digest = hashlib.sha256(f"{camera_id}\x00{start_time:.3f}\x00{model_version}".encode()).hexdigest()
-    return digest[:32]
+def event_id(camera_id: str, start_time: float, model_version: str, detector: str = "") -> str:
+    """Deterministic: the same event found twice (a replay after a restart) has the same id; events of
+    different detectors (``AnomalyEvent.detector``) starting together have different ids."""
+    key = f"{camera_id}\x00{start_time:.3f}\x00{model_version}" + (f"\x00{detector}" if detector else "")
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def dead_letter(bus: Bus, message: BusMessage, reason: str, service: str, site: str) -> None:

@@ -1,5 +1,6 @@
 """The platform's small durable state, kept in the state store (Redis): cameras, model versions,
-anomaly calibrations, anomaly events and training requests. Keys are namespaced by site."""
+anomaly calibrations, heads attached to cameras, anomaly events and training requests. Keys are
+namespaced by site."""
 
 from __future__ import annotations
 
@@ -31,6 +32,25 @@ class ModelRecord:
     parent_version: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     indexed: bool = False
+
+
+@dataclass
+class HeadRecord:
+    """A trained head attached to a camera (``avsurv.platform.heads``): ``labels`` are the head's labels
+    that make events."""
+
+    camera_id: str
+    name: str
+    kind: str
+    sha256: str
+    artifact_uri: str
+    model_sha256: str
+    labels: list[str]
+    attached_time: float
+
+    @property
+    def detector(self) -> str:
+        return f"head:{self.kind}:{self.name}"
 
 
 class Registry:
@@ -119,6 +139,18 @@ class Registry:
     def calibration(self, version: str, camera_id: str) -> dict[str, float] | None:
         raw = self.state.hget(self._key("calibration", version), camera_id)
         return json.loads(raw) if raw else None
+
+    # -- heads -----------------------------------------------------------------------------------
+    def attach_head(self, record: HeadRecord) -> None:
+        """Attaches a head to its camera, replacing the camera's head of the same name."""
+        self.state.hset(self._key("heads"), f"{record.camera_id}/{record.name}", json.dumps(asdict(record)))
+
+    def detach_head(self, camera_id: str, name: str) -> bool:
+        return bool(self.state.hdel(self._key("heads"), f"{camera_id}/{name}"))
+
+    def heads(self) -> list[HeadRecord]:
+        records = [HeadRecord(**json.loads(v)) for v in self.state.hgetall(self._key("heads")).values()]
+        return sorted(records, key=lambda r: (r.camera_id, r.name))
 
     # -- anomaly events --------------------------------------------------------------------------
     def has_event(self, event_id: str) -> bool:

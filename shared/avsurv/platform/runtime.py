@@ -23,6 +23,7 @@ from avsurv.platform.api import AnomaliesServicer, ControlServicer, SearchServic
 from avsurv.platform.archive import ClipArchive
 from avsurv.platform.config import Settings
 from avsurv.platform.embedding import EmbeddingService
+from avsurv.platform.heads import attach_head
 from avsurv.platform.ingest import IngestService
 from avsurv.platform.messages import TOPICS
 from avsurv.platform.models import publish_model
@@ -77,6 +78,10 @@ def open_ports(settings: Settings, services: Sequence[str], embedded: bool) -> P
     if settings.model and not ports.registry.models():
         record = publish_model(Path(settings.model), ports.registry, ports.artifacts, ports.bus)
         log.info("published %s as the first model version %s", settings.model, record.version)
+    for camera_id, directories in settings.heads.items():
+        for directory in directories:
+            head = attach_head(Path(directory), camera_id, ports.registry, ports.artifacts)
+            log.info("attached head %s (%s) to %s", head.name, directory, camera_id)
     return ports
 
 

@@ -100,7 +100,7 @@ class Embedding(_message.Message):
     def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., model_version: _Optional[str] = ..., z_v: _Optional[_Iterable[float]] = ..., z_a: _Optional[_Iterable[float]] = ..., has_audio: _Optional[bool] = ..., point_id: _Optional[str] = ...) -> None: ...
 
 class AnomalyEvent(_message.Message):
-    __slots__ = ("header", "event_id", "start_time", "end_time", "peak_score", "peak_time", "threshold", "model_version", "clip_ids")
+    __slots__ = ("header", "event_id", "start_time", "end_time", "peak_score", "peak_time", "threshold", "model_version", "clip_ids", "detector", "label")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +110,8 @@ class AnomalyEvent(_message.Message):
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     CLIP_IDS_FIELD_NUMBER: _ClassVar[int]
+    DETECTOR_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
     header: Header
     event_id: str
     start_time: float
@@ -119,7 +121,9 @@ class AnomalyEvent(_message.Message):
     threshold: float
     model_version: str
     clip_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., event_id: _Optional[str] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., peak_score: _Optional[float] = ..., peak_time: _Optional[float] = ..., threshold: _Optional[float] = ..., model_version: _Optional[str] = ..., clip_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    detector: str
+    label: str
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., event_id: _Optional[str] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., peak_score: _Optional[float] = ..., peak_time: _Optional[float] = ..., threshold: _Optional[float] = ..., model_version: _Optional[str] = ..., clip_ids: _Optional[_Iterable[str]] = ..., detector: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
 
 class ModelUpdate(_message.Message):
     __slots__ = ("header", "model_version", "sha256", "artifact_uri", "parent_version", "created_time", "metrics")
