@@ -28,7 +28,7 @@ from avsurv.media import Segmenter
 from avsurv.media.decode import MediaReader
 from avsurv.media.segment import ClipFeed
 from avsurv.platform.archive import ClipArchive
-from avsurv.platform.config import load_settings
+from avsurv.platform.config import ConfigError, load_settings
 from avsurv.platform.ingest import ChunkBuilder
 from avsurv.platform.messages import ANOMALIES, CHUNKS, CLIPS, DEAD_LETTERS, EMBEDDINGS
 from avsurv.platform.models import publish_model
@@ -376,3 +376,13 @@ def test_heads_attached_to_cameras_publish_their_events(tmp_path: Path, scene: P
     assert main(["heads", "detach", "cam1", "idle", *data]) == 0
     assert main(["heads", "detach", "cam1", "idle", *data]) == 2
     assert "cam1 has no head named 'idle'" in capsys.readouterr().err
+
+
+def test_heads_are_configured_per_camera_from_yaml_or_the_environment(tmp_path: Path) -> None:
+    environ = {"AVSURV_HEADS": "cam0=/heads/a, cam0=/heads/b,cam1=/heads/c"}
+    assert load_settings(environ=environ).heads == {"cam0": ["/heads/a", "/heads/b"], "cam1": ["/heads/c"]}
+    (tmp_path / "settings.yaml").write_text("heads:\n  gate: [/heads/avaca]\n")
+    assert load_settings(tmp_path / "settings.yaml", environ={}).heads == {"gate": ["/heads/avaca"]}
+    assert load_settings(environ={"AVSURV_HEADS": ""}).heads == {}
+    with pytest.raises(ConfigError, match="heads must be CAMERA=DIR pairs"):
+        load_settings(environ={"AVSURV_HEADS": "cam0"})

@@ -110,24 +110,24 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
         raise ConfigError(f"invalid configuration: {problems}") from error
 
 
-def _pairs(raw: str, what: str) -> list[tuple[str, str]]:
+def _pairs(raw: str, what: str, form: str) -> list[tuple[str, str]]:
     """``NAME=VALUE`` items separated by commas."""
     pairs = []
     for item in filter(None, (part.strip() for part in raw.split(","))):
         name, sep, value = item.partition("=")
         if not sep or not name or not value:
-            raise ConfigError(f"{what} must be NAME=VALUE pairs separated by commas, got {item!r}")
+            raise ConfigError(f"{what} must be {form} pairs separated by commas, got {item!r}")
         pairs.append((name, value))
     return pairs
 
 
 def _parse_cameras(raw: str) -> dict[str, str]:
-    return dict(_pairs(raw, "cameras"))
+    return dict(_pairs(raw, "cameras", "NAME=SOURCE"))
 
 
 def _parse_heads(raw: str) -> dict[str, list[str]]:
     heads: dict[str, list[str]] = {}
-    for camera, directory in _pairs(raw, "heads"):
+    for camera, directory in _pairs(raw, "heads", "CAMERA=DIR"):
         heads.setdefault(camera, []).append(directory)
     return heads
 
