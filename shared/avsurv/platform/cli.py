@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -46,11 +47,16 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_camera(text: str) -> tuple[str, str]:
-    name, sep, source = text.partition("=")
-    if not sep or not name or not source:
-        raise argparse.ArgumentTypeError(f"a camera is NAME=SOURCE, got {text!r}")
-    return name, source
+def _pair(form: str) -> Callable[[str], tuple[str, str]]:
+    """An argparse type for ``NAME=VALUE`` arguments, named ``form`` in its error."""
+
+    def parse(text: str) -> tuple[str, str]:
+        name, sep, value = text.partition("=")
+        if not sep or not name or not value:
+            raise argparse.ArgumentTypeError(f"expected {form}, got {text!r}")
+        return name, value
+
+    return parse
 
 
 def _heads(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
@@ -197,10 +203,10 @@ def register_cli(sub: argparse._SubParsersAction, heads: argparse._SubParsersAct
     run = sub.add_parser("run", help="run the whole platform in one process (embedded default)",
                          description="All six services in one process, with an in-process bus, Qdrant local mode "
                          "and an embedded Redis under --data-dir; serves the gRPC API until interrupted.")
-    run.add_argument("--camera", action="append", type=parse_camera, default=[], metavar="NAME=SOURCE",
+    run.add_argument("--camera", action="append", type=_pair("NAME=SOURCE"), default=[], metavar="NAME=SOURCE",
                      help="a camera: file, http(s):// or rtsp:// source (repeatable)")
     run.add_argument("--model", type=Path, help="model directory to start with (avsurv train --out)")
-    run.add_argument("--head", action="append", type=parse_camera, default=[], metavar="CAMERA=DIR",
+    run.add_argument("--head", action="append", type=_pair("CAMERA=DIR"), default=[], metavar="CAMERA=DIR",
                      help="attach a trained head to a camera (avsurv heads train --out; repeatable)")
     run.add_argument("--data-dir", type=Path, help="where the stores live (default: ./avsurv-data)")
     run.add_argument("--grpc-port", type=int, help="gRPC API port (default: 50051)")
