@@ -1,7 +1,7 @@
 """Cross-modal retrieval after training: recall@1 and @5 of a clip's own audio among 100 candidates.
 
     python bench/retrieval.py --scene DIR [--methods epg tpg avbt infonce] [--epochs 5] [--profile tiny]
-                              [--epg-switch aligned] [--max-positives 4]
+                              [--epg-switch aligned] [--max-positives 4] [--label-rule cross]
 
 Trains each method on the scene's reference camera (``cam0``) with the same settings and seed, embeds
 every camera, and prints recall@1 and recall@5 (chance 0.01 and 0.05) on the training camera and on each
@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from avsurv.learning.evaluate import cross_modal_recall
+from avsurv.learning.losses import RULES
 from avsurv.learning.modeldir import load_model
 from avsurv.learning.train import EPG_SWITCHES, METHODS, TrainConfig, train
 from avsurv.models import PROFILES
@@ -34,6 +35,8 @@ def main() -> None:
                         help=f"EPG's switch from TPG labels (default {TrainConfig.epg_switch})")
     parser.add_argument("--max-positives", type=int, default=TrainConfig.max_positives,
                         help="EPG's cap of extra positives per anchor (default: the TrainConfig default)")
+    parser.add_argument("--label-rule", default=TrainConfig.label_rule, choices=RULES,
+                        help=f"EPG's pair-label rule (default {TrainConfig.label_rule})")
     args = parser.parse_args()
     cameras = json.loads((args.scene / "ground_truth.json").read_text())["cameras"]
     videos = {c["camera_id"]: args.scene / c["file"] for c in cameras}
@@ -42,7 +45,8 @@ def main() -> None:
     for method in args.methods:
         with tempfile.TemporaryDirectory() as scratch:
             config = TrainConfig(profile=args.profile, method=method, epochs=args.epochs, seed=args.seed,
-                                 epg_switch=args.epg_switch, max_positives=args.max_positives)
+                                 epg_switch=args.epg_switch, max_positives=args.max_positives,
+                                 label_rule=args.label_rule)
             started = time.perf_counter()
             train([videos["cam0"]], Path(scratch) / "model", config, progress=False, log=lambda _: None)
             seconds = time.perf_counter() - started

@@ -59,10 +59,15 @@ def epg_loop(z_v, z_a, times, w, sigma, rule, max_positives) -> torch.Tensor:
         delta = float(distance(z_v[m], z_a[m], w))
         candidates = []
         for n in range(b):
-            d_visual, d_audio = float(distance(z_v[m], z_v[n], w)), float(distance(z_a[m], z_a[n], w))
-            near_v, near_a = d_visual <= delta, d_audio <= delta
-            if n != m and ((near_v or near_a) if rule == "or" else (near_v and near_a)):
-                candidates.append((min(d_visual, d_audio), n))
+            if rule == "cross":
+                d_cross = float(distance(z_v[m], z_a[n], w))
+                near, nearness = d_cross <= delta, d_cross
+            else:
+                d_visual, d_audio = float(distance(z_v[m], z_v[n], w)), float(distance(z_a[m], z_a[n], w))
+                near_v, near_a = d_visual <= delta, d_audio <= delta
+                near, nearness = (near_v or near_a) if rule == "or" else (near_v and near_a), min(d_visual, d_audio)
+            if n != m and near:
+                candidates.append((nearness, n))
         kept = sorted(candidates) if max_positives is None else sorted(candidates)[:max_positives]
         for _, n in kept:
             labels[m, n] = True
@@ -137,7 +142,7 @@ def test_tpg_labels_sigma_zero_is_the_diagonal() -> None:
 
 
 @pytest.mark.parametrize("max_positives", [None, 2])
-@pytest.mark.parametrize("rule", ["or", "and"])
+@pytest.mark.parametrize("rule", ["or", "and", "cross"])
 @pytest.mark.parametrize("sigma", [0.0, 2.5])
 @pytest.mark.parametrize("w", [0.0, 0.5, 1.0])
 @pytest.mark.parametrize(("batch", "dim"), [(1, 3), (7, 4), (16, 8)])
@@ -156,6 +161,8 @@ def test_epg_fixture_gives_mixed_labels() -> None:
     assert per_anchor.min() < 16
     capped = epg_labels(z_v, z_a, times, max_positives=2).sum(1)
     assert capped.max() == 3  # the cap binds for some anchor: 2 kept + the diagonal
+    crossed = epg_labels(z_v, z_a, times, rule="cross").sum(1)
+    assert crossed.max() > 1 and crossed.min() < 16
 
 
 def test_epg_labels_closed_form() -> None:

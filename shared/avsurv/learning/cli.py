@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from avsurv.learning.losses.pairs import RULES
 from avsurv.learning.modeldir import load_model
 from avsurv.learning.train import EPG_SWITCHES, METHODS, SCHEDULES, SUPERVISED, TrainConfig, train
 from avsurv.models import PROFILES
@@ -77,9 +78,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--switch-gap", type=float, default=d.switch_gap,
                    help="EPG with --epg-switch aligned: aligned when the mean aligned distance is at most this "
                    f"fraction of the mean negative distance (default {d.switch_gap})")
-    p.add_argument("--label-rule", default=d.label_rule, choices=("or", "and"),
-                   help="EPG Eq. 1: a pair is positive if either (or) / both (and) modalities agree "
-                   f"(default {d.label_rule})")
+    p.add_argument("--label-rule", default=d.label_rule, choices=RULES,
+                   help="EPG Eq. 1: a pair (video m, audio n) is positive if either (or) / both (and) same-modality "
+                   "distances of m and n are within m's aligned distance; cross: if the pair's own cross-modal "
+                   f"distance is (the other reading of the paper's section 4.1) (default {d.label_rule})")
     p.add_argument("--max-positives", type=int, default=d.max_positives,
                    help="EPG safeguard: keep at most this many nearest extra positives per anchor (default: no cap)")
     p.add_argument("--schedule", default=d.schedule, choices=SCHEDULES,

@@ -102,6 +102,8 @@ class TrainConfig:
             (self.epg_switch in EPG_SWITCHES, f"epg switch must be one of {', '.join(EPG_SWITCHES)}, "
                                               f"got {self.epg_switch!r}"),
             (0.0 < self.switch_gap <= 1.0, f"switch gap must lie in (0, 1], got {self.switch_gap}"),
+            (self.label_rule in losses.RULES, f"label rule must be one of {', '.join(losses.RULES)}, "
+                                              f"got {self.label_rule!r}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.precise_bn_clips >= 0, f"precise BN clips must be >= 0, got {self.precise_bn_clips}"),

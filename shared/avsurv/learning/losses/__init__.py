@@ -9,13 +9,14 @@ from avsurv.learning.losses.avbt import (
 )
 from avsurv.learning.losses.contrastive import DEFAULT_TAU, MultiPositiveContrastiveLoss
 from avsurv.learning.losses.infonce import INFONCE_TEMPERATURE, SymmetricInfoNCE
-from avsurv.learning.losses.pairs import epg_labels, tpg_labels
+from avsurv.learning.losses.pairs import RULES, epg_labels, tpg_labels
 from avsurv.learning.losses.supervised import SupervisedLoss
 
 __all__ = [
     "AVBT_LAMBDA",
     "DEFAULT_TAU",
     "INFONCE_TEMPERATURE",
+    "RULES",
     "AVBTLoss",
     "MultiPositiveContrastiveLoss",
     "SupervisedLoss",

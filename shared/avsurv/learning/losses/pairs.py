@@ -11,7 +11,8 @@ import torch
 from avsurv.constants import SIGMA, W
 from avsurv.learning.distance import distance, pairwise_distance
 
-Rule = Literal["or", "and"]
+Rule = Literal["or", "and", "cross"]
+RULES: tuple[Rule, ...] = ("or", "and", "cross")
 
 
 def _check_times(times: torch.Tensor, batch_size: int | None = None) -> None:
@@ -78,13 +79,19 @@ def epg_labels(
 
         ``y(m, n) = 1``  iff  ``d(zv_m, zv_n) <= delta_m``  OR  ``d(za_m, za_n) <= delta_m``
 
-    (``rule="and"`` requires both). ``y(m, m) = 1`` always, and clips closer than ``sigma`` seconds are
-    positives too (``tpg_labels``).
+    (``rule="and"`` requires both). ``rule="cross"`` is the other reading the paper allows (section 4.1:
+    delta "determine[s] whether the distance in embedding space of a temporally misaligned data pair is
+    smaller than a temporally aligned pair", a data pair being (video m, audio n)): ``y(m, n) = 1`` iff
+    ``d(zv_m, za_n) <= delta_m``, which compares cross-modal distances with a cross-modal threshold
+    instead of same-modality ones (PAPER_NOTES "Measured risks": their scales differ until the encoders
+    are aligned). ``y(m, m) = 1`` always, and clips closer than ``sigma`` seconds are positives too
+    (``tpg_labels``).
 
     ``max_positives=k`` is a safeguard, not the paper's rule (PAPER_NOTES "Measured risks": before the
     encoders are aligned, same-modality distances are far below ``delta_m`` and positives per anchor run
     away to B). It keeps per anchor only the k embedding positives nearest by the smaller of the two
-    same-modality distances; the diagonal and the sigma positives are always kept on top of them.
+    same-modality distances (by the cross-modal distance for ``rule="cross"``); the diagonal and the
+    sigma positives are always kept on top of them.
     Ablate it against ``max_positives=None`` (the paper).
 
     Args:
@@ -93,7 +100,7 @@ def epg_labels(
         times: [B] capture times in seconds.
         w: Eq. 5 weight in [0, 1].
         sigma: temporal constraint in seconds, >= 0.
-        rule: "or" (Eq. 1) or "and".
+        rule: "or" (Eq. 1), "and" or "cross".
         max_positives: None (paper) or k >= 0 embedding positives kept per anchor.
 
     Returns:
@@ -109,18 +116,23 @@ def epg_labels(
         raise ValueError(f"z_v and z_a must both be [B, D], got {list(z_v.shape)} and {list(z_a.shape)}")
     _check_times(times, z_v.shape[0])
     _check_sigma(sigma)
-    if rule not in ("or", "and"):
-        raise ValueError(f"rule must be 'or' or 'and', got {rule!r}")
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
     if max_positives is not None and max_positives < 0:
         raise ValueError(f"max_positives must be None or >= 0, got {max_positives}")
 
     delta = distance(z_v, z_a, w)[:, None]
-    d_visual = pairwise_distance(z_v, z_v, w)
-    d_audio = pairwise_distance(z_a, z_a, w)
-    near_visual, near_audio = d_visual <= delta, d_audio <= delta
-    positives = near_visual | near_audio if rule == "or" else near_visual & near_audio
+    if rule == "cross":
+        nearness = pairwise_distance(z_v, z_a, w)
+        positives = nearness <= delta
+    else:
+        d_visual = pairwise_distance(z_v, z_v, w)
+        d_audio = pairwise_distance(z_a, z_a, w)
+        near_visual, near_audio = d_visual <= delta, d_audio <= delta
+        positives = near_visual | near_audio if rule == "or" else near_visual & near_audio
+        nearness = torch.minimum(d_visual, d_audio)
 
     diagonal = torch.eye(z_v.shape[0], dtype=torch.bool, device=z_v.device)
     if max_positives is not None:
-        positives = _keep_nearest(positives & ~diagonal, torch.minimum(d_visual, d_audio), max_positives)
+        positives = _keep_nearest(positives & ~diagonal, nearness, max_positives)
     return positives | tpg_labels(times, sigma)
