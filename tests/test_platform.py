@@ -355,9 +355,14 @@ def test_heads_attached_to_cameras_publish_their_events(tmp_path: Path, scene: P
         wait_for(lambda: detector.tracker.pending() == 0 and not detector.runs, 60, "every clip's events")
         embeddings = [pb.Embedding.FromString(v) for v in _read_all(runtime.ports.bus, EMBEDDINGS)]
         events = [pb.AnomalyEvent.FromString(v) for v in _read_all(runtime.ports.bus, ANOMALIES)]
+        with grpc.insecure_channel(f"127.0.0.1:{runtime.port}") as channel:
+            anomalies = api_pb2_grpc.AnomaliesStub(channel)
+            listed = {detector: {e.event_id for e in anomalies.List(api_pb2.ListAnomaliesRequest(
+                detectors=[detector], limit=1000)).events} for detector in ("", "head:tacma:loc")}
     finally:
         runtime.stop()
     assert {e.detector for e in events} <= {"", "head:tacma:loc"}  # the other head never read a clip
+    assert listed == {d: {e.event_id for e in events if e.detector == d} for d in listed}
     head_events = sorted((e for e in events if e.detector), key=lambda e: e.start_time)
     assert head_events and all(e.header.camera_id == "cam0" and e.threshold == 0.0 for e in head_events)
     # The events hold every cam0 clip once, labelled as the head labels the whole recording.

@@ -156,13 +156,11 @@ class AnomaliesServicer(api_pb2_grpc.AnomaliesServicer):
         events = [pb.AnomalyEvent.FromString(p) for p in self.registry.events(
             request.start_time if request.HasField("start_time") else None,
             request.end_time if request.HasField("end_time") else None, limit=-1)]
-        cameras = set(request.camera_ids)
-        chosen = [e for e in events if (not cameras or e.header.camera_id in cameras)
+        chosen = [e for e in events if _chosen(e, request)
                   and (not request.HasField("min_score") or e.peak_score >= request.min_score)]
         return api_pb2.ListAnomaliesResponse(events=chosen[: request.limit or 100])
 
     def Watch(self, request: api_pb2.WatchAnomaliesRequest, context: Context) -> Iterator[pb.AnomalyEvent]:
-        cameras = set(request.camera_ids)
         live = self.registry.live_events()
         try:
             while context.is_active():
@@ -170,10 +168,17 @@ class AnomaliesServicer(api_pb2_grpc.AnomaliesServicer):
                 if message is None or message["type"] != "message":
                     continue
                 event = pb.AnomalyEvent.FromString(message["data"])
-                if not cameras or event.header.camera_id in cameras:
+                if _chosen(event, request):
                     yield event
         finally:
             live.close()
+
+
+def _chosen(event: pb.AnomalyEvent,
+            request: api_pb2.ListAnomaliesRequest | api_pb2.WatchAnomaliesRequest) -> bool:
+    """The event is of one of the request's cameras and detectors (none named: all)."""
+    return ((not request.camera_ids or event.header.camera_id in request.camera_ids)
+            and (not request.detectors or event.detector in request.detectors))
 
 
 class ControlServicer(api_pb2_grpc.ControlServicer):

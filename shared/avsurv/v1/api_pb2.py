@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from avsurv.v1 import messages_pb2 as avsurv_dot_v1_dot_messages__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61vsurv/v1/api.proto\x12\tavsurv.v1\x1a\x18\x61vsurv/v1/messages.proto\"1\n\x06\x43lipAt\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63\x61pture_time\x18\x02 \x01(\x01\"*\n\nMediaQuery\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x01\"\xe3\x02\n\rSearchRequest\x12\x11\n\x07\x63lip_id\x18\x01 \x01(\tH\x00\x12$\n\x07\x63lip_at\x18\x02 \x01(\x0b\x32\x11.avsurv.v1.ClipAtH\x00\x12&\n\x05media\x18\x03 \x01(\x0b\x32\x15.avsurv.v1.MediaQueryH\x00\x12#\n\x04mode\x18\x04 \x01(\x0e\x32\x15.avsurv.v1.SearchMode\x12\r\n\x05top_k\x18\x05 \x01(\r\x12\x18\n\x0b\x65xclusion_s\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0cseparation_s\x18\x07 \x01(\x01H\x02\x88\x01\x01\x12\x12\n\ncamera_ids\x18\x08 \x03(\t\x12\x17\n\nstart_time\x18\t \x01(\x01H\x03\x88\x01\x01\x12\x15\n\x08\x65nd_time\x18\n \x01(\x01H\x04\x88\x01\x01\x42\x07\n\x05queryB\x0e\n\x0c_exclusion_sB\x0f\n\r_separation_sB\r\n\x0b_start_timeB\x0b\n\t_end_time\"m\n\x0cSearchResult\x12\x0f\n\x07\x63lip_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61pture_time\x18\x03 \x01(\x01\x12\x10\n\x08\x64istance\x18\x04 \x01(\x01\x12\x11\n\tmedia_uri\x18\x05 \x01(\t\"Q\n\x0eSearchResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12(\n\x07results\x18\x02 \x03(\x0b\x32\x17.avsurv.v1.SearchResult\"\xab\x01\n\x14ListAnomaliesRequest\x12\x12\n\ncamera_ids\x18\x01 \x03(\t\x12\x17\n\nstart_time\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x15\n\x08\x65nd_time\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x16\n\tmin_score\x18\x04 \x01(\x01H\x02\x88\x01\x01\x12\r\n\x05limit\x18\x05 \x01(\rB\r\n\x0b_start_timeB\x0b\n\t_end_timeB\x0c\n\n_min_score\"@\n\x15ListAnomaliesResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.avsurv.v1.AnomalyEvent\"+\n\x15WatchAnomaliesRequest\x12\x12\n\ncamera_ids\x18\x01 \x03(\t\"f\n\x06\x43\x61mera\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x19\n\x11last_capture_time\x18\x04 \x01(\x01\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"5\n\x10\x41\x64\x64\x43\x61meraRequest\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\"(\n\x13RemoveCameraRequest\x12\x11\n\tcamera_id\x18\x01 \x01(\t\"\x14\n\x12ListCamerasRequest\"9\n\x13ListCamerasResponse\x12\"\n\x07\x63\x61meras\x18\x01 \x03(\x0b\x32\x11.avsurv.v1.Camera\"6\n\x16TriggerTrainingRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0e\n\x06\x65pochs\x18\x02 \x01(\r\"t\n\x0eTrainingStatus\x12\r\n\x05state\x18\x01 \x01(\t\x12\x17\n\x0f\x63lips_available\x18\x02 \x01(\x04\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x14\n\x0clast_version\x18\x04 \x01(\t\x12\x14\n\x0cupdated_time\x18\x05 \x01(\x01\"\x17\n\x15TrainingStatusRequest\"\xd3\x01\n\x0cModelVersion\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x14\n\x0c\x63reated_time\x18\x03 \x01(\x01\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x12\x0f\n\x07indexed\x18\x05 \x01(\x08\x12\x35\n\x07metrics\x18\x06 \x03(\x0b\x32$.avsurv.v1.ModelVersion.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x13\n\x11ListModelsRequest\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.avsurv.v1.ModelVersion\"-\n\x14\x41\x63tivateModelRequest\x12\x15\n\rmodel_version\x18\x01 \x01(\t\"\x16\n\x14RollbackModelRequest*v\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x1c\n\x18SEARCH_MODE_AUDIO_VISUAL\x10\x01\x12\x15\n\x11SEARCH_MODE_AUDIO\x10\x02\x12\x16\n\x12SEARCH_MODE_VISUAL\x10\x03\x32L\n\x0b\x45ventSearch\x12=\n\x06Search\x12\x18.avsurv.v1.SearchRequest\x1a\x19.avsurv.v1.SearchResponse2\x9c\x01\n\tAnomalies\x12I\n\x04List\x12\x1f.avsurv.v1.ListAnomaliesRequest\x1a .avsurv.v1.ListAnomaliesResponse\x12\x44\n\x05Watch\x12 .avsurv.v1.WatchAnomaliesRequest\x1a\x17.avsurv.v1.AnomalyEvent0\x01\x32\xdb\x04\n\x07\x43ontrol\x12;\n\tAddCamera\x12\x1b.avsurv.v1.AddCameraRequest\x1a\x11.avsurv.v1.Camera\x12\x41\n\x0cRemoveCamera\x12\x1e.avsurv.v1.RemoveCameraRequest\x1a\x11.avsurv.v1.Camera\x12L\n\x0bListCameras\x12\x1d.avsurv.v1.ListCamerasRequest\x1a\x1e.avsurv.v1.ListCamerasResponse\x12O\n\x0fTriggerTraining\x12!.avsurv.v1.TriggerTrainingRequest\x1a\x19.avsurv.v1.TrainingStatus\x12P\n\x11GetTrainingStatus\x12 .avsurv.v1.TrainingStatusRequest\x1a\x19.avsurv.v1.TrainingStatus\x12I\n\nListModels\x12\x1c.avsurv.v1.ListModelsRequest\x1a\x1d.avsurv.v1.ListModelsResponse\x12I\n\rActivateModel\x12\x1f.avsurv.v1.ActivateModelRequest\x1a\x17.avsurv.v1.ModelVersion\x12I\n\rRollbackModel\x12\x1f.avsurv.v1.RollbackModelRequest\x1a\x17.avsurv.v1.ModelVersionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61vsurv/v1/api.proto\x12\tavsurv.v1\x1a\x18\x61vsurv/v1/messages.proto\"1\n\x06\x43lipAt\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63\x61pture_time\x18\x02 \x01(\x01\"*\n\nMediaQuery\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x01\"\xe3\x02\n\rSearchRequest\x12\x11\n\x07\x63lip_id\x18\x01 \x01(\tH\x00\x12$\n\x07\x63lip_at\x18\x02 \x01(\x0b\x32\x11.avsurv.v1.ClipAtH\x00\x12&\n\x05media\x18\x03 \x01(\x0b\x32\x15.avsurv.v1.MediaQueryH\x00\x12#\n\x04mode\x18\x04 \x01(\x0e\x32\x15.avsurv.v1.SearchMode\x12\r\n\x05top_k\x18\x05 \x01(\r\x12\x18\n\x0b\x65xclusion_s\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0cseparation_s\x18\x07 \x01(\x01H\x02\x88\x01\x01\x12\x12\n\ncamera_ids\x18\x08 \x03(\t\x12\x17\n\nstart_time\x18\t \x01(\x01H\x03\x88\x01\x01\x12\x15\n\x08\x65nd_time\x18\n \x01(\x01H\x04\x88\x01\x01\x42\x07\n\x05queryB\x0e\n\x0c_exclusion_sB\x0f\n\r_separation_sB\r\n\x0b_start_timeB\x0b\n\t_end_time\"m\n\x0cSearchResult\x12\x0f\n\x07\x63lip_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61pture_time\x18\x03 \x01(\x01\x12\x10\n\x08\x64istance\x18\x04 \x01(\x01\x12\x11\n\tmedia_uri\x18\x05 \x01(\t\"Q\n\x0eSearchResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12(\n\x07results\x18\x02 \x03(\x0b\x32\x17.avsurv.v1.SearchResult\"\xbe\x01\n\x14ListAnomaliesRequest\x12\x12\n\ncamera_ids\x18\x01 \x03(\t\x12\x17\n\nstart_time\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x15\n\x08\x65nd_time\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x16\n\tmin_score\x18\x04 \x01(\x01H\x02\x88\x01\x01\x12\r\n\x05limit\x18\x05 \x01(\r\x12\x11\n\tdetectors\x18\x06 \x03(\tB\r\n\x0b_start_timeB\x0b\n\t_end_timeB\x0c\n\n_min_score\"@\n\x15ListAnomaliesResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.avsurv.v1.AnomalyEvent\">\n\x15WatchAnomaliesRequest\x12\x12\n\ncamera_ids\x18\x01 \x03(\t\x12\x11\n\tdetectors\x18\x02 \x03(\t\"f\n\x06\x43\x61mera\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x19\n\x11last_capture_time\x18\x04 \x01(\x01\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"5\n\x10\x41\x64\x64\x43\x61meraRequest\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\"(\n\x13RemoveCameraRequest\x12\x11\n\tcamera_id\x18\x01 \x01(\t\"\x14\n\x12ListCamerasRequest\"9\n\x13ListCamerasResponse\x12\"\n\x07\x63\x61meras\x18\x01 \x03(\x0b\x32\x11.avsurv.v1.Camera\"6\n\x16TriggerTrainingRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0e\n\x06\x65pochs\x18\x02 \x01(\r\"t\n\x0eTrainingStatus\x12\r\n\x05state\x18\x01 \x01(\t\x12\x17\n\x0f\x63lips_available\x18\x02 \x01(\x04\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x14\n\x0clast_version\x18\x04 \x01(\t\x12\x14\n\x0cupdated_time\x18\x05 \x01(\x01\"\x17\n\x15TrainingStatusRequest\"\xd3\x01\n\x0cModelVersion\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x14\n\x0c\x63reated_time\x18\x03 \x01(\x01\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x12\x0f\n\x07indexed\x18\x05 \x01(\x08\x12\x35\n\x07metrics\x18\x06 \x03(\x0b\x32$.avsurv.v1.ModelVersion.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x13\n\x11ListModelsRequest\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.avsurv.v1.ModelVersion\"-\n\x14\x41\x63tivateModelRequest\x12\x15\n\rmodel_version\x18\x01 \x01(\t\"\x16\n\x14RollbackModelRequest*v\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x1c\n\x18SEARCH_MODE_AUDIO_VISUAL\x10\x01\x12\x15\n\x11SEARCH_MODE_AUDIO\x10\x02\x12\x16\n\x12SEARCH_MODE_VISUAL\x10\x03\x32L\n\x0b\x45ventSearch\x12=\n\x06Search\x12\x18.avsurv.v1.SearchRequest\x1a\x19.avsurv.v1.SearchResponse2\x9c\x01\n\tAnomalies\x12I\n\x04List\x12\x1f.avsurv.v1.ListAnomaliesRequest\x1a .avsurv.v1.ListAnomaliesResponse\x12\x44\n\x05Watch\x12 .avsurv.v1.WatchAnomaliesRequest\x1a\x17.avsurv.v1.AnomalyEvent0\x01\x32\xdb\x04\n\x07\x43ontrol\x12;\n\tAddCamera\x12\x1b.avsurv.v1.AddCameraRequest\x1a\x11.avsurv.v1.Camera\x12\x41\n\x0cRemoveCamera\x12\x1e.avsurv.v1.RemoveCameraRequest\x1a\x11.avsurv.v1.Camera\x12L\n\x0bListCameras\x12\x1d.avsurv.v1.ListCamerasRequest\x1a\x1e.avsurv.v1.ListCamerasResponse\x12O\n\x0fTriggerTraining\x12!.avsurv.v1.TriggerTrainingRequest\x1a\x19.avsurv.v1.TrainingStatus\x12P\n\x11GetTrainingStatus\x12 .avsurv.v1.TrainingStatusRequest\x1a\x19.avsurv.v1.TrainingStatus\x12I\n\nListModels\x12\x1c.avsurv.v1.ListModelsRequest\x1a\x1d.avsurv.v1.ListModelsResponse\x12I\n\rActivateModel\x12\x1f.avsurv.v1.ActivateModelRequest\x1a\x17.avsurv.v1.ModelVersion\x12I\n\rRollbackModel\x12\x1f.avsurv.v1.RollbackModelRequest\x1a\x17.avsurv.v1.ModelVersionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELVERSION_METRICSENTRY']._loaded_options = None
   _globals['_MODELVERSION_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_SEARCHMODE']._serialized_start=1842
-  _globals['_SEARCHMODE']._serialized_end=1960
+  _globals['_SEARCHMODE']._serialized_start=1880
+  _globals['_SEARCHMODE']._serialized_end=1998
   _globals['_CLIPAT']._serialized_start=60
   _globals['_CLIPAT']._serialized_end=109
   _globals['_MEDIAQUERY']._serialized_start=111
@@ -48,43 +48,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEARCHRESPONSE']._serialized_start=624
   _globals['_SEARCHRESPONSE']._serialized_end=705
   _globals['_LISTANOMALIESREQUEST']._serialized_start=708
-  _globals['_LISTANOMALIESREQUEST']._serialized_end=879
-  _globals['_LISTANOMALIESRESPONSE']._serialized_start=881
-  _globals['_LISTANOMALIESRESPONSE']._serialized_end=945
-  _globals['_WATCHANOMALIESREQUEST']._serialized_start=947
-  _globals['_WATCHANOMALIESREQUEST']._serialized_end=990
-  _globals['_CAMERA']._serialized_start=992
-  _globals['_CAMERA']._serialized_end=1094
-  _globals['_ADDCAMERAREQUEST']._serialized_start=1096
-  _globals['_ADDCAMERAREQUEST']._serialized_end=1149
-  _globals['_REMOVECAMERAREQUEST']._serialized_start=1151
-  _globals['_REMOVECAMERAREQUEST']._serialized_end=1191
-  _globals['_LISTCAMERASREQUEST']._serialized_start=1193
-  _globals['_LISTCAMERASREQUEST']._serialized_end=1213
-  _globals['_LISTCAMERASRESPONSE']._serialized_start=1215
-  _globals['_LISTCAMERASRESPONSE']._serialized_end=1272
-  _globals['_TRIGGERTRAININGREQUEST']._serialized_start=1274
-  _globals['_TRIGGERTRAININGREQUEST']._serialized_end=1328
-  _globals['_TRAININGSTATUS']._serialized_start=1330
-  _globals['_TRAININGSTATUS']._serialized_end=1446
-  _globals['_TRAININGSTATUSREQUEST']._serialized_start=1448
-  _globals['_TRAININGSTATUSREQUEST']._serialized_end=1471
-  _globals['_MODELVERSION']._serialized_start=1474
-  _globals['_MODELVERSION']._serialized_end=1685
-  _globals['_MODELVERSION_METRICSENTRY']._serialized_start=1639
-  _globals['_MODELVERSION_METRICSENTRY']._serialized_end=1685
-  _globals['_LISTMODELSREQUEST']._serialized_start=1687
-  _globals['_LISTMODELSREQUEST']._serialized_end=1706
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1708
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1769
-  _globals['_ACTIVATEMODELREQUEST']._serialized_start=1771
-  _globals['_ACTIVATEMODELREQUEST']._serialized_end=1816
-  _globals['_ROLLBACKMODELREQUEST']._serialized_start=1818
-  _globals['_ROLLBACKMODELREQUEST']._serialized_end=1840
-  _globals['_EVENTSEARCH']._serialized_start=1962
-  _globals['_EVENTSEARCH']._serialized_end=2038
-  _globals['_ANOMALIES']._serialized_start=2041
-  _globals['_ANOMALIES']._serialized_end=2197
-  _globals['_CONTROL']._serialized_start=2200
-  _globals['_CONTROL']._serialized_end=2803
+  _globals['_LISTANOMALIESREQUEST']._serialized_end=898
+  _globals['_LISTANOMALIESRESPONSE']._serialized_start=900
+  _globals['_LISTANOMALIESRESPONSE']._serialized_end=964
+  _globals['_WATCHANOMALIESREQUEST']._serialized_start=966
+  _globals['_WATCHANOMALIESREQUEST']._serialized_end=1028
+  _globals['_CAMERA']._serialized_start=1030
+  _globals['_CAMERA']._serialized_end=1132
+  _globals['_ADDCAMERAREQUEST']._serialized_start=1134
+  _globals['_ADDCAMERAREQUEST']._serialized_end=1187
+  _globals['_REMOVECAMERAREQUEST']._serialized_start=1189
+  _globals['_REMOVECAMERAREQUEST']._serialized_end=1229
+  _globals['_LISTCAMERASREQUEST']._serialized_start=1231
+  _globals['_LISTCAMERASREQUEST']._serialized_end=1251
+  _globals['_LISTCAMERASRESPONSE']._serialized_start=1253
+  _globals['_LISTCAMERASRESPONSE']._serialized_end=1310
+  _globals['_TRIGGERTRAININGREQUEST']._serialized_start=1312
+  _globals['_TRIGGERTRAININGREQUEST']._serialized_end=1366
+  _globals['_TRAININGSTATUS']._serialized_start=1368
+  _globals['_TRAININGSTATUS']._serialized_end=1484
+  _globals['_TRAININGSTATUSREQUEST']._serialized_start=1486
+  _globals['_TRAININGSTATUSREQUEST']._serialized_end=1509
+  _globals['_MODELVERSION']._serialized_start=1512
+  _globals['_MODELVERSION']._serialized_end=1723
+  _globals['_MODELVERSION_METRICSENTRY']._serialized_start=1677
+  _globals['_MODELVERSION_METRICSENTRY']._serialized_end=1723
+  _globals['_LISTMODELSREQUEST']._serialized_start=1725
+  _globals['_LISTMODELSREQUEST']._serialized_end=1744
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1746
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1807
+  _globals['_ACTIVATEMODELREQUEST']._serialized_start=1809
+  _globals['_ACTIVATEMODELREQUEST']._serialized_end=1854
+  _globals['_ROLLBACKMODELREQUEST']._serialized_start=1856
+  _globals['_ROLLBACKMODELREQUEST']._serialized_end=1878
+  _globals['_EVENTSEARCH']._serialized_start=2000
+  _globals['_EVENTSEARCH']._serialized_end=2076
+  _globals['_ANOMALIES']._serialized_start=2079
+  _globals['_ANOMALIES']._serialized_end=2235
+  _globals['_CONTROL']._serialized_start=2238
+  _globals['_CONTROL']._serialized_end=2841
 # @@protoc_insertion_point(module_scope)

@@ -83,18 +83,20 @@ class SearchResponse(_message.Message):
     def __init__(self, model_version: _Optional[str] = ..., results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ...) -> None: ...
 
 class ListAnomaliesRequest(_message.Message):
-    __slots__ = ("camera_ids", "start_time", "end_time", "min_score", "limit")
+    __slots__ = ("camera_ids", "start_time", "end_time", "min_score", "limit", "detectors")
     CAMERA_IDS_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    DETECTORS_FIELD_NUMBER: _ClassVar[int]
     camera_ids: _containers.RepeatedScalarFieldContainer[str]
     start_time: float
     end_time: float
     min_score: float
     limit: int
-    def __init__(self, camera_ids: _Optional[_Iterable[str]] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., min_score: _Optional[float] = ..., limit: _Optional[int] = ...) -> None: ...
+    detectors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, camera_ids: _Optional[_Iterable[str]] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., min_score: _Optional[float] = ..., limit: _Optional[int] = ..., detectors: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListAnomaliesResponse(_message.Message):
     __slots__ = ("events",)
@@ -103,10 +105,12 @@ class ListAnomaliesResponse(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[_messages_pb2.AnomalyEvent, _Mapping]]] = ...) -> None: ...
 
 class WatchAnomaliesRequest(_message.Message):
-    __slots__ = ("camera_ids",)
+    __slots__ = ("camera_ids", "detectors")
     CAMERA_IDS_FIELD_NUMBER: _ClassVar[int]
+    DETECTORS_FIELD_NUMBER: _ClassVar[int]
     camera_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, camera_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    detectors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, camera_ids: _Optional[_Iterable[str]] = ..., detectors: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Camera(_message.Message):
     __slots__ = ("camera_id", "source", "status", "last_capture_time", "detail")
