@@ -46,7 +46,8 @@ def test_quality_numbers_cover_every_method_seed_and_task(quick_suite: Path) -> 
             assert row["search"][mode]["queries"] > 0 and 0.0 <= row["search"][mode]["map"] <= 1.0
         assert row["train_seconds"] > 0 or row["method"] == "random"
     assert [(a["parameter"], a["value"]) for a in results["ablations"]] == [
-        ("sigma", 0.0), ("sigma", 10.0), ("w", 0.5), ("w", 1.0), ("safeguard", "epg_switch aligned, max_positives 4")]
+        ("sigma", 0.0), ("sigma", 10.0), ("w", 0.5), ("w", 1.0), ("label_rule", "cross"),
+        ("safeguard", "epg_switch aligned, max_positives 4")]
     assert len(results["search_figure"]["rows"]) == 2
 
 
