@@ -13,7 +13,8 @@ import redis
 
 from avsurv.adapters.artifacts import DirectoryArtifacts
 from avsurv.adapters.state import close_shared_state, connect_state
-from avsurv.platform.config import ConfigError, Settings, load_settings
+from avsurv.platform.anomaly import HEADS_REFRESH_S
+from avsurv.platform.config import ConfigError, Settings, group_heads, load_settings
 from avsurv.platform.heads import attach_head
 from avsurv.platform.registry import Registry
 from avsurv.platform.runtime import SERVICES, Runtime
@@ -59,18 +60,11 @@ def _pair(form: str) -> Callable[[str], tuple[str, str]]:
     return parse
 
 
-def _heads(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
-    heads: dict[str, list[str]] = {}
-    for camera, directory in pairs:
-        heads.setdefault(camera, []).append(directory)
-    return heads
-
-
 def run_embedded(args: argparse.Namespace) -> int:
     _logging()
     try:
         settings = _settings(args, cameras=dict(args.camera) or None, model=str(args.model) if args.model else None,
-                             heads=_heads(args.head) or None,
+                             heads=group_heads(args.head) or None,
                              data_dir=args.data_dir, grpc_port=args.grpc_port, bus="inprocess://",
                              realtime_files=args.realtime or None)
     except ConfigError as error:
@@ -167,9 +161,9 @@ def register_head_commands(heads: argparse._SubParsersAction) -> None:
     attach = heads.add_parser(
         "attach", help="attach a trained head to a camera of the platform",
         description="Store a head directory in the platform's artifact store and attach it to a camera: the "
-        "anomaly detector (within 5 s when running) applies it to the camera's embeddings of the model the head "
-        "was trained on, and publishes the clips it labels with one of --labels as events on the anomalies topic "
-        "(detector head:KIND:NAME). Attaching again under the same name replaces the head.")
+        f"anomaly detector (within {HEADS_REFRESH_S:g} s when running) applies it to the camera's embeddings of the "
+        "model the head was trained on, and publishes the clips it labels with one of --labels as events on the "
+        "anomalies topic (detector head:KIND:NAME). Attaching again under the same name replaces the head.")
     attach.add_argument("camera", help="camera id")
     attach.add_argument("head", type=Path, metavar="DIR", help="head directory (avsurv heads train --out)")
     attach.add_argument("--name", default="", help="name of the attachment (default: KIND-<8 hex digits of its "

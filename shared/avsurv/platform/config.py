@@ -125,11 +125,16 @@ def _parse_cameras(raw: str) -> dict[str, str]:
     return dict(_pairs(raw, "cameras", "NAME=SOURCE"))
 
 
-def _parse_heads(raw: str) -> dict[str, list[str]]:
+def group_heads(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """(camera, head directory) pairs -> the ``heads`` setting."""
     heads: dict[str, list[str]] = {}
-    for camera, directory in _pairs(raw, "heads", "CAMERA=DIR"):
+    for camera, directory in pairs:
         heads.setdefault(camera, []).append(directory)
     return heads
+
+
+def _parse_heads(raw: str) -> dict[str, list[str]]:
+    return group_heads(_pairs(raw, "heads", "CAMERA=DIR"))
 
 
 _PARSERS = {"cameras": _parse_cameras, "heads": _parse_heads}
