@@ -29,7 +29,6 @@ class StreamPrediction(Generic[K]):
     for a clip of a run too short for a window. ``key`` is whatever the caller passed with the clip."""
 
     key: K
-    capture_time: float
     label: str | None
     score: float
 
@@ -70,7 +69,7 @@ class HeadStream(Generic[K]):
     def end(self) -> list[StreamPrediction[K]]:
         """Ends the current run (the camera stopped, or its clips stopped coming): predicts its rest."""
         if self._run_length < MIN_WINDOW:
-            predictions = [StreamPrediction(c.key, c.capture_time, None, float("nan")) for c in self._recent]
+            predictions = [StreamPrediction(c.key, None, float("nan")) for c in self._recent]
         else:
             predictions = self._predict_newest(self._waiting) if self._waiting else []
         self._recent.clear()
@@ -89,5 +88,5 @@ class HeadStream(Generic[K]):
         labels, scores = self.head.predict_window(np.stack([c.z_v for c in window]),
                                                   np.stack([c.z_a for c in window]))
         self._waiting -= count
-        return [StreamPrediction(c.key, c.capture_time, str(label), float(score))
+        return [StreamPrediction(c.key, str(label), float(score))
                 for c, label, score in zip(window[-count:], labels[-count:], scores[-count:], strict=True)]

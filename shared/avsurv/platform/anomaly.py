@@ -96,7 +96,7 @@ class AnomalyService(Worker):
         self.events_published = 0
         self.heads: dict[tuple[str, str], _Attached] = {}  # (camera, name) -> head
         self._heads_read = -math.inf
-        self._failed_heads: set[tuple[str, str]] = set()  # (camera/name, sha256), logged once
+        self._failed_heads: set[tuple[str, str, str]] = set()  # (camera, name, sha256), logged once
         self._model_sha: dict[str, str] = {}
         self._holders: dict[tuple[str, int, int], int] = {}  # message -> detectors not done with it
 
@@ -140,12 +140,12 @@ class AnomalyService(Worker):
                 self._end_stream(attached)
                 del self.heads[key]
         for key, record in records.items():
-            if key in self.heads or (f"{record.camera_id}/{record.name}", record.sha256) in self._failed_heads:
+            if key in self.heads or (*key, record.sha256) in self._failed_heads:
                 continue
             try:
                 head = load_attached(record, self.artifacts, self.cache_dir)
             except (ModelError, OSError, ValueError) as error:
-                self._failed_heads.add((f"{record.camera_id}/{record.name}", record.sha256))
+                self._failed_heads.add((*key, record.sha256))
                 log.error("head %s of %s cannot be loaded, left out: %s", record.name, record.camera_id, error)
                 continue
             self.heads[key] = _Attached(record, HeadStream(head))
