@@ -21,6 +21,7 @@ from avsurv.synth import (
 )
 from avsurv.synth.render import Background, screen_box
 from avsurv.synth.scene import make_cameras, schedule_events
+from avsurv.synth.truth import second_entry
 
 # Seed 0 has an ambulance approaching from far off-screen right at the start: heard long before seen.
 SCENE = SceneConfig(seed=0, duration_s=30, cameras=3, width=320, height=180, weather="clear", lighting="day")
@@ -121,10 +122,42 @@ def test_ground_truth_schema(scene: tuple[Path, dict[str, Any]]) -> None:
     for seconds in truth["seconds"].values():
         assert [s["t"] for s in seconds] == list(range(30))
         for s in seconds:
-            assert set(s) == {"t", "visible", "audible", "event_ids", "anomaly", "label"}
+            assert set(s) == {"t", "visible", "audible", "event_ids", "anomaly", "label", "visual_label",
+                              "audio_label"}
             assert set(s["visible"]) | set(s["audible"]) <= set(CLASSES)
             assert s["label"] in labels
             assert (s["label"] == "background") == (not s["visible"] and not s["audible"])
+
+
+def test_per_modality_labels_name_what_is_seen_and_what_is_heard(scene: tuple[Path, dict[str, Any]]) -> None:
+    _, truth = scene
+    seconds = [s for camera in truth["seconds"].values() for s in camera]
+    for s in seconds:
+        assert (s["visual_label"] == "background") == (not s["visible"])
+        assert not s["visible"] or s["visual_label"] in s["visible"]
+        assert (s["audio_label"] == "background") == (not s["audible"])
+        assert not s["audible"] or s["audio_label"] in s["audible"]
+        assert s["label"] == (s["visual_label"] if s["visible"] else s["audio_label"])
+    # The scene exercises both fields: seconds only heard (the approaching ambulance), and seen seconds
+    # whose loudest sound is another class than the largest object.
+    assert any(s["audible"] and not s["visible"] for s in seconds)
+    assert any(s["visible"] and s["audible"] and s["visual_label"] != s["audio_label"] for s in seconds)
+
+
+def test_second_entry_picks_the_largest_visible_and_the_loudest_audible_class() -> None:
+    both = second_entry(4, {"car": 0.02, "bus": 0.05, "pedestrian": 0.01},
+                        {"car": 0.1, "ambulance": 0.3, "motorbike": 0.2}, [3, 1])
+    assert (both["visual_label"], both["audio_label"], both["label"]) == ("bus", "ambulance", "bus")
+    assert (both["t"], both["event_ids"]) == (4, [1, 3])
+    heard = second_entry(5, {}, {"train": 0.2, "police": 0.4, "car": 0.1}, [2])
+    assert (heard["visual_label"], heard["audio_label"], heard["label"]) == ("background", "police", "police")
+    seen = second_entry(6, {"bicycle": 0.01, "truck": 0.03, "car": 0.02}, {}, [0])
+    assert (seen["visual_label"], seen["audio_label"], seen["label"]) == ("truck", "background", "truck")
+    quiet = second_entry(7, {}, {}, [])
+    assert (quiet["visual_label"], quiet["audio_label"], quiet["label"]) == ("background",) * 3
+    # Ties go to the first name in sorted order, not to the order events were added.
+    tie = second_entry(8, {"truck": 0.04, "car": 0.04}, {"truck": 0.2, "bus": 0.2}, [0, 1])
+    assert (tie["visual_label"], tie["audio_label"], tie["label"]) == ("car", "bus", "car")
 
 
 def test_anomaly_flags_and_sound_only_classes(scene: tuple[Path, dict[str, Any]]) -> None:

@@ -31,7 +31,14 @@ from avsurv.tasks import (
     train_probe,
 )
 from avsurv.tasks.embeddings import ARRAY_FIELDS, META_FIELDS
-from avsurv.tasks.probe import clip_features, clip_labels
+from avsurv.tasks.probe import (
+    FEATURE_LABEL_FIELD,
+    LABEL_FIELDS,
+    MODALITY_LABEL_FIELDS,
+    clip_features,
+    clip_labels,
+    default_label_field,
+)
 
 MODEL = "ab" * 32
 CENTRES = np.random.default_rng(1234).normal(size=(4, EMBEDDING_DIM)).astype(np.float32)
@@ -333,6 +340,18 @@ def write_csv(path: Path, sets: dict[str, np.ndarray], names: list[str]) -> Path
 
 
 NAMES = ["background", "car", "bus", "siren"]
+FIELD_NAMES = {"label": NAMES, "visual_label": ["background", "car", "bus", "background"],
+               "audio_label": ["background", "background", "bus", "siren"]}
+"""Per field, the name of each planted class: the siren is only heard, the car only seen."""
+
+
+def write_truth(path: Path, sets: dict[str, np.ndarray], field_names: dict[str, list[str]]) -> Path:
+    """A ground_truth.json whose second t of each camera has ``field_names[field][classes[t]]`` in each field."""
+    seconds = {camera: [{"t": t, "visible": [], "audible": [], "event_ids": [], "anomaly": False}
+                        | {field: names[c] for field, names in field_names.items()} for t, c in enumerate(classes)]
+               for camera, classes in sets.items()}
+    path.write_text(json.dumps({"format": "avsurv-scene-v1", "cameras": [], "events": [], "seconds": seconds}))
+    return path
 
 
 def planted_classes(seed: int, n: int = 300) -> np.ndarray:
@@ -402,6 +421,29 @@ def test_ground_truth_labels_use_the_floor_of_clip_start(tmp_path: Path) -> None
         read_labels(bad_csv)
 
 
+def test_read_labels_reads_each_field_and_names_a_ground_truth_without_them(tmp_path: Path) -> None:
+    classes = np.array([0, 1, 2, 3, 1])
+    path = write_truth(tmp_path / "ground_truth.json", {"cam0": classes}, FIELD_NAMES)
+    for field in LABEL_FIELDS:
+        assert read_labels(path, field) == {("cam0", t): FIELD_NAMES[field][c] for t, c in enumerate(classes)}
+    assert read_labels(path) == read_labels(path, "label")
+    assert {default_label_field(path, features) for features in FEATURE_LABEL_FIELD} == set(LABEL_FIELDS)
+    visual_csv = tmp_path / "visual.csv"
+    visual_csv.write_text("camera_id,t,visual_label\ncam0,0,car\n")
+    assert read_labels(visual_csv, "visual_label") == {("cam0", 0): "car"}
+    assert default_label_field(visual_csv, "visual") == "visual_label"
+    assert default_label_field(write_csv(tmp_path / "l.csv", {"cam0": classes}, NAMES), "visual") == "label"
+    old = write_truth(tmp_path / "old.json", {"cam0": classes}, {"label": NAMES})
+    assert read_labels(old) == read_labels(path)
+    for field in MODALITY_LABEL_FIELDS:
+        with pytest.raises(TaskError, match=f"predates per-modality labels \\(no '{field}'\\); re-render .*"
+                           "avsurv synth") as info:
+            read_labels(old, field)
+        assert "\n" not in str(info.value)
+    with pytest.raises(TaskError, match="label field must be one of label, visual_label, audio_label"):
+        read_labels(path, "anomaly")
+
+
 # --- command line ---------------------------------------------------------------------------------
 
 def parser() -> argparse.ArgumentParser:
@@ -433,6 +475,8 @@ def files(tmp_path: Path) -> dict[str, Path]:
     return {
         "train": train.save(tmp_path / "train.npz"), "test": test.save(tmp_path / "test.npz"),
         "labels": write_csv(tmp_path / "labels.csv", {"cam0": train_classes, "cam1": test_classes}, NAMES),
+        "truth": write_truth(tmp_path / "ground_truth.json", {"cam0": train_classes, "cam1": test_classes},
+                             FIELD_NAMES),
         "dir": tmp_path,
     }
 
@@ -497,6 +541,35 @@ def test_probe_cli(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -
     assert_cli_error(["probe", "--train", str(wrong), "--test", str(files["test"]), "--labels",
                       str(files["labels"])], capsys, "missing")
     assert_cli_error([*base[:5], "--labels", str(files["dir"] / "none.csv")], capsys, "no such label file")
+
+
+def test_probe_cli_scores_each_feature_set_on_its_own_field(files: dict[str, Path],
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["probe", "--train", str(files["train"]), "--test", str(files["test"]), "--labels", str(files["truth"])]
+    code, out, _ = cli([*base, "--features", "all", "--json", "--epochs", "20"], capsys)
+    reports = {r["features"]: r for r in map(json.loads, out.splitlines())}
+    assert code == 0 and {f: r["label_field"] for f, r in reports.items()} == FEATURE_LABEL_FIELD
+    for features, field in FEATURE_LABEL_FIELD.items():
+        assert set(reports[features]["classes"]) == set(read_labels(files["truth"], field).values()), features
+    assert "siren" not in reports["visual"]["classes"] and "car" not in reports["audio"]["classes"]
+    code, out, _ = cli([*base, "--features", "visual"], capsys)
+    assert code == 0 and "; labels: visual_label" in out.splitlines()[0]
+    code, out, _ = cli([*base, "--features", "all", "--label-field", "label", "--json", "--epochs", "5"], capsys)
+    assert code == 0 and {(r["features"], r["label_field"]) for r in map(json.loads, out.splitlines())} == {
+        ("av", "label"), ("audio", "label"), ("visual", "label")}
+    code, out, _ = cli(["probe", "--train", str(files["train"]), "--test", str(files["test"]), "--labels",
+                        str(files["labels"]), "--features", "audio"], capsys)
+    assert code == 0 and "; labels: label" in out.splitlines()[0]  # a label-only CSV serves every feature set
+    old = files["dir"] / "old.json"
+    truth = json.loads(files["truth"].read_text())
+    for seconds in truth["seconds"].values():
+        for second in seconds:
+            del second["visual_label"], second["audio_label"]
+    old.write_text(json.dumps(truth))
+    assert_cli_error([*base[:5], "--labels", str(old), "--features", "visual"], capsys,
+                     "predates per-modality labels")
+    code, _, _ = cli([*base[:5], "--labels", str(old), "--features", "visual", "--label-field", "label"], capsys)
+    assert code == 0
 
 
 @pytest.mark.parametrize("command", ["calibrate", "anomalies", "search", "probe"])

@@ -5,8 +5,10 @@ Rules, for second [t, t+1) of a camera's file:
   in at least a third of that second's frames (occlusion by other objects is ignored);
 - audible: the RMS of the event's own contribution at the microphone exceeds AUDIBLE_RATIO times the
   RMS of the ambient bed in that second;
-- label: the visible class with the largest mean on-screen area, else the loudest audible class, else
-  "background".
+- visual_label: the visible class with the largest mean on-screen area, else "background";
+- audio_label: the loudest audible class (largest event RMS at the microphone), else "background";
+- label: visual_label if anything is visible, else audio_label.
+Ties go to the first class name in sorted order, so one scene always gives one file.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .sound import CameraAudio
 
 VISIBLE_AREA = 0.005
 AUDIBLE_RATIO = 0.5
+BACKGROUND = "background"
 
 
 def _visible_area(event: Event, rig: CameraRig, config: SceneConfig) -> np.ndarray:
@@ -53,24 +56,27 @@ def camera_seconds(config: SceneConfig, rig: CameraRig, events: list[Event],
                 entry["visible"][event.cls] = max(entry["visible"].get(event.cls, 0.0), float(area[t]))
             if loud[t] > threshold[t]:
                 entry["audible"][event.cls] = max(entry["audible"].get(event.cls, 0.0), float(loud[t]))
-    return [_finish(t, entry) for t, entry in enumerate(seconds)]
+    return [second_entry(t, entry["visible"], entry["audible"], entry["event_ids"])
+            for t, entry in enumerate(seconds)]
 
 
-def _finish(t: int, entry: dict[str, Any]) -> dict[str, Any]:
-    visible: dict[str, float] = entry["visible"]
-    audible: dict[str, float] = entry["audible"]
-    if visible:
-        label = max(sorted(visible), key=visible.__getitem__)
-    elif audible:
-        label = max(sorted(audible), key=audible.__getitem__)
-    else:
-        label = "background"
-    classes = set(visible) | set(audible)
+def second_entry(t: int, visible: dict[str, float], audible: dict[str, float],
+                 event_ids: list[int]) -> dict[str, Any]:
+    """One entry of ``seconds``, from class -> mean on-screen area of the visible classes and class -> event
+    RMS of the audible ones."""
+    visual_label, audio_label = _strongest(visible), _strongest(audible)
     return {
         "t": t,
         "visible": sorted(visible),
         "audible": sorted(audible),
-        "event_ids": sorted(entry["event_ids"]),
-        "anomaly": any(c in ANOMALY_CLASSES for c in classes),
-        "label": label,
+        "event_ids": sorted(event_ids),
+        "anomaly": any(c in ANOMALY_CLASSES for c in set(visible) | set(audible)),
+        "label": visual_label if visible else audio_label,
+        "visual_label": visual_label,
+        "audio_label": audio_label,
     }
+
+
+def _strongest(scores: dict[str, float]) -> str:
+    """The class with the largest score (ties to the first name in sorted order), else the background."""
+    return max(sorted(scores), key=scores.__getitem__) if scores else BACKGROUND

@@ -22,8 +22,11 @@ from avsurv.tasks.embeddings import EmbeddingSet, TaskError, load_many
 from avsurv.tasks.probe import (
     DEFAULT_STEPS,
     DEFAULT_WEIGHT_DECAY,
+    FEATURE_LABEL_FIELD,
     FEATURES,
+    LABEL_FIELDS,
     ProbeReport,
+    default_label_field,
     evaluate_probe,
     read_labels,
 )
@@ -223,10 +226,15 @@ def register_probe(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--test", nargs="+", type=Path, required=True, metavar="EMB.npz",
                         help="embeddings to evaluate, each reported separately (required)")
     parser.add_argument("--labels", type=Path, required=True, metavar="FILE",
-                        help="ground_truth.json of `avsurv synth`, or a CSV with header camera_id,t,label "
+                        help="ground_truth.json of `avsurv synth`, or a CSV with header camera_id,t,FIELD "
                         "(required)")
     parser.add_argument("--features", choices=(*FEATURES, "all"), default="av",
                         help="visual (z_v), audio (z_a), av ([z_v, z_a]) or all three in turn (default av)")
+    own = ", ".join(f"{features} on {field}" for features, field in FEATURE_LABEL_FIELD.items())
+    parser.add_argument("--label-field", choices=("auto", *LABEL_FIELDS), default="auto",
+                        help="per-second field to train and score on; auto scores each feature set on what "
+                        f"its modality perceives ({own}), or on a CSV's label column if it has no such "
+                        "column (default auto)")
     parser.add_argument("--steps", "--epochs", type=int, default=DEFAULT_STEPS, metavar="N",
                         help=f"L-BFGS iterations over the full training set (default {DEFAULT_STEPS})")
     parser.add_argument("--weight-decay", type=float, default=DEFAULT_WEIGHT_DECAY, metavar="L",
@@ -240,19 +248,28 @@ def register_probe(subparsers: argparse._SubParsersAction) -> None:
 
 @reports_errors("probe")
 def _run_probe(args: argparse.Namespace) -> int:
-    labels = read_labels(args.labels)
+    fields = _label_fields(args)
+    labels = {field: read_labels(args.labels, field) for field in dict.fromkeys(fields.values())}
     train = [EmbeddingSet.load(path) for path in args.train]
     test = {str(path): EmbeddingSet.load(path) for path in args.test}
-    for features in FEATURES if args.features == "all" else (args.features,):
-        report = evaluate_probe(train, test, labels, features=features, steps=args.steps,
+    for features, field in fields.items():
+        report = evaluate_probe(train, test, labels[field], features=features, steps=args.steps,
                                 weight_decay=args.weight_decay, seed=args.seed)
-        print(json.dumps(report.to_dict()) if args.json else _probe_text(report))
+        print(json.dumps(report.to_dict() | {"label_field": field}) if args.json else _probe_text(report, field))
     return 0
 
 
-def _probe_text(report: ProbeReport) -> str:
+def _label_fields(args: argparse.Namespace) -> dict[str, str]:
+    """features -> the per-second field its probe is trained and scored on."""
+    chosen = FEATURES if args.features == "all" else (args.features,)
+    if args.label_field != "auto":
+        return dict.fromkeys(chosen, args.label_field)
+    return {features: default_label_field(args.labels, features) for features in chosen}
+
+
+def _probe_text(report: ProbeReport, label_field: str) -> str:
     lines = [f"features {report.features}: trained on {report.train_clips} clips "
-             f"({report.train_skipped} unlabelled skipped)"]
+             f"({report.train_skipped} unlabelled skipped); labels: {label_field}"]
     lines += [f"  {s.name}: {_percent(s.accuracy)} of {s.clips} clips ({s.skipped} unlabelled skipped)"
               for s in report.sets]
     lines.append(f"  overall: {_percent(report.accuracy)}; majority baseline ({report.majority_class}): "

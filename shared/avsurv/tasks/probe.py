@@ -6,9 +6,11 @@ Features are ``visual`` (z_v), ``audio`` (z_a) or ``av`` (the concatenation [z_v
 with the training mean and std. The classifier is fitted full-batch with L-BFGS and an L2 penalty
 (weight decay) from a seeded initialisation, so one seed gives one result.
 
-Labels come from the generator's ``ground_truth.json`` (the label of second floor(clip_start) of the
-clip's camera) or from a CSV ``camera_id,t,label``. Clips without a label are skipped and counted;
-classes seen only at test time count as errors, since the classifier cannot predict them.
+Labels come from the generator's ``ground_truth.json`` (one field of second floor(clip_start) of the
+clip's camera, see LABEL_FIELDS) or from a CSV ``camera_id,t,<field>``. Each feature set is best scored on
+what its modality can perceive (FEATURE_LABEL_FIELD): a visual probe cannot know a siren it only hears.
+Clips without a label are skipped and counted; classes seen only at test time count as errors, since the
+classifier cannot predict them.
 """
 
 from __future__ import annotations
@@ -37,13 +39,33 @@ DEFAULT_WEIGHT_DECAY = 1e-3
 _START_TOLERANCE_S = 1e-6
 """Clip starts computed in floating point may fall just below a whole second."""
 
+MODALITY_LABEL_FIELDS = ("visual_label", "audio_label")
+"""The largest visible class and the loudest audible class of a second (``avsurv.synth.truth``)."""
+LABEL_FIELDS = ("label", *MODALITY_LABEL_FIELDS)
+"""Per-second class fields; ``label`` is the visible class, else the audible one."""
+FEATURE_LABEL_FIELD = {"visual": "visual_label", "audio": "audio_label", "av": "label"}
+"""The field each feature set is scored on by default: the classes its modality can perceive."""
+
 Labels = dict[tuple[str, int], str]
 """(camera_id, whole second t) -> label of [t, t + 1)."""
 
 
-def read_labels(path: str | Path) -> Labels:
-    """Labels from a ``ground_truth.json`` (avsurv-scene-v1) or a CSV with header ``camera_id,t,label``."""
-    return read_per_second(path, "label", _label)
+def read_labels(path: str | Path, field: str = "label") -> Labels:
+    """Labels of each second's ``field`` (one of LABEL_FIELDS) from a ``ground_truth.json``
+    (avsurv-scene-v1) or a CSV with header ``camera_id,t,<field>``."""
+    if field not in LABEL_FIELDS:
+        raise TaskError(f"label field must be one of {', '.join(LABEL_FIELDS)}, got {field!r}")
+    return read_per_second(path, field, _label)
+
+
+def default_label_field(path: str | Path, features: str) -> str:
+    """The field ``features`` is scored on by default: its own (FEATURE_LABEL_FIELD), but ``label`` for a
+    CSV without that column, whose one ``label`` column then serves every feature set."""
+    path = Path(path)
+    field = FEATURE_LABEL_FIELD[features]
+    if path.suffix.lower() == ".json" or not path.is_file() or field in _csv_columns(path):
+        return field
+    return "label"
 
 
 def read_per_second(path: str | Path, field: str, value: Callable[[Path, Any], str]) -> Labels:
@@ -66,6 +88,9 @@ def _ground_truth(path: Path, field: str, value: Callable[[Path, Any], str]) -> 
         return {(str(camera), int(second["t"])): value(path, second[field])
                 for camera, seconds in truth["seconds"].items() for second in seconds}
     except (KeyError, TypeError, ValueError, AttributeError) as error:
+        if isinstance(error, KeyError) and error.args == (field,) and field in MODALITY_LABEL_FIELDS:
+            raise TaskError(f"{path}: this ground truth predates per-modality labels (no {field!r}); re-render "
+                            "the scene with `avsurv synth`, or use the field 'label' (--label-field label)") from None
         raise TaskError(f"{path}: bad 'seconds' entry ({error!r})") from None
 
 
@@ -77,6 +102,14 @@ def _csv(path: Path, field: str, value: Callable[[Path, Any], str]) -> Labels:
                 raise TaskError(f"{path}: a label CSV needs the header camera_id,t,{field}")
             return {(row["camera_id"], _whole_second(path, reader.line_num, row["t"])): value(path, row[field])
                     for row in reader}
+    except UnicodeDecodeError as error:
+        raise TaskError(f"{path}: not a text file ({error})") from None
+
+
+def _csv_columns(path: Path) -> list[str]:
+    try:
+        with path.open(newline="") as handle:
+            return next(csv.reader(handle), [])
     except UnicodeDecodeError as error:
         raise TaskError(f"{path}: not a text file ({error})") from None
 
