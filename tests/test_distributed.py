@@ -120,6 +120,13 @@ def test_six_processes_survive_a_killed_embedder_without_losing_or_repeating_any
         wait_for(lambda: len(archive) >= 40 and vectors.count(collection()) == len(archive), 120,
                  "every stored clip indexed")
         assert vectors.count(collection()) == len(set(archive.clip_ids()))  # one point per clip
+        # Each camera's embedding statistics went on from the registry after the restart: every clip counts
+        # (the batch redelivered after the kill may count twice); had they restarted from nothing, the clips
+        # committed before the kill would be missing.
+        counts = lambda: {camera: stats.count  # noqa: E731
+                          for camera, stats in registry.all_camera_stats(registry.active_version()).items()}
+        wait_for(lambda: set(counts()) == {"cam0", "cam1"} and sum(counts().values()) >= len(archive), 30,
+                 "every clip in the cameras' embedding statistics")
 
         with grpc.insecure_channel(f"127.0.0.1:{services['search'].port}") as channel:
             response = api_pb2_grpc.EventSearchStub(channel).Search(api_pb2.SearchRequest(

@@ -202,6 +202,14 @@ def test_a_model_published_mid_stream_is_indexed_then_swapped_in(tmp_path: Path,
                  "every clip in the new version's collection")
         embedded = {pb.Embedding.FromString(v).header.clip_id for v in _read_all(ports.bus, EMBEDDINGS)}
         assert embedded == set(ports.archive.clip_ids())  # no clip dropped across the swap
+
+        wait_for(lambda: embedder.tracker.pending() == 0, 30, "the last batch to be committed")
+        stats = {version: ports.registry.all_camera_stats(version) for version in (first, record.version)}
+        assert set(stats[record.version]) == {"cam0", "cam1"} and "cam0" in stats[first]
+        for camera, own in stats[record.version].items():  # the backfill's, then the live batches'
+            assert 0 < own.count <= len(ports.archive.clip_ids(camera))
+            assert own.count == embedder.camera_stats[camera].count  # what the embedder holds is persisted
+        assert not np.allclose(stats[first]["cam0"].mean["visual"], stats[record.version]["cam0"].mean["visual"])
     finally:
         runtime.stop()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -532,9 +533,15 @@ def test_probe_cli(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -
             "--labels", str(files["labels"])]
     code, out, _ = cli(base, capsys)
     assert code == 0 and out.startswith("features av: trained on 120 clips") and "majority baseline" in out
+    lines = out.splitlines()
+    assert lines[0].endswith("normalization paper | per-camera")  # both protocols side by side by default
+    assert re.fullmatch(rf"  {re.escape(str(files['test']))}: \d+\.\d\d % \| \d+\.\d\d % of 120 clips .*", lines[1])
+    code, out, _ = cli([*base, "--normalization", "per-camera"], capsys)
+    assert code == 0 and out.splitlines()[0].endswith("normalization per-camera") and " | " not in out
     code, out, _ = cli([*base, "--features", "all", "--json", "--epochs", "20"], capsys)
     reports = [json.loads(line) for line in out.splitlines()]
-    assert code == 0 and [r["features"] for r in reports] == ["av", "audio", "visual"]
+    assert code == 0 and [(r["features"], r["normalization"]) for r in reports] == [
+        (features, protocol) for features in ("av", "audio", "visual") for protocol in ("paper", "per-camera")]
     assert all(r["accuracy"] > 0.9 and len(r["confusion"]) == len(r["classes"]) for r in reports)
     wrong = files["dir"] / "wrong.npz"
     np.savez(wrong, z_v=np.zeros((3, 4)))

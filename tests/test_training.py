@@ -12,11 +12,12 @@ from avsurv.cli import main
 from avsurv.learning.data import ClipTable, audio_batch, load_clips, mel_statistics, video_batch
 from avsurv.learning.distance import distance
 from avsurv.learning.evaluate import cross_modal_recall
-from avsurv.learning.modeldir import ModelError, load_model, save_checkpoint, sha256_of
+from avsurv.learning.modeldir import CAMERA_STATS, ModelError, load_model, save_checkpoint, sha256_of
 from avsurv.learning.train import EpochStats, TrainConfig, Trainer, _Objective, train
 from avsurv.media.segment import crops
 from avsurv.synth import SceneConfig, generate_scene
 from avsurv.tasks.embeddings import EmbeddingSet
+from avsurv.tasks.normalization import SiteNormalization
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +134,10 @@ def test_model_directory_is_verified_on_load(scene, tmp_path):
     assert config["training_data"]["clips"] == 24 and len(config["history"]) == 1
     calibration = json.loads((tmp_path / "m" / "calibration.json").read_text())
     assert calibration["model_sha256"] == result.sha256
+    stats = SiteNormalization.load(tmp_path / "m" / CAMERA_STATS)
+    assert stats.model_sha256 == result.sha256 and stats.reference.count == 24
+    assert {camera: own.count for camera, own in stats.cameras.items()} == {"cam0": 24}
+    assert stats.reference.dim == len(stats.cameras["cam0"].mean["audio"])
     assert sha256_of(tmp_path / "m" / "model.safetensors") == result.sha256
     weights = tmp_path / "m" / "model.safetensors"
     data = bytearray(weights.read_bytes())

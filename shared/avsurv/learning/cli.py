@@ -48,7 +48,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "train", help="learn the audio and visual encoders from unlabelled video (EPG or a baseline)",
         description="Train F_v and F_a on the clips of videos, streams or clip directories. Writes a model "
         "directory: model.safetensors, config.json, model.sha256, calibration.json (anomaly threshold on the "
-        "training clips) and checkpoint/ (the last epoch, for --resume).",
+        "training clips), camera_stats.json (per-camera embedding mean and variance) and checkpoint/ (the last "
+        "epoch, for --resume).",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, stream URLs or clip directories")
     p.add_argument("--out", type=Path, required=True, help="model directory to write (required)")

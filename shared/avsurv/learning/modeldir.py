@@ -5,6 +5,8 @@
   per-epoch history;
 - ``model.sha256``: sha256 of ``model.safetensors``; :func:`load_model` refuses weights that differ;
 - ``calibration.json``: the anomaly threshold fitted on the training clips (written by training);
+- ``camera_stats.json``: each training camera's embedding mean and variance, and the training clips'
+  pooled, for per-camera normalization (``avsurv.tasks.normalization``, written by training);
 - ``checkpoint/``: the training state of the last finished epoch, for ``--resume``.
 No pickles: tensors go through safetensors, everything else through JSON.
 """
@@ -25,6 +27,7 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 CHECKSUM = "model.sha256"
 CALIBRATION = "calibration.json"
+CAMERA_STATS = "camera_stats.json"
 CHECKPOINT = "checkpoint"
 
 

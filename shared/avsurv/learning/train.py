@@ -39,6 +39,7 @@ from avsurv.learning.diagnostics import alignment_stats
 from avsurv.learning.encode import encode_audio, encode_clips, encode_visual_crops
 from avsurv.learning.modeldir import (
     CALIBRATION,
+    CAMERA_STATS,
     CHECKPOINT,
     CONFIG,
     ModelError,
@@ -48,6 +49,7 @@ from avsurv.learning.modeldir import (
 )
 from avsurv.models import build_model, load_kinetics_x3d
 from avsurv.tasks.anomalies import Calibration
+from avsurv.tasks.normalization import SiteNormalization
 from avsurv.tasks.probe import Labels, labels_at
 
 METHODS = ("epg", "tpg", "avbt", "infonce")
@@ -431,6 +433,7 @@ class Trainer:
         z_v, z_a = encode_clips(self.model, self.table.frames, self.table.log_mel)
         calibration = Calibration.fit(z_v, z_a, w=self.config.w, model_sha256=sha256)
         calibration.save(self.out_dir / CALIBRATION)
+        SiteNormalization.fit(self.table.camera_ids, z_v, z_a, model_sha256=sha256).save(self.out_dir / CAMERA_STATS)
         self.log(f"model {sha256[:12]} written to {self.out_dir}; anomaly threshold {calibration.threshold:.4f}")
         return TrainResult(self.out_dir, sha256, self.history)
 

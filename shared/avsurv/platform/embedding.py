@@ -5,6 +5,12 @@ verified; a version that fails to load is skipped and the old one keeps serving)
 re-embeds every stored clip into it while live batches are written to both collections, calibrates the
 anomaly score per camera for it, and only then flips the site's alias and activates the version. The
 live loop changes model between batches, so a search sees one version, and no clip is dropped.
+
+Per model version and camera, the embedder also keeps the running mean and variance of the embeddings
+(``avsurv.tasks.normalization.CameraStats``, for per-camera normalization): the backfill computes them
+over the stored clips, then every live batch of the serving version is merged in and the camera's stats
+are written to the registry, so a restart goes on from them. Live clips embedded by a version still
+being prepared are not counted: the stored clips stand for the camera's history.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from avsurv.platform.models import LoadedModel, load_version
 from avsurv.platform.registry import Registry
 from avsurv.platform.worker import DEAD_LETTERED, PROCESSED, Worker, log
 from avsurv.tasks.anomalies import clip_scores
+from avsurv.tasks.normalization import CameraStats, merged_per_camera, per_camera
 from avsurv.v1 import messages_pb2 as pb
 
 BACKFILL_BATCH = 32
@@ -51,6 +58,7 @@ class _Swap(threading.Thread):
         self.ready = False
         self.cancelled = threading.Event()
         self.backfilled = 0
+        self.camera_stats: dict[str, CameraStats] = {}
 
     def run(self) -> None:
         s = self.service
@@ -77,8 +85,12 @@ class _Swap(threading.Thread):
             for clip, score in zip(clips, clip_scores(z_v, z_a, model.w), strict=True):
                 if clip.has_audio:
                     scores.setdefault(clip.camera_id, []).append(float(score))
+            batch_stats = per_camera([clip.camera_id for clip in clips], z_v, z_a)
+            self.camera_stats = merged_per_camera(self.camera_stats, batch_stats)
             self.backfilled += len(chunk)
         self._calibrate(scores)
+        for camera, stats in self.camera_stats.items():
+            s.registry.set_camera_stats(self.version, camera, stats)
         log.info("embedding: model %s indexed %d stored clips in %.1f s", self.version, len(ids),
                  time.monotonic() - started)
         self.ready = True
@@ -110,12 +122,14 @@ class EmbeddingService(Worker):
         self.swaps: list[dict[str, object]] = []  # what each flip found: the new index covers the old one
         self.clips_embedded = 0
         self._batch_lock = threading.Lock()
+        self.camera_stats: dict[str, CameraStats] = {}  # the serving version's, per camera
         active = registry.active_version()
         if active:
             try:
                 self.serving = load_version(active, registry, artifacts, self.cache_dir)
             except (ModelError, OSError) as error:
                 log.error("embedding: cannot load the active model %s: %s", active, error)
+            self.camera_stats = registry.all_camera_stats(active)
 
     # -- model versions ---------------------------------------------------------------------------
     def _follow_registry(self) -> None:
@@ -140,6 +154,7 @@ class EmbeddingService(Worker):
             self.registry.mark_indexed(swap.version)
             self.registry.activate(swap.version)
             previous, self.serving, self.swap = self.serving, swap.model, None
+            self.camera_stats = swap.camera_stats
         log.info("embedding: hot-swapped %s -> %s", previous.version if previous else "nothing", swap.version)
 
     # -- the live loop ----------------------------------------------------------------------------
@@ -191,10 +206,18 @@ class EmbeddingService(Worker):
             self.vectors.upsert(collection, model.version, points_for(list(clips), list(clip_messages), z_v, z_a))
             if model is self.serving:
                 self._publish(clip_messages, z_v, z_a, model.version)
+                self._update_stats(clips, z_v, z_a, model.version)
         for message in messages:
             self.tracker.done(message)
         self.clips_embedded += len(clips)
         PROCESSED.labels(self.name_).inc(len(clips))
+
+    def _update_stats(self, clips: tuple[Clip, ...], z_v: np.ndarray, z_a: np.ndarray, version: str) -> None:
+        """Merges a live batch into its cameras' running statistics and stores them for a restart."""
+        batch_stats = per_camera([clip.camera_id for clip in clips], z_v, z_a)
+        self.camera_stats = merged_per_camera(self.camera_stats, batch_stats)
+        for camera in batch_stats:
+            self.registry.set_camera_stats(version, camera, self.camera_stats[camera])
 
     def _publish(self, clip_messages: tuple[pb.Clip, ...], z_v: np.ndarray, z_a: np.ndarray, version: str) -> None:
         for i, clip_message in enumerate(clip_messages):

@@ -1,6 +1,6 @@
 """The platform's small durable state, kept in the state store (Redis): cameras, model versions,
-anomaly calibrations, heads attached to cameras, anomaly events and training requests. Keys are
-namespaced by site."""
+anomaly calibrations, per-camera embedding statistics, heads attached to cameras, anomaly events and
+training requests. Keys are namespaced by site."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis
+
+from avsurv.tasks.normalization import CameraStats
 
 EVENTS_CHANNEL = "avsurv:{site}:anomalies:live"
 
@@ -139,6 +141,20 @@ class Registry:
     def calibration(self, version: str, camera_id: str) -> dict[str, float] | None:
         raw = self.state.hget(self._key("calibration", version), camera_id)
         return json.loads(raw) if raw else None
+
+    # -- per-camera embedding statistics (avsurv.tasks.normalization) ----------------------------
+    def set_camera_stats(self, version: str, camera_id: str, stats: CameraStats) -> None:
+        self.state.hset(self._key("camera_stats", version), camera_id, json.dumps(stats.to_dict()))
+
+    def camera_stats(self, version: str, camera_id: str) -> CameraStats | None:
+        """The running statistics of the camera's embeddings in ``version``'s space, None before any."""
+        raw = self.state.hget(self._key("camera_stats", version), camera_id)
+        return CameraStats.from_dict(json.loads(raw)) if raw else None
+
+    def all_camera_stats(self, version: str) -> dict[str, CameraStats]:
+        """camera_id -> :meth:`camera_stats` of every camera seen in ``version``'s space."""
+        raw = self.state.hgetall(self._key("camera_stats", version))
+        return {camera.decode(): CameraStats.from_dict(json.loads(value)) for camera, value in raw.items()}
 
     # -- heads -----------------------------------------------------------------------------------
     def attach_head(self, record: HeadRecord) -> None:

@@ -11,7 +11,7 @@ import functools
 import json
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from avsurv.tasks.probe import (
     FEATURE_LABEL_FIELD,
     FEATURES,
     LABEL_FIELDS,
+    NORMALIZATIONS,
     ProbeReport,
     default_label_field,
     evaluate_probe,
@@ -240,9 +241,13 @@ def register_probe(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--weight-decay", type=float, default=DEFAULT_WEIGHT_DECAY, metavar="L",
                         help=f"L2 penalty L/2 * ||W||^2 added to the loss (default {DEFAULT_WEIGHT_DECAY:g})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
+    parser.add_argument("--normalization", choices=(*NORMALIZATIONS, "both"), default="both",
+                        help="paper: the training clips' scaler on every camera (EPG Table 1); per-camera: each "
+                        "camera's embeddings first standardized with its own mean and std, no labels used; "
+                        "both: side by side (default both)")
     parser.add_argument("--json", action="store_true",
-                        help="print one JSON object per feature kind, with the confusion matrix "
-                        "(default: text)")
+                        help="print one JSON object per feature kind and normalization, with the confusion "
+                        "matrix (default: text)")
     parser.set_defaults(func=_run_probe)
 
 
@@ -252,10 +257,15 @@ def _run_probe(args: argparse.Namespace) -> int:
     labels = {field: read_labels(args.labels, field) for field in dict.fromkeys(fields.values())}
     train = [EmbeddingSet.load(path) for path in args.train]
     test = {str(path): EmbeddingSet.load(path) for path in args.test}
+    normalizations = NORMALIZATIONS if args.normalization == "both" else (args.normalization,)
     for features, field in fields.items():
-        report = evaluate_probe(train, test, labels[field], features=features, steps=args.steps,
-                                weight_decay=args.weight_decay, seed=args.seed)
-        print(json.dumps(report.to_dict() | {"label_field": field}) if args.json else _probe_text(report, field))
+        reports = [evaluate_probe(train, test, labels[field], features=features, steps=args.steps,
+                                  weight_decay=args.weight_decay, seed=args.seed, normalization=normalization)
+                   for normalization in normalizations]
+        if args.json:
+            print("\n".join(json.dumps(report.to_dict() | {"label_field": field}) for report in reports))
+        else:
+            print(_probe_text(reports, field))
     return 0
 
 
@@ -267,16 +277,25 @@ def _label_fields(args: argparse.Namespace) -> dict[str, str]:
     return {features: default_label_field(args.labels, features) for features in chosen}
 
 
-def _probe_text(report: ProbeReport, label_field: str) -> str:
-    lines = [f"features {report.features}: trained on {report.train_clips} clips "
-             f"({report.train_skipped} unlabelled skipped); labels: {label_field}"]
-    lines += [f"  {s.name}: {_percent(s.accuracy)} of {s.clips} clips ({s.skipped} unlabelled skipped)"
-              for s in report.sets]
-    lines.append(f"  overall: {_percent(report.accuracy)}; majority baseline ({report.majority_class}): "
-                 f"{_percent(report.majority_accuracy)}")
-    lines += [f"    {name}: {_percent(accuracy)} of {clips}"
-              for name, (clips, accuracy) in report.per_class().items()]
+def _probe_text(reports: Sequence[ProbeReport], label_field: str) -> str:
+    """One block per feature kind; the accuracies of each normalization side by side, ``a | b``. The reports
+    share their clips, labels and classes: only the normalization differs."""
+    first = reports[0]
+    per_class = [report.per_class() for report in reports]
+    lines = [f"features {first.features}: trained on {first.train_clips} clips "
+             f"({first.train_skipped} unlabelled skipped); labels: {label_field}; normalization "
+             + " | ".join(report.normalization for report in reports)]
+    lines += [f"  {s.name}: {_percents(report.sets[i].accuracy for report in reports)} of {s.clips} clips "
+              f"({s.skipped} unlabelled skipped)" for i, s in enumerate(first.sets)]
+    lines.append(f"  overall: {_percents(report.accuracy for report in reports)}; majority baseline "
+                 f"({first.majority_class}): {_percent(first.majority_accuracy)}")
+    lines += [f"    {name}: {_percents(shares[name][1] for shares in per_class)} of {clips}"
+              for name, (clips, _) in per_class[0].items()]
     return "\n".join(lines)
+
+
+def _percents(shares: Iterable[float]) -> str:
+    return " | ".join(_percent(share) for share in shares)
 
 
 def _percent(share: float) -> str:
