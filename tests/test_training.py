@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from avsurv.cli import main
-from avsurv.learning.data import ClipTable, audio_batch, load_clips, mel_statistics, video_batch
+from avsurv.learning.data import CROPS, ClipTable, audio_batch, load_clips, mel_statistics, video_batch
 from avsurv.learning.distance import distance
 from avsurv.learning.evaluate import cross_modal_recall
 from avsurv.learning.modeldir import CAMERA_STATS, ModelError, load_model, save_checkpoint, sha256_of
@@ -55,7 +55,7 @@ def test_layerwise_schedule_trains_audio_first_then_alternates():
 
 def test_video_batch_crops_match_the_clip_tensor(table):
     chosen = np.array([0, 1, 1])
-    batch = video_batch(table.frames[:3], chosen)
+    batch = video_batch(table, np.arange(3), chosen, CROPS)
     for row, crop in enumerate(chosen):
         assert torch.equal(batch[row], crops(table.frames[row])[crop])
 

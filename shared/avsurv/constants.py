@@ -45,6 +45,9 @@ DB_TOP: Final = 80.0
 """power_to_db as librosa's defaults: 10*log10(max(S, amin)) with ref 1.0, floored at max - 80 dB."""
 
 # --- Clip tensors --------------------------------------------------------------------------------
+CLIP_FRAMES_SHAPE: Final = (FRAMES_PER_CLIP, FRAME_HEIGHT, FRAME_WIDTH, 3)
+"""A clip's sampled frames as segmentation makes them: uint8 [time, height, width, RGB]."""
+
 VIDEO_TENSOR_SHAPE: Final = (len(CROP_OFFSETS), 3, FRAMES_PER_CLIP, CROP_SIZE, CROP_SIZE)
 """[crops, channels, time, height, width] for one clip: [2, 3, 5, 224, 224]."""
 

@@ -54,7 +54,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, stream URLs or clip directories")
     p.add_argument("--out", type=Path, required=True, help="model directory to write (required)")
     p.add_argument("--profile", default=d.profile, choices=sorted(PROFILES),
-                   help=f"encoder sizes: paper (X3D-M + ResNet18, as published) or tiny (CPU) (default {d.profile})")
+                   help="encoders: fg (whole frames minus each camera's background; CPU), paper (X3D-M + ResNet18, "
+                        f"as published) or tiny (X3D on pooled crops; CPU) (default {d.profile})")
     p.add_argument("--method", default=d.method, choices=(*METHODS, SUPERVISED),
                    help=f"epg (the paper), or the baselines tpg, avbt, infonce; {SUPERVISED} trains with --labels "
                    f"(a ceiling for evaluations) (default {d.method})")

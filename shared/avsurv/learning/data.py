@@ -6,7 +6,7 @@ so batches are drawn from a permutation of the whole stream, never from consecut
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,10 +14,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from avsurv.constants import CROP_OFFSETS, CROP_SIZE, N_MELS
+from avsurv.constants import N_MELS
 from avsurv.media import Segmenter
+from avsurv.media.background import Backgrounds
 from avsurv.media.clipstore import ClipStore
 from avsurv.media.segment import Clip
+from avsurv.models.inputs import CropInput, VisualInput
+
+CROPS = CropInput()
+"""The paper's input (``paper`` and ``tiny`` profiles), the default of the loaders."""
 
 SOURCE_TIME_SPACING_S = 1e7
 """Sources without capture times get disjoint time ranges, so no temporal rule ever pairs them."""
@@ -27,7 +32,7 @@ SOURCE_TIME_SPACING_S = 1e7
 class ClipTable:
     """Aligned arrays for N clips."""
 
-    frames: np.ndarray  # uint8 [N, 5, 224, 398, 3]
+    frames: np.ndarray  # uint8 [N, 5, H, W, 3] as the profile's input stores them (crops: 224x398)
     log_mel: np.ndarray  # float32 [N, 1, 128, 64]
     times: np.ndarray  # float64 [N]: capture time, or media time offset per source
     starts: np.ndarray  # float64 [N]: media seconds
@@ -37,6 +42,7 @@ class ClipTable:
     clip_ids: list[str]
     camera_ids: list[str]
     sources: list[str]
+    background: np.ndarray | None = None  # uint8 [N, H, W, 3]: each clip's camera background, if the input needs it
 
     def __len__(self) -> int:
         return len(self.clip_ids)
@@ -49,6 +55,7 @@ class ClipTable:
             source_index=self.source_index[positions], has_audio=self.has_audio[positions],
             clip_ids=[self.clip_ids[i] for i in positions], camera_ids=[self.camera_ids[i] for i in positions],
             sources=[self.sources[i] for i in positions],
+            background=None if self.background is None else self.background[positions],
         )
 
     def summary(self) -> dict:
@@ -74,26 +81,43 @@ def iter_clips(inputs: Sequence[str | Path], progress: bool = True) -> Iterator[
                             disable=not progress, leave=False)
 
 
-def load_clips(inputs: Sequence[str | Path], progress: bool = True) -> ClipTable:
-    clips = list(iter_clips(inputs, progress))
-    if not clips:
-        raise ValueError(f"no clips could be made from {', '.join(map(str, inputs))}")
-    return table_from_clips(clips)
+def load_clips(inputs: Sequence[str | Path], progress: bool = True, visual: VisualInput = CROPS) -> ClipTable:
+    """Every clip of ``inputs``, frames kept as ``visual`` (the model profile's input) stores them."""
+    try:
+        return table_from_clips(iter_clips(inputs, progress), visual)
+    except NoClips:
+        raise ValueError(f"no clips could be made from {', '.join(map(str, inputs))}") from None
 
 
-def table_from_clips(clips: Sequence[Clip]) -> ClipTable:
-    sources = [clip.source for clip in clips]
+class NoClips(ValueError):
+    """An empty clip stream."""
+
+
+def table_from_clips(clips: Iterable[Clip], visual: VisualInput = CROPS,
+                     backgrounds: Backgrounds | None = None) -> ClipTable:
+    """Clips in time order per camera; only the frames as ``visual`` stores them are kept, so a long stream
+    of a small input fits in memory. Backgrounds are estimated causally (:mod:`avsurv.media.background`)
+    by ``backgrounds``, which a caller passes to carry each camera's history from one table to the next."""
+    frames, clip_backgrounds, mels, meta = [], [], [], []
+    tracker = Backgrounds() if backgrounds is None else backgrounds
+    for clip in clips:
+        frames.append(visual.store(clip.frames))
+        if visual.needs_background:
+            clip_backgrounds.append(tracker.observe(clip.camera_id, frames[-1]))
+        mels.append(clip.log_mel)
+        meta.append((clip.source, clip.start, clip.capture_time, clip.has_audio, clip.clip_id, clip.camera_id))
+    if not meta:
+        raise NoClips("no clips")
+    sources, starts, captures, has_audio, clip_ids, camera_ids = (list(column) for column in zip(*meta, strict=True))
     index_of = {source: i for i, source in enumerate(dict.fromkeys(sources))}
     source_index = np.array([index_of[s] for s in sources], dtype=np.int64)
-    starts = np.array([clip.start for clip in clips], dtype=np.float64)
-    capture = np.array([np.nan if c.capture_time is None else c.capture_time for c in clips], dtype=np.float64)
-    times = np.where(np.isnan(capture), starts + source_index * SOURCE_TIME_SPACING_S, capture)
+    start = np.array(starts, dtype=np.float64)
+    capture = np.array([np.nan if c is None else c for c in captures], dtype=np.float64)
+    times = np.where(np.isnan(capture), start + source_index * SOURCE_TIME_SPACING_S, capture)
     return ClipTable(
-        frames=np.stack([clip.frames for clip in clips]),
-        log_mel=np.stack([clip.log_mel for clip in clips]),
-        times=times, starts=starts, capture_times=capture, source_index=source_index,
-        has_audio=np.array([clip.has_audio for clip in clips]),
-        clip_ids=[clip.clip_id for clip in clips], camera_ids=[clip.camera_id for clip in clips], sources=sources,
+        frames=np.stack(frames), log_mel=np.stack(mels), times=times, starts=start, capture_times=capture,
+        source_index=source_index, has_audio=np.array(has_audio, dtype=bool), clip_ids=clip_ids,
+        camera_ids=camera_ids, sources=sources, background=np.stack(clip_backgrounds) if clip_backgrounds else None,
     )
 
 
@@ -103,12 +127,11 @@ def mel_statistics(log_mel: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     return bins.mean(dim=1), bins.std(dim=1).clamp_min(1e-3)
 
 
-def video_batch(frames: np.ndarray, crop: np.ndarray) -> torch.Tensor:
-    """uint8 [B, T, 224, 398, 3] and crop choice [B] in {0, 1} -> float32 [B, 3, T, 224, 224] in [0, 1]."""
-    offsets = np.asarray(CROP_OFFSETS)[crop]
-    columns = offsets[:, None] + np.arange(CROP_SIZE)[None, :]  # [B, 224]
-    cropped = np.take_along_axis(frames, columns[:, None, None, :, None], axis=3)
-    return torch.from_numpy(cropped).permute(0, 4, 1, 2, 3).float().div_(255.0)
+def video_batch(table: ClipTable, batch: np.ndarray, view: np.ndarray, visual: VisualInput) -> torch.Tensor:
+    """The visual encoder's input for clips ``batch`` of ``table``, view [B] in {0, 1} (see
+    :mod:`avsurv.models.inputs`)."""
+    background = None if table.background is None else table.background[batch]
+    return visual.tensor(table.frames[batch], view, background)
 
 
 def audio_batch(log_mel: np.ndarray) -> torch.Tensor:

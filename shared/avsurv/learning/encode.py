@@ -1,26 +1,28 @@
-"""Batched inference: clip arrays in, per-clip embeddings out (the visual one averaged over both crops)."""
+"""Batched inference: clip tables in, per-clip embeddings out (the visual one averaged over both views:
+the paper's two crops, or the ``fg`` profile's frame and its mirror image)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from avsurv.learning.data import audio_batch, video_batch
+from avsurv.learning.data import ClipTable, audio_batch, video_batch
 from avsurv.models import AudioVisualModel
+from avsurv.models.inputs import VIEWS
 
 
 @torch.no_grad()
-def encode_visual_crops(model: AudioVisualModel, frames: np.ndarray, batch_size: int = 32) -> torch.Tensor:
-    """uint8 [N, T, 224, 398, 3] -> float32 [N, 2, D]: the embedding of each crop."""
-    encoder = model.encoders["visual"]
-    crops = []
-    for crop in (0, 1):
-        parts = [
-            encoder(video_batch(frames[i : i + batch_size], np.full(len(frames[i : i + batch_size]), crop)))["visual"]
-            for i in range(0, len(frames), batch_size)
-        ]
-        crops.append(torch.cat(parts))
-    return torch.stack(crops, dim=1)
+def encode_visual_views(model: AudioVisualModel, table: ClipTable, batch_size: int = 32) -> torch.Tensor:
+    """float32 [N, 2, D]: the embedding of each view of each clip of ``table``."""
+    encoder, visual = model.encoders["visual"], model.visual_input
+    views = []
+    for view in range(VIEWS):
+        parts = []
+        for start in range(0, len(table), batch_size):
+            batch = np.arange(start, min(start + batch_size, len(table)))
+            parts.append(encoder(video_batch(table, batch, np.full(len(batch), view), visual))["visual"])
+        views.append(torch.cat(parts))
+    return torch.stack(views, dim=1)
 
 
 @torch.no_grad()
@@ -31,15 +33,14 @@ def encode_audio(model: AudioVisualModel, log_mel: np.ndarray, batch_size: int =
     return torch.cat(parts)
 
 
-def encode_clips(
-    model: AudioVisualModel, frames: np.ndarray, log_mel: np.ndarray, batch_size: int = 32
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-clip ``z_v`` (mean of the two crops, PAPER_NOTES Decision) and ``z_a``, float32 [N, D] each."""
+def encode_table(model: AudioVisualModel, table: ClipTable, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Per-clip ``z_v`` (mean of the two views, PAPER_NOTES Decision) and ``z_a``, float32 [N, D] each;
+    ``table`` must hold frames as the model's profile stores them (:func:`avsurv.learning.data.load_clips`)."""
     was_training = model.training
     model.eval()
     try:
-        z_v = encode_visual_crops(model, frames, batch_size).mean(dim=1)
-        z_a = encode_audio(model, log_mel)
+        z_v = encode_visual_views(model, table, batch_size).mean(dim=1)
+        z_a = encode_audio(model, table.log_mel)
     finally:
         model.train(was_training)
     return z_v.numpy().astype(np.float32), z_a.numpy().astype(np.float32)

@@ -32,11 +32,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from avsurv.constants import EMBEDDING_DIM, LR_AUDIO, LR_VISUAL, SIGMA, WEIGHT_DECAY, W
+from avsurv.constants import CLIP_FRAMES_SHAPE, EMBEDDING_DIM, LR_AUDIO, LR_VISUAL, SIGMA, WEIGHT_DECAY, W
 from avsurv.learning import losses
 from avsurv.learning.data import ClipTable, audio_batch, load_clips, mel_statistics, video_batch
 from avsurv.learning.diagnostics import alignment_stats
-from avsurv.learning.encode import encode_audio, encode_clips, encode_visual_crops
+from avsurv.learning.encode import encode_audio, encode_table, encode_visual_views
 from avsurv.learning.modeldir import (
     CALIBRATION,
     CAMERA_STATS,
@@ -48,6 +48,7 @@ from avsurv.learning.modeldir import (
     save_model,
 )
 from avsurv.models import build_model, load_kinetics_x3d
+from avsurv.models.profiles import DEFAULT_PROFILE, PROFILES
 from avsurv.tasks.anomalies import Calibration
 from avsurv.tasks.normalization import SiteNormalization
 from avsurv.tasks.probe import Labels, labels_at
@@ -65,7 +66,7 @@ MODALITIES = ("visual", "audio")
 class TrainConfig:
     """Hyper-parameters of one training run; defaults follow the paper where it gives a value."""
 
-    profile: str = "tiny"
+    profile: str = DEFAULT_PROFILE
     method: str = "epg"
     epochs: int = 5
     batch_size: int = 32
@@ -99,6 +100,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
+            (self.profile in PROFILES, f"profile must be one of {', '.join(PROFILES)}, got {self.profile!r}"),
             (self.method in (*METHODS, SUPERVISED),
              f"method must be one of {', '.join((*METHODS, SUPERVISED))}, got {self.method!r}"),
             (self.epg_switch in EPG_SWITCHES, f"epg switch must be one of {', '.join(EPG_SWITCHES)}, "
@@ -238,6 +240,11 @@ class Trainer:
         self.out_dir, self.config, self.progress, self.log = Path(out_dir), config, progress, log
         torch.manual_seed(config.seed)
         self.model = build_model(config.profile)
+        visual = self.model.visual_input
+        stored = visual.store(np.zeros((1, *CLIP_FRAMES_SHAPE), np.uint8)).shape[1:]
+        if self.table.frames.shape[1:] != stored or (self.table.background is None) == visual.needs_background:
+            raise ValueError(f"the clips were loaded for another profile than {config.profile!r}: "
+                             f"load them with its input ({type(visual).__name__})")
         self.model.encoders["audio"].set_normalization(*mel_statistics(self.table.log_mel))
         if config.kinetics_weights:
             load_kinetics_x3d(self.model.encoders["visual"], config.kinetics_weights)
@@ -316,7 +323,7 @@ class Trainer:
         for modality in frozen:
             if self.cache[modality] is None:
                 self.cache[modality] = (
-                    encode_visual_crops(self.model, self.table.frames) if modality == "visual"
+                    encode_visual_views(self.model, self.table) if modality == "visual"
                     else encode_audio(self.model, self.table.log_mel)
                 )
         return time.perf_counter() - started
@@ -328,7 +335,7 @@ class Trainer:
             return cached[batch, crops] if modality == "visual" else cached[batch]
         encoder = self.model.encoders[modality]
         if modality == "visual":
-            inputs = video_batch(self.table.frames[batch], crops)
+            inputs = video_batch(self.table, batch, crops, self.model.visual_input)
         else:
             inputs = audio_batch(self.table.log_mel[batch])
         if modality in trained:
@@ -357,7 +364,7 @@ class Trainer:
                 if len(batch) < 2:
                     continue  # a lone clip has no batch statistics
                 if modality == "visual":
-                    encoder(video_batch(self.table.frames[batch], np.arange(len(batch)) % 2))
+                    encoder(video_batch(self.table, batch, np.arange(len(batch)) % 2, self.model.visual_input))
                 else:
                     encoder(audio_batch(self.table.log_mel[batch]))
             for norm, momentum in zip(norms, momenta, strict=True):
@@ -430,7 +437,7 @@ class Trainer:
             "history": [asdict(h) for h in self.history],
         }
         sha256 = save_model(self.model, self.out_dir, config)
-        z_v, z_a = encode_clips(self.model, self.table.frames, self.table.log_mel)
+        z_v, z_a = encode_table(self.model, self.table)
         calibration = Calibration.fit(z_v, z_a, w=self.config.w, model_sha256=sha256)
         calibration.save(self.out_dir / CALIBRATION)
         SiteNormalization.fit(self.table.camera_ids, z_v, z_a, model_sha256=sha256).save(self.out_dir / CAMERA_STATS)
@@ -447,7 +454,7 @@ def train(inputs: Sequence[str | Path], out_dir: str | Path, config: TrainConfig
         raise FileExistsError(f"{out_dir} already holds a model; choose another --out or pass --resume")
     if resume and not (out_dir / CHECKPOINT / "state.json").is_file():
         raise FileNotFoundError(f"nothing to resume in {out_dir}: no checkpoint")
-    table = load_clips(inputs, progress)
+    table = load_clips(inputs, progress, PROFILES[config.profile].input)
     log(f"training {config.method} ({config.profile} profile) on {len(table)} clips "
         f"({int(table.has_audio.sum())} with audio) from {len(set(table.sources))} input(s)")
     per_clip = None if labels is None else labels_at(table.camera_ids, table.starts, labels)

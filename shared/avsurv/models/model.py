@@ -7,6 +7,8 @@ import torch
 from torch import nn
 
 from avsurv.models.audio import AudioEncoder
+from avsurv.models.foreground import ForegroundConfig, ForegroundEncoder
+from avsurv.models.inputs import VisualInput
 from avsurv.models.profiles import PROFILES
 from avsurv.models.x3d import X3D
 
@@ -14,10 +16,15 @@ MODALITIES = ("visual", "audio")
 
 
 class AudioVisualModel(nn.Module):
-    """``encoders["visual"]`` (video ``[B, 3, 5, 224, 224]`` in [0, 1]) and ``encoders["audio"]``
-    (log-mel ``[B, 1, 128, 64]`` in dB), both into the shared 512-d space, not L2-normalised."""
+    """``encoders["visual"]`` (video as the profile's input makes it, :mod:`avsurv.models.inputs`:
+    ``[B, 3, 5, 224, 224]`` crops in [0, 1] for ``paper`` and ``tiny``) and ``encoders["audio"]`` (log-mel
+    ``[B, 1, 128, 64]`` in dB), both into the shared 512-d space, not L2-normalised."""
 
-    def __init__(self, visual: X3D, audio: AudioEncoder, profile: str) -> None:
+    @property
+    def visual_input(self) -> VisualInput:
+        return PROFILES[self.profile].input
+
+    def __init__(self, visual: X3D | ForegroundEncoder, audio: AudioEncoder, profile: str) -> None:
         super().__init__()
         self.profile = profile
         self.encoders = nn.ModuleDict({"visual": visual, "audio": audio})
@@ -39,7 +46,8 @@ def build_model(profile: str) -> AudioVisualModel:
     if profile not in PROFILES:
         raise ValueError(f"unknown model profile {profile!r}; known profiles: {', '.join(PROFILES)}")
     config = PROFILES[profile]
-    return AudioVisualModel(X3D(config.visual), AudioEncoder(config.audio), profile)
+    visual = ForegroundEncoder(config.visual) if isinstance(config.visual, ForegroundConfig) else X3D(config.visual)
+    return AudioVisualModel(visual, AudioEncoder(config.audio), profile)
 
 
 def count_parameters(module: nn.Module) -> int:

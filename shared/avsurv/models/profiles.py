@@ -1,5 +1,7 @@
 """Model profiles: ``paper`` is EPG's pair of encoders (Wang et al. 2025, section 4.1: X3D-M and a
-ResNet18-style audio CNN); ``tiny`` keeps the same interfaces and 512-d output but trains quickly on CPU.
+ResNet18-style audio CNN); ``tiny`` keeps the same interfaces and 512-d output but trains quickly on CPU;
+``fg`` (the default) sees whole frames minus each camera's background (:mod:`avsurv.models.foreground`),
+the input that lets a CPU-sized encoder recognise the same objects from another camera (issue 12).
 """
 
 from __future__ import annotations
@@ -8,6 +10,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from avsurv.models.audio import AudioConfig
+from avsurv.models.foreground import ForegroundConfig
+from avsurv.models.inputs import CropInput, ForegroundInput, VisualInput
 from avsurv.models.x3d import X3DConfig
 
 
@@ -17,8 +21,15 @@ class Profile:
 
     name: str
     description: str
-    visual: X3DConfig
+    visual: X3DConfig | ForegroundConfig
     audio: AudioConfig
+
+    @property
+    def input(self) -> VisualInput:
+        """How the visual encoder's input is made from a clip's frames."""
+        if isinstance(self.visual, ForegroundConfig):
+            return ForegroundInput(self.visual.height, self.visual.width)
+        return CropInput()
 
 
 PAPER = Profile(
@@ -38,5 +49,16 @@ TINY = Profile(
     audio=AudioConfig(widths=(16, 32, 48, 64), depths=(1, 1, 1, 1), stem_kernel=3, standardize=True),
 )
 
-PROFILES = MappingProxyType({profile.name: profile for profile in (PAPER, TINY)})
+FG = Profile(
+    name="fg",
+    description="3D CNN on whole 100x56 frames minus the camera's background (852,000 params) "
+                "+ the tiny audio CNN (157,008 params)",
+    visual=ForegroundConfig(),
+    audio=TINY.audio,
+)
+
+DEFAULT_PROFILE = FG.name
+"""What training uses unless told otherwise: the profile measured to work on CPU (docs/RESULTS.md)."""
+
+PROFILES = MappingProxyType({profile.name: profile for profile in (PAPER, TINY, FG)})
 """Read-only: profile name -> :class:`Profile`."""

@@ -4,7 +4,7 @@ version back (checksum verified against the registry, not only against the direc
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from avsurv.adapters.artifacts import Artifacts
 from avsurv.adapters.bus import Bus
 from avsurv.constants import W
 from avsurv.learning.modeldir import CHECKSUM, ModelError, load_model, read_config
+from avsurv.media.background import Backgrounds
 from avsurv.media.segment import Clip
 from avsurv.models import AudioVisualModel
 from avsurv.platform.messages import MODELS, header
@@ -27,6 +28,8 @@ class LoadedModel:
     version: str
     model: AudioVisualModel
     config: dict[str, Any]
+    backgrounds: Backgrounds = field(default_factory=Backgrounds)
+    """Each camera's background as this model's clips have shown it so far (the ``fg`` profile's input)."""
 
     @property
     def w(self) -> float:
@@ -35,7 +38,7 @@ class LoadedModel:
     def embed(self, clips: list[Clip]) -> tuple[np.ndarray, np.ndarray]:
         """float32 [N, 512] z_v (mean of the crops) and z_a."""
         embeddings = embed_clips(self.model, {**self.config, "sha256": self.config.get("sha256", "")}, clips,
-                                 batch_size=max(1, len(clips)))
+                                 batch_size=max(1, len(clips)), backgrounds=self.backgrounds)
         return embeddings.z_v, embeddings.z_a
 
 

@@ -14,13 +14,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from avsurv.adapters.artifacts import Artifacts
 from avsurv.adapters.bus import Bus
 from avsurv.learning.data import ClipTable, table_from_clips
-from avsurv.learning.encode import encode_clips
+from avsurv.learning.encode import encode_table
 from avsurv.learning.evaluate import cross_modal_recall
 from avsurv.learning.train import TrainConfig, Trainer
+from avsurv.media.segment import Clip
 from avsurv.models import AudioVisualModel
+from avsurv.models.inputs import VisualInput
+from avsurv.models.profiles import PROFILES
 from avsurv.platform.archive import ClipArchive
 from avsurv.platform.config import Settings
 from avsurv.platform.models import load_version, publish_model
@@ -41,10 +46,18 @@ def split_holdout(clip_ids: list[str], share: float) -> tuple[list[str], list[st
     return train, held
 
 
-def recall_at_5(model: AudioVisualModel, table: ClipTable) -> tuple[float, int]:
-    """Cross-modal recall@5 on ``table``'s clips with audio, among up to 100 candidates, and how many
-    clips it was measured on."""
-    z_v, z_a = encode_clips(model, table.frames, table.log_mel)
+def held_back(clips: list[Clip], train: int, visual: VisualInput) -> tuple[ClipTable, ClipTable]:
+    """The first ``train`` clips and the rest, as ``visual`` stores them; one table, so that the held-back
+    clips' backgrounds follow from the training clips before them."""
+    table = table_from_clips(clips, visual)
+    return table.subset(np.arange(train)), table.subset(np.arange(train, len(table)))
+
+
+def recall_at_5(model: AudioVisualModel, clips: list[Clip], train: int) -> tuple[float, int]:
+    """Cross-modal recall@5 on the held-back clips (all but the first ``train``) with audio, among up to
+    100 candidates, and how many clips it was measured on."""
+    table = held_back(clips, train, model.visual_input)[1]
+    z_v, z_a = encode_table(model, table)
     keep = table.has_audio
     candidates = min(EVAL_CANDIDATES, int(keep.sum()))
     if candidates < 5:
@@ -94,8 +107,8 @@ class TrainerService(Worker):
         s = self.settings
         train_ids, held_ids = split_holdout(self.archive.clip_ids(), s.train_holdout)
         self._status("training", f"{len(train_ids)} clips, {epochs} epochs of {s.train_method}")
-        train_table = table_from_clips(list(self.archive.clips(train_ids)))
-        held_table = table_from_clips(list(self.archive.clips(held_ids)))
+        clips = list(self.archive.clips(train_ids + held_ids))
+        train_table = held_back(clips, len(train_ids), PROFILES[s.train_profile].input)[0]
         scratch = Path(tempfile.mkdtemp(prefix="avsurv-train-", dir=s.data_dir))
         try:
             config = TrainConfig(profile=s.train_profile, method=s.train_method, epochs=epochs,
@@ -104,14 +117,15 @@ class TrainerService(Worker):
             trainer.run()
             self.rounds += 1
             self._status("evaluating", f"{len(held_ids)} held-back clips")
-            new, clips = recall_at_5(trainer.model, held_table)
+            new, measured = recall_at_5(trainer.model, clips, len(train_ids))
             active = self.registry.active_version()
             current = recall_at_5(load_version(active, self.registry, self.artifacts, s.data_dir / "model-cache").model,
-                                  held_table)[0] if active else None
-            metrics = {"heldout_recall_at_5": new, "heldout_clips": float(clips), "train_clips": float(len(train_ids))}
-            if current is not None and significantly_worse(new, current, clips):
+                                  clips, len(train_ids))[0] if active else None
+            metrics = {"heldout_recall_at_5": new, "heldout_clips": float(measured),
+                       "train_clips": float(len(train_ids))}
+            if current is not None and significantly_worse(new, current, measured):
                 self._status("rejected", f"held-back recall@5 {new:.3f} is significantly below the active "
-                             f"model's {current:.3f} ({clips} clips)")
+                             f"model's {current:.3f} ({measured} clips)")
                 return None
             record = publish_model(scratch / "model", self.registry, self.artifacts, self.bus,
                                    parent=active or "", metrics=metrics)

@@ -1,0 +1,70 @@
+"""What each profile's visual encoder is fed, from a clip's 5 frames uint8 [T, 224, 398, 3].
+
+Every profile sees two *views* of a clip: independent samples in training, averaged at inference.
+- ``crops`` (``paper``, ``tiny``; EPG section 4.1): view 0 and 1 are the left and right 224x224 crops.
+- ``foreground`` (``fg``): the whole frame at the encoder's size minus its camera's background
+  (:mod:`avsurv.media.background`); view 1 is its mirror image, so that a vehicle driving left looks
+  like one driving right (the "challenging" camera films the street from the other side).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from avsurv.constants import CROP_OFFSETS, CROP_SIZE
+
+VIEWS = 2
+
+
+@dataclass(frozen=True)
+class CropInput:
+    """The paper's input: frames kept at 224x398, two crops."""
+
+    needs_background = False
+
+    def store(self, frames: np.ndarray) -> np.ndarray:
+        """The frames as a table keeps them: here unchanged."""
+        return frames
+
+    def tensor(self, frames: np.ndarray, view: np.ndarray, background: np.ndarray | None = None) -> torch.Tensor:
+        """uint8 [B, T, 224, 398, 3], view [B] in {0, 1} -> float32 [B, 3, T, 224, 224] in [0, 1]."""
+        offsets = np.asarray(CROP_OFFSETS)[view]
+        columns = offsets[:, None] + np.arange(CROP_SIZE)[None, :]  # [B, 224]
+        cropped = np.take_along_axis(frames, columns[:, None, None, :, None], axis=3)
+        return torch.from_numpy(cropped).permute(0, 4, 1, 2, 3).float().div_(255.0)
+
+
+@dataclass(frozen=True)
+class ForegroundInput:
+    """Whole frames shrunk to ``height`` x ``width``, minus the camera's background."""
+
+    height: int
+    width: int
+    needs_background = True
+
+    def store(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 [..., T, 224, 398, 3] -> uint8 [..., T, height, width, 3] (area average)."""
+        lead = frames.shape[:-3]
+        flat = torch.from_numpy(np.ascontiguousarray(frames)).reshape(-1, *frames.shape[-3:]).permute(0, 3, 1, 2)
+        small = F.interpolate(flat.float(), size=(self.height, self.width), mode="area")
+        small = small.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        return small.reshape(*lead, self.height, self.width, 3).numpy()
+
+    def tensor(self, frames: np.ndarray, view: np.ndarray, background: np.ndarray | None = None) -> torch.Tensor:
+        """uint8 [B, T, h, w, 3] (as stored), view [B], background uint8 [B, h, w, 3] -> float32
+        [B, 3, T, h, w]: (frame - background) / 255, mirrored where view is 1."""
+        if background is None:
+            raise ValueError("the foreground input needs each clip's background")
+        x = torch.from_numpy(frames).float().sub_(torch.from_numpy(background).float()[:, None]).div_(255.0)
+        x = x.permute(0, 4, 1, 2, 3)
+        mirrored = torch.from_numpy(np.asarray(view) == 1)
+        if mirrored.any():
+            x[mirrored] = x[mirrored].flip(-1)
+        return x
+
+
+VisualInput = CropInput | ForegroundInput
