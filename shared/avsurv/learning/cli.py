@@ -12,6 +12,7 @@ from avsurv.learning.losses.pairs import RULES
 from avsurv.learning.modeldir import load_model
 from avsurv.learning.train import EPG_SWITCHES, METHODS, SCHEDULES, SUPERVISED, TrainConfig, train
 from avsurv.models import PROFILES
+from avsurv.models.device import DEVICES, resolve_device
 from avsurv.tasks.embed import embed_inputs
 from avsurv.tasks.probe import read_labels
 
@@ -33,6 +34,7 @@ def run_train(args: argparse.Namespace) -> int:
         audio_epochs=args.audio_epochs, lr_visual=args.lr_visual, lr_audio=args.lr_audio,
         weight_decay=args.weight_decay, temperature=args.temperature, avbt_lambda=args.avbt_lambda,
         avbt_window=args.avbt_window, kinetics_weights=str(args.kinetics_weights) if args.kinetics_weights else None,
+        device=args.device, bf16=not args.no_bf16,
     )
     if (args.method == SUPERVISED) != (args.labels is not None):
         print(f"avsurv train: error: --labels is needed by --method {SUPERVISED} and only by it", file=sys.stderr)
@@ -104,6 +106,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kinetics-weights", type=Path,
                    help="start F_v from a local Kinetics-400 X3D-M file (.pyth or .safetensors; paper profile)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out after its last saved epoch")
+    p.add_argument("--device", default=d.device, choices=DEVICES,
+                   help=f"auto: a CUDA GPU when torch sees one, else the CPU; cuda fails without one; a resumed run "
+                   f"may use another device (default {d.device})")
+    p.add_argument("--no-bf16", action="store_true",
+                   help="on CUDA, run the encoders in float32 instead of bf16 autocast (the CPU never uses bf16)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch, 0 = all cores (default 0)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run_train)
@@ -112,6 +119,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def run_embed(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     model, config = load_model(args.model)
+    model.to(resolve_device(args.device))
     embeddings = embed_inputs(model, config, args.inputs, progress=not args.no_progress, batch_size=args.batch_size)
     embeddings.save(args.out)
     print(f"embedded {len(embeddings)} clips with model {config['sha256'][:12]} into {args.out}", file=sys.stderr)
@@ -129,6 +137,9 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, required=True, help="model directory from avsurv train (required)")
     p.add_argument("--out", type=Path, required=True, help="embeddings file to write, .npz (required)")
     p.add_argument("--batch-size", type=int, default=32, help="clips per forward pass (default 32)")
+    p.add_argument("--device", default="auto", choices=DEVICES,
+                   help="auto: a CUDA GPU (bf16 autocast) when torch sees one, else the CPU; cuda fails without one "
+                   "(default auto)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch, 0 = all cores (default 0)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run_embed)

@@ -8,39 +8,53 @@ import torch
 
 from avsurv.learning.data import ClipTable, audio_batch, video_batch
 from avsurv.models import AudioVisualModel
+from avsurv.models.device import autocast
 from avsurv.models.inputs import VIEWS
 
 
+def _device(model: AudioVisualModel) -> torch.device:
+    """Where the model's weights are: inputs go there, embeddings come back to the CPU as float32."""
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
-def encode_visual_views(model: AudioVisualModel, table: ClipTable, batch_size: int = 32) -> torch.Tensor:
-    """float32 [N, 2, D]: the embedding of each view of each clip of ``table``."""
-    encoder, visual = model.encoders["visual"], model.visual_input
+def encode_visual_views(model: AudioVisualModel, table: ClipTable, batch_size: int = 32,
+                        bf16: bool = True) -> torch.Tensor:
+    """float32 [N, 2, D]: the embedding of each view of each clip of ``table``; ``bf16``: autocast on CUDA."""
+    encoder, visual, device = model.encoders["visual"], model.visual_input, _device(model)
     views = []
     for view in range(VIEWS):
         parts = []
         for start in range(0, len(table), batch_size):
             batch = np.arange(start, min(start + batch_size, len(table)))
-            parts.append(encoder(video_batch(table, batch, np.full(len(batch), view), visual))["visual"])
+            inputs = video_batch(table, batch, np.full(len(batch), view), visual).to(device)
+            with autocast(device, enabled=bf16):
+                parts.append(encoder(inputs)["visual"].float().cpu())
         views.append(torch.cat(parts))
     return torch.stack(views, dim=1)
 
 
 @torch.no_grad()
-def encode_audio(model: AudioVisualModel, log_mel: np.ndarray, batch_size: int = 128) -> torch.Tensor:
-    """float32 [N, 1, 128, 64] -> float32 [N, D]."""
-    encoder = model.encoders["audio"]
-    parts = [encoder(audio_batch(log_mel[i : i + batch_size]))["audio"] for i in range(0, len(log_mel), batch_size)]
+def encode_audio(model: AudioVisualModel, log_mel: np.ndarray, batch_size: int = 128,
+                 bf16: bool = True) -> torch.Tensor:
+    """float32 [N, 1, 128, 64] -> float32 [N, D]; ``bf16``: autocast on CUDA."""
+    encoder, device = model.encoders["audio"], _device(model)
+    parts = []
+    for i in range(0, len(log_mel), batch_size):
+        with autocast(device, enabled=bf16):
+            parts.append(encoder(audio_batch(log_mel[i : i + batch_size]).to(device))["audio"].float().cpu())
     return torch.cat(parts)
 
 
-def encode_table(model: AudioVisualModel, table: ClipTable, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def encode_table(model: AudioVisualModel, table: ClipTable, batch_size: int = 32,
+                 bf16: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Per-clip ``z_v`` (mean of the two views, PAPER_NOTES Decision) and ``z_a``, float32 [N, D] each;
     ``table`` must hold frames as the model's profile stores them (:func:`avsurv.learning.data.load_clips`)."""
     was_training = model.training
     model.eval()
     try:
-        z_v = encode_visual_views(model, table, batch_size).mean(dim=1)
-        z_a = encode_audio(model, table.log_mel)
+        z_v = encode_visual_views(model, table, batch_size, bf16).mean(dim=1)
+        z_a = encode_audio(model, table.log_mel, bf16=bf16)
     finally:
         model.train(was_training)
     return z_v.numpy().astype(np.float32), z_a.numpy().astype(np.float32)

@@ -44,7 +44,8 @@ def sha256_of(path: Path) -> str:
 
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {name: tensor.detach().contiguous() for name, tensor in state.items()}
+    """The state dict on the CPU, where safetensors files are written from (weights may live on a GPU)."""
+    return {name: tensor.detach().cpu().contiguous() for name, tensor in state.items()}
 
 
 def save_model(model: AudioVisualModel, directory: Path, config: dict[str, Any]) -> str:
@@ -100,7 +101,7 @@ def _flatten_optimizer(name: str, optimizer: torch.optim.Optimizer) -> tuple[dic
         plain["state"][str(index)] = {}
         for key, value in values.items():
             if torch.is_tensor(value):
-                tensors[f"{name}.{index}.{key}"] = value.contiguous()
+                tensors[f"{name}.{index}.{key}"] = value.detach().cpu().contiguous()
             else:
                 plain["state"][str(index)][key] = value
     return tensors, plain

@@ -48,6 +48,7 @@ from avsurv.learning.modeldir import (
     save_model,
 )
 from avsurv.models import build_model, load_kinetics_x3d
+from avsurv.models.device import DEVICES, autocast, resolve_device
 from avsurv.models.profiles import DEFAULT_PROFILE, PROFILES
 from avsurv.tasks.anomalies import Calibration
 from avsurv.tasks.normalization import SiteNormalization
@@ -97,6 +98,10 @@ class TrainConfig:
     """Compute a frozen encoder's outputs once per epoch instead of in every batch (same numbers, faster)."""
     precise_bn_clips: int = 1024
     """Clips used to recompute BatchNorm statistics after each epoch (0: keep the momentum estimates)."""
+    device: str = "auto"
+    """auto (CUDA when present), cpu or cuda; where the run happens, not what it learns (resume may change it)."""
+    bf16: bool = True
+    """bf16 autocast of the encoders' forward passes on CUDA (never on CPU); losses stay float32."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -109,6 +114,7 @@ class TrainConfig:
             (self.label_rule in losses.RULES, f"label rule must be one of {', '.join(losses.RULES)}, "
                                               f"got {self.label_rule!r}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
+            (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {self.device!r}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.precise_bn_clips >= 0, f"precise BN clips must be >= 0, got {self.precise_bn_clips}"),
             (self.batch_size >= 2, f"batch size must be >= 2, got {self.batch_size}"),
@@ -222,6 +228,12 @@ class _Objective:
         return self.contrastive(z_v, z_a, labels), float(labels.float().sum(1).mean())
 
 
+def _results_settings(config: dict[str, object]) -> dict[str, object]:
+    """The settings a resumed run must share with its checkpoint: all but the device, which changes where the
+    run happens, not what it learns."""
+    return {name: value for name, value in config.items() if name != "device"}
+
+
 class Trainer:
     """One training run over a :class:`ClipTable`, writing a model directory."""
 
@@ -248,7 +260,11 @@ class Trainer:
         self.model.encoders["audio"].set_normalization(*mel_statistics(self.table.log_mel))
         if config.kinetics_weights:
             load_kinetics_x3d(self.model.encoders["visual"], config.kinetics_weights)
+        self.device = resolve_device(config.device)
+        self.model.to(self.device)
         self.objective = _Objective(config, len(self.classes))
+        if self.objective.head is not None:
+            self.objective.head.to(self.device)
         self.optimizers = self._optimizers()
         self.times = torch.from_numpy(self.table.times)
         self.cache: dict[str, torch.Tensor | None] = {"visual": None, "audio": None}
@@ -323,8 +339,8 @@ class Trainer:
         for modality in frozen:
             if self.cache[modality] is None:
                 self.cache[modality] = (
-                    encode_visual_views(self.model, self.table) if modality == "visual"
-                    else encode_audio(self.model, self.table.log_mel)
+                    encode_visual_views(self.model, self.table, bf16=self.config.bf16) if modality == "visual"
+                    else encode_audio(self.model, self.table.log_mel, bf16=self.config.bf16)
                 )
         return time.perf_counter() - started
 
@@ -332,12 +348,13 @@ class Trainer:
         if modality not in trained and self.config.cache_frozen:
             cached = self.cache[modality]
             assert cached is not None
-            return cached[batch, crops] if modality == "visual" else cached[batch]
+            return (cached[batch, crops] if modality == "visual" else cached[batch]).to(self.device)
         encoder = self.model.encoders[modality]
         if modality == "visual":
             inputs = video_batch(self.table, batch, crops, self.model.visual_input)
         else:
             inputs = audio_batch(self.table.log_mel[batch])
+        inputs = inputs.to(self.device)
         if modality in trained:
             return encoder(inputs)[modality]
         with torch.no_grad():
@@ -364,9 +381,11 @@ class Trainer:
                 if len(batch) < 2:
                     continue  # a lone clip has no batch statistics
                 if modality == "visual":
-                    encoder(video_batch(self.table, batch, np.arange(len(batch)) % 2, self.model.visual_input))
+                    inputs = video_batch(self.table, batch, np.arange(len(batch)) % 2, self.model.visual_input)
                 else:
-                    encoder(audio_batch(self.table.log_mel[batch]))
+                    inputs = audio_batch(self.table.log_mel[batch])
+                with autocast(self.device, self.config.bf16):  # the statistics of the activations training saw
+                    encoder(inputs.to(self.device))
             for norm, momentum in zip(norms, momenta, strict=True):
                 norm.momentum = momentum
         return time.perf_counter() - started
@@ -384,9 +403,13 @@ class Trainer:
         bar = tqdm(self._crop_passes(epoch), desc=f"epoch {epoch + 1}/{self.config.epochs}",
                    disable=not self.progress, leave=False)
         for batch, crops in bar:
-            z_v = self._embed_batch("visual", batch, crops, trained)
-            z_a = self._embed_batch("audio", batch, crops, trained)
-            loss, positives = self.objective(z_v, z_a, self.times[batch], self._targets(batch), stats.labels)
+            with autocast(self.device, self.config.bf16):
+                z_v = self._embed_batch("visual", batch, crops, trained)
+                z_a = self._embed_batch("audio", batch, crops, trained)
+            # Outside autocast and in float32: the losses' distances and labels are not bf16-safe.
+            z_v, z_a = z_v.float(), z_a.float()
+            loss, positives = self.objective(z_v, z_a, self.times[batch].to(self.device),
+                                             self._targets(batch).to(self.device), stats.labels)
             for optimizer in self.optimizers.values():
                 optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -407,7 +430,7 @@ class Trainer:
         start_epoch = 0
         if resume:
             progress = load_checkpoint(self.out_dir, self._modules(), self.optimizers)
-            if progress["config"] != asdict(self.config):
+            if _results_settings(progress["config"]) != _results_settings(asdict(self.config)):
                 raise ModelError(f"{self.out_dir} was trained with other settings; resume with the same ones")
             start_epoch = progress["epoch"] + 1
             self.history = [EpochStats(**entry) for entry in progress["history"]]
@@ -437,7 +460,7 @@ class Trainer:
             "history": [asdict(h) for h in self.history],
         }
         sha256 = save_model(self.model, self.out_dir, config)
-        z_v, z_a = encode_table(self.model, self.table)
+        z_v, z_a = encode_table(self.model, self.table, bf16=self.config.bf16)
         calibration = Calibration.fit(z_v, z_a, w=self.config.w, model_sha256=sha256)
         calibration.save(self.out_dir / CALIBRATION)
         SiteNormalization.fit(self.table.camera_ids, z_v, z_a, model_sha256=sha256).save(self.out_dir / CAMERA_STATS)
@@ -454,6 +477,7 @@ def train(inputs: Sequence[str | Path], out_dir: str | Path, config: TrainConfig
         raise FileExistsError(f"{out_dir} already holds a model; choose another --out or pass --resume")
     if resume and not (out_dir / CHECKPOINT / "state.json").is_file():
         raise FileNotFoundError(f"nothing to resume in {out_dir}: no checkpoint")
+    resolve_device(config.device)  # refuse a missing GPU before loading every clip
     table = load_clips(inputs, progress, PROFILES[config.profile].input)
     log(f"training {config.method} ({config.profile} profile) on {len(table)} clips "
         f"({int(table.has_audio.sum())} with audio) from {len(set(table.sources))} input(s)")

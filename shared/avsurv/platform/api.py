@@ -59,15 +59,18 @@ def _handled(method: Callable) -> Callable:
 
 
 class SearchServicer(api_pb2_grpc.EventSearchServicer):
-    def __init__(self, vectors: QdrantVectors, registry: Registry, artifacts: Artifacts, cache_dir: Path) -> None:
+    def __init__(self, vectors: QdrantVectors, registry: Registry, artifacts: Artifacts, cache_dir: Path,
+                 device: str = "auto") -> None:
         self.vectors, self.registry, self.artifacts, self.cache_dir = vectors, registry, artifacts, cache_dir
+        self.device = device
         self._models: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
 
     def _model(self, version: str) -> LoadedModel:
         with self._lock:
             if version not in self._models:
-                self._models = {version: load_version(version, self.registry, self.artifacts, self.cache_dir)}
+                self._models = {version: load_version(version, self.registry, self.artifacts, self.cache_dir,
+                                                      self.device)}
             return self._models[version]
 
     @_handled

@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from avsurv.models.device import DEVICES
+
 ENV_PREFIX = "AVSURV_"
 
 
@@ -32,6 +34,8 @@ class Settings(BaseModel):
     kafka_max_poll_interval_ms: int = Field(300_000, ge=1_000, description="Kafka consumer max poll interval")
     batch_size: int = Field(32, ge=1, description="clips per embedding batch")
     batch_wait_s: float = Field(0.5, gt=0, description="longest wait to fill an embedding batch")
+    device: str = Field("auto", pattern=f"^({'|'.join(DEVICES)})$", description="where the embedding, search and "
+                        "trainer services run models: auto (a CUDA GPU when torch sees one, else the CPU), cpu or cuda")
     chunk_seconds: float = Field(2.0, gt=0, le=2.5, description="media seconds per ingest chunk (<= 2.5 s "
                                  "keeps a chunk under Kafka's 1 MB message limit)")
     realtime_files: bool = Field(False, description="ingest: read files at their own pace, like live cameras")

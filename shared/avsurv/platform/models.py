@@ -17,6 +17,7 @@ from avsurv.learning.modeldir import CHECKSUM, ModelError, load_model, read_conf
 from avsurv.media.background import Backgrounds
 from avsurv.media.segment import Clip
 from avsurv.models import AudioVisualModel
+from avsurv.models.device import resolve_device
 from avsurv.platform.messages import MODELS, header
 from avsurv.platform.registry import ModelRecord, Registry
 from avsurv.tasks.embed import embed_clips
@@ -65,9 +66,10 @@ def publish_model(directory: Path, registry: Registry, artifacts: Artifacts, bus
     return record
 
 
-def load_version(version: str, registry: Registry, artifacts: Artifacts, cache_dir: Path) -> LoadedModel:
-    """Loads a registered version; raises ModelError if it is unknown or its weights are not the ones
-    registered."""
+def load_version(version: str, registry: Registry, artifacts: Artifacts, cache_dir: Path,
+                 device: str = "auto") -> LoadedModel:
+    """Loads a registered version onto ``device`` (see :func:`avsurv.models.device.resolve_device`); raises
+    ModelError if it is unknown or its weights are not the ones registered."""
     record = registry.model(version)
     if record is None:
         raise ModelError(f"model version {version} is not registered")
@@ -75,7 +77,7 @@ def load_version(version: str, registry: Registry, artifacts: Artifacts, cache_d
     model, config = load_model(directory)  # checks the weights against the directory's sha256
     if _checksum(directory) != record.sha256:
         raise ModelError(f"model version {version}: the artifact's weights are not the registered ones")
-    return LoadedModel(version, model, config)
+    return LoadedModel(version, model.to(resolve_device(device)), config)
 
 
 def _checksum(directory: Path) -> str:

@@ -116,7 +116,7 @@ class Runtime:
             assert self.ports.vectors is not None
             servicers = {
                 "EventSearch": SearchServicer(self.ports.vectors, self.ports.registry, self.ports.artifacts,
-                                              settings.data_dir / "model-cache"),
+                                              settings.data_dir / "model-cache", settings.device),
                 "Anomalies": AnomaliesServicer(self.ports.registry),
                 "Control": ControlServicer(self.ports.registry),
             }

@@ -112,15 +112,15 @@ class TrainerService(Worker):
         scratch = Path(tempfile.mkdtemp(prefix="avsurv-train-", dir=s.data_dir))
         try:
             config = TrainConfig(profile=s.train_profile, method=s.train_method, epochs=epochs,
-                                 seed=self.rounds)
+                                 seed=self.rounds, device=s.device)
             trainer = Trainer(train_table, scratch / "model", config, progress=False, log=log.info)
             trainer.run()
             self.rounds += 1
             self._status("evaluating", f"{len(held_ids)} held-back clips")
             new, measured = recall_at_5(trainer.model, clips, len(train_ids))
             active = self.registry.active_version()
-            current = recall_at_5(load_version(active, self.registry, self.artifacts, s.data_dir / "model-cache").model,
-                                  clips, len(train_ids))[0] if active else None
+            current = recall_at_5(load_version(active, self.registry, self.artifacts, s.data_dir / "model-cache",
+                                               s.device).model, clips, len(train_ids))[0] if active else None
             metrics = {"heldout_recall_at_5": new, "heldout_clips": float(measured),
                        "train_clips": float(len(train_ids))}
             if current is not None and significantly_worse(new, current, measured):
