@@ -4,11 +4,12 @@ tests/data), Kinetics weight loading from synthetic checkpoints, and the dict in
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from avsurv.constants import AUDIO_TENSOR_SHAPE, EMBEDDING_DIM, VIDEO_TENSOR_SHAPE
+from avsurv.constants import AUDIO_TENSOR_SHAPE, CLIP_FRAMES_SHAPE, EMBEDDING_DIM, VIDEO_TENSOR_SHAPE
 from avsurv.models import (
     PROFILES,
     X3D,
@@ -18,6 +19,8 @@ from avsurv.models import (
     count_parameters,
     load_kinetics_x3d,
 )
+from avsurv.models.inputs import ForegroundInput
+from avsurv.models.profiles import DEFAULT_PROFILE
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "pytorchvideo_x3d_m_state_dict.json").read_text())
 EPG_REF = REFERENCE["x3d_m_epg_5x224_512"]
@@ -215,14 +218,53 @@ def test_audio_rejects_wrong_layout() -> None:
 # --- Profiles and the dict interface --------------------------------------------------------------
 
 
-def test_profiles_are_paper_and_tiny() -> None:
-    assert set(PROFILES) == {"paper", "tiny"}
+def test_profiles_are_paper_tiny_and_fg() -> None:
+    assert set(PROFILES) == {"paper", "tiny", "fg"}
     assert all(profile.name == name for name, profile in PROFILES.items())
+    assert DEFAULT_PROFILE == "fg"
 
 
 def test_unknown_profile_lists_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="paper, tiny"):
+    with pytest.raises(ValueError, match="paper, tiny, fg"):
         build_model("x3d-xl")
+
+
+def test_fg_profile_shapes_and_parameter_count() -> None:
+    model = build_model("fg").eval()
+    visual = model.visual_input
+    assert isinstance(visual, ForegroundInput) and (visual.height, visual.width) == (56, 100)
+    assert count_parameters(model.encoders["visual"]) == 852_000
+    assert count_parameters(model.encoders["audio"]) == 157_008
+    frames = torch.randint(0, 256, (3, *CLIP_FRAMES_SHAPE), dtype=torch.uint8).numpy()
+    stored = visual.store(frames)
+    assert stored.shape == (3, 5, 56, 100, 3) and stored.dtype == np.uint8
+    background = stored[:, 0]
+    tensor = visual.tensor(stored, np.array([0, 1, 0]), background)
+    assert tensor.shape == (3, 3, 5, 56, 100) and -1.0 <= float(tensor.min()) <= float(tensor.max()) <= 1.0
+    with torch.no_grad():
+        z = model({"visual": tensor, "audio": log_mel(3)})
+    assert {key: tuple(value.shape) for key, value in z.items()} == {"visual": (3, 512), "audio": (3, 512)}
+    with pytest.raises(ValueError, match=r"\[B, 3, T, 56, 100\]"):
+        model({"visual": video(1)})
+
+
+def test_fg_input_is_the_frame_minus_its_background_and_view_1_its_mirror() -> None:
+    visual = ForegroundInput(height=4, width=6)
+    frames = np.random.default_rng(0).integers(0, 256, (2, 5, 4, 6, 3)).astype(np.uint8)
+    background = np.random.default_rng(1).integers(0, 256, (2, 4, 6, 3)).astype(np.uint8)
+    tensor = visual.tensor(frames, np.array([0, 1]), background).numpy()
+    expected = (frames.astype(np.float32) - background[:, None]) / 255.0  # [B, T, H, W, 3]
+    np.testing.assert_allclose(tensor[0], expected[0].transpose(3, 0, 1, 2), atol=1e-6)
+    np.testing.assert_allclose(tensor[1], expected[1].transpose(3, 0, 1, 2)[..., ::-1], atol=1e-6)
+    with pytest.raises(ValueError, match="background"):
+        visual.tensor(frames, np.array([0, 1]))
+
+
+def test_fg_store_averages_areas() -> None:
+    frames = np.zeros((1, 5, 224, 398, 3), np.uint8)
+    frames[..., :199, :] = 200  # left half bright
+    small = ForegroundInput(height=56, width=100).store(frames)[0, 0]
+    assert small[:, :49].min() == 200 and small[:, 51:].max() == 0
 
 
 def test_tiny_profile_is_small() -> None:

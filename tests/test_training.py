@@ -15,9 +15,13 @@ from avsurv.learning.evaluate import cross_modal_recall
 from avsurv.learning.modeldir import CAMERA_STATS, ModelError, load_model, save_checkpoint, sha256_of
 from avsurv.learning.train import EpochStats, TrainConfig, Trainer, _Objective, train
 from avsurv.media.segment import crops
+from avsurv.models.profiles import DEFAULT_PROFILE, PROFILES
 from avsurv.synth import SceneConfig, generate_scene
 from avsurv.tasks.embeddings import EmbeddingSet
 from avsurv.tasks.normalization import SiteNormalization
+
+DEFAULT_INPUT = PROFILES[DEFAULT_PROFILE].input
+"""What the default profile's trainer expects its clip tables to hold."""
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +34,7 @@ def scene(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def table(scene) -> ClipTable:
-    return load_clips([scene / "cam0.mp4"], progress=False)
+    return load_clips([scene / "cam0.mp4"], progress=False, visual=DEFAULT_INPUT)
 
 
 def quiet(_: str) -> None:
@@ -53,7 +57,8 @@ def test_layerwise_schedule_trains_audio_first_then_alternates():
     assert TrainConfig(schedule="joint").trained_modalities(0) == ("visual", "audio")
 
 
-def test_video_batch_crops_match_the_clip_tensor(table):
+def test_video_batch_crops_match_the_clip_tensor(scene):
+    table = load_clips([scene / "cam0.mp4"], progress=False, visual=CROPS)
     chosen = np.array([0, 1, 1])
     batch = video_batch(table, np.arange(3), chosen, CROPS)
     for row, crop in enumerate(chosen):
@@ -116,7 +121,7 @@ def test_resume_needs_a_checkpoint_and_the_same_settings(scene, tmp_path):
 def test_interrupted_run_resumes_to_the_same_model(scene, tmp_path):
     config = TrainConfig(epochs=2, batch_size=8, seed=5)
     straight = train([scene / "cam0.mp4"], tmp_path / "a", config, progress=False, log=quiet)
-    table = load_clips([scene / "cam0.mp4"], progress=False)
+    table = load_clips([scene / "cam0.mp4"], progress=False, visual=DEFAULT_INPUT)
     interrupted = Trainer(table, tmp_path / "b", config, progress=False, log=quiet)
     history = [interrupted.run_epoch(0)]
     save_checkpoint(tmp_path / "b", interrupted._modules(), interrupted.optimizers,
@@ -129,7 +134,7 @@ def test_model_directory_is_verified_on_load(scene, tmp_path):
     result = train([scene / "cam0.mp4"], tmp_path / "m", TrainConfig(epochs=1, batch_size=8), progress=False,
                    log=quiet)
     _, config = load_model(tmp_path / "m")
-    assert config["profile"] == "tiny" and config["method"] == "epg" and config["sha256"] == result.sha256
+    assert config["profile"] == DEFAULT_PROFILE and config["method"] == "epg" and config["sha256"] == result.sha256
     assert len(config["audio_normalization"]["mel_mean"]) == 128
     assert config["training_data"]["clips"] == 24 and len(config["history"]) == 1
     calibration = json.loads((tmp_path / "m" / "calibration.json").read_text())
@@ -171,7 +176,8 @@ def test_supervised_ceiling_trains_on_the_labels(scene, tmp_path, capsys):
     assert main(["train", str(scene / "cam0.mp4"), "--out", str(tmp_path / "x"), "--method", "supervised"]) == 2
     assert "--labels is needed" in capsys.readouterr().err
     with pytest.raises(ValueError, match="only by it"):
-        Trainer(load_clips([scene / "cam0.mp4"], progress=False), tmp_path / "y", TrainConfig(method="tpg"),
+        Trainer(load_clips([scene / "cam0.mp4"], progress=False, visual=DEFAULT_INPUT), tmp_path / "y",
+                TrainConfig(method="tpg"),
                 labels=np.asarray(["car"] * 24))
 
 
@@ -217,10 +223,11 @@ def test_embed_command_writes_the_documented_arrays(scene, tmp_path, capsys):
     assert embeddings.z_v.shape == embeddings.z_a.shape == (24, 512) and embeddings.z_v.dtype == np.float32
     assert set(embeddings.camera_id) == {"cam1"} and embeddings.model_sha256 == load_model(tmp_path / "m")[1]["sha256"]
     model, _ = load_model(tmp_path / "m")
-    clip = load_clips([scene / "cam1.mp4"], progress=False)
+    clip = load_clips([scene / "cam1.mp4"], progress=False, visual=model.visual_input)
+    views = torch.cat([video_batch(clip, np.array([0]), np.array([view]), model.visual_input) for view in (0, 1)])
     with torch.no_grad():
-        both = model.encoders["visual"](crops(clip.frames[0]))["visual"]
-    np.testing.assert_allclose(embeddings.z_v[0], both.mean(0).numpy(), atol=1e-5)  # mean over the two crops
+        both = model.encoders["visual"].eval()(views)["visual"]
+    np.testing.assert_allclose(embeddings.z_v[0], both.mean(0).numpy(), atol=1e-5)  # mean over the two views
 
 
 def test_cross_modal_recall_matches_a_loop():

@@ -1,0 +1,434 @@
+"""Site-scale benchmark (issue 12): does what the platform learns on one camera serve an operator?
+
+    python bench/site.py [--quick] [--out results/site] [--seeds 0 1 2] [--methods ...] [--budget-s 600]
+
+One generated intersection (``--duration`` 3600 s, 3 cameras: cam0 reference, cam1 similar, cam2
+challenging) is rendered and cut into clips once. Every method learns on cam0 except its last
+``--held-s`` (900 s) for at most ``--budget-s`` seconds of wall time (whole epochs: the epoch that would
+pass the budget is not started, judged by the last epoch's length), and is evaluated on the held-back
+last 900 s of every camera:
+- event localization, EPG Table 1 protocol: a linear probe fitted on cam0's training part, accuracy and
+  macro-F1 of visual features on ``visual_label``, audio on ``audio_label``, audio-visual on ``label``;
+  under the paper's normalization (cam0's scaler for every camera) and per camera (each camera's
+  embeddings standardized with their own mean and std, no labels) side by side;
+- anomaly detection per camera: ROC-AUC and average precision of the paper's d(z_v, z_a) (Eq. 5),
+  of the novelty detector (``avsurv.tasks.anomalies.site_novelty``) and of the trivial embedding-size
+  activity score (PAPER_NOTES: random encoders' embeddings grow with activity);
+- event search on each camera's held-back part: P@1, P@5, mAP (relevant: same ``label``), audio-visual;
+- cross-modal retrieval on cam0's held-back clips: R@1, R@5 among 100.
+Baselines in the same run: the most frequent class of cam0's training part, the randomly initialised
+encoders (``random``), the same encoders trained with ``visual_label`` (``supervised``, the ceiling),
+and hand-made foreground features (``hand``: grid of background distances and the colour of what
+changed; visual only). Each run's figures are kept in ``OUT/runs/``; a rerun skips finished runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from avsurv.learning.data import ClipTable, load_clips, mel_statistics
+from avsurv.learning.evaluate import cross_modal_recall
+from avsurv.learning.train import METHODS, SUPERVISED, TrainConfig, Trainer
+from avsurv.models import AudioVisualModel, build_model
+from avsurv.models.profiles import DEFAULT_PROFILE, PROFILES
+from avsurv.tasks.anomalies import clip_scores, site_novelty
+from avsurv.tasks.embed import embed_table
+from avsurv.tasks.embeddings import EmbeddingSet
+from avsurv.tasks.metrics import average_precision, precision_at_k, roc_auc
+from avsurv.tasks.normalization import CameraStats
+from avsurv.tasks.probe import train_probe
+from avsurv.tasks.search import search_by_clip
+
+CAMERAS = ("cam0", "cam1", "cam2")
+VIEWPOINTS = {"cam0": "reference", "cam1": "similar", "cam2": "challenging"}
+FIELDS = {"visual": "visual_label", "audio": "audio_label", "av": "label"}
+BASELINES = ("random", SUPERVISED, "hand")
+DETECTORS = ("av", "novelty", "size")
+NORMALIZATIONS = ("paper", "per-camera")
+BACKGROUND = "background"
+SEARCH_WINDOW_S = 60.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    duration_s: int = 3600
+    held_s: int = 900
+    scene_seed: int = 31
+    anomalies_per_10min: float = 6.0
+    profile: str = DEFAULT_PROFILE
+    budget_s: float = 600.0
+    max_epochs: int = 30
+    seeds: tuple[int, ...] = (0, 1, 2)
+    methods: tuple[str, ...] = ("epg", "tpg", *BASELINES, "avbt", "infonce")
+    seeded: tuple[str, ...] = ("epg", "tpg")
+    """Methods run on every seed; the others on the first only."""
+    queries_per_class: int = 10
+
+
+QUICK = Settings(duration_s=150, held_s=50, anomalies_per_10min=30.0, budget_s=20.0, max_epochs=2, seeds=(0,),
+                 methods=("tpg", "random", "hand"), queries_per_class=3)
+
+
+# -- scene ---------------------------------------------------------------------------------------
+def make_scene(settings: Settings, root: Path, log: Any) -> Path:
+    """Renders and segments the scene once; returns its directory (``clips/camN`` inside)."""
+    scene = root / "scene"
+    if not (scene / "ground_truth.json").is_file():
+        log(f"rendering a {settings.duration_s} s, 3-camera scene into {scene} (one camera at a time: memory)")
+        _avsurv("synth", "--out", scene, "--duration", settings.duration_s, "--cameras", len(CAMERAS), "--jobs", 1,
+                "--seed", settings.scene_seed, "--anomalies-per-10min", settings.anomalies_per_10min, "--no-progress")
+    for camera in CAMERAS:
+        if not (scene / "clips" / camera / "clips.jsonl").is_file():
+            log(f"segmenting {camera}")
+            _avsurv("segment", scene / f"{camera}.mp4", "--out", scene / "clips" / camera, "--no-progress")
+    return scene
+
+
+def _avsurv(*args: Any) -> None:
+    subprocess.run([sys.executable, "-m", "avsurv.cli", *map(str, args)], check=True, stdout=subprocess.DEVNULL)
+
+
+@dataclass
+class Camera:
+    table: ClipTable
+    labels: dict[str, np.ndarray]  # field -> str [N]
+    anomaly: np.ndarray  # bool [N]
+    held: np.ndarray  # bool [N]: the held-back last part
+
+
+def load_cameras(scene: Path, settings: Settings) -> dict[str, Camera]:
+    truth = json.loads((scene / "ground_truth.json").read_text())
+    cameras = {}
+    for camera in CAMERAS:
+        table = load_clips([scene / "clips" / camera], progress=False, visual=PROFILES[settings.profile].input)
+        seconds = {entry["t"]: entry for entry in truth["seconds"][camera]}
+        rows = [seconds[int(t)] for t in np.floor(table.starts + 1e-6)]
+        labels = {field: np.array([row[field] for row in rows]) for field in set(FIELDS.values())}
+        cameras[camera] = Camera(table, labels, np.array([row["anomaly"] for row in rows]),
+                                 table.starts >= table.starts.max() + 1 - settings.held_s)
+    return cameras
+
+
+# -- features ------------------------------------------------------------------------------------
+def train_model(method: str, seed: int, train: Camera, settings: Settings, log: Any) -> tuple[AudioVisualModel, dict]:
+    """Trains on cam0's training part within the wall-time budget; ``random`` is the untrained model."""
+    table = train.table.subset(~train.held)
+    if method == "random":
+        torch.manual_seed(seed)
+        model = build_model(settings.profile)
+        model.encoders["audio"].set_normalization(*mel_statistics(table.log_mel))
+        return model.eval(), {"epochs": 0, "seconds": 0.0, "history": []}
+    labels = train.labels["visual_label"][~train.held] if method == SUPERVISED else None
+    config = TrainConfig(profile=settings.profile, method=method, epochs=settings.max_epochs, seed=seed)
+    trainer = Trainer(table, Path("unused"), config, progress=False, log=log, labels=labels)
+    started, epoch = time.perf_counter(), 0
+    while epoch < settings.max_epochs:
+        stats = trainer.run_epoch(epoch)
+        trainer.history.append(stats)
+        log(f"  {method} seed {seed}: {stats.line()}")
+        epoch += 1
+        if time.perf_counter() - started + stats.seconds > settings.budget_s:
+            break
+    return trainer.model.eval(), {"epochs": epoch, "seconds": time.perf_counter() - started,
+                                  "history": [asdict(h) for h in trainer.history]}
+
+
+def hand_features(table: ClipTable) -> np.ndarray:
+    """float32 [N, 64]: per clip, the mean absolute difference from the background over a 6x10 grid, the
+    share of changed pixels and their mean colour (PAPER_NOTES' hand-made baseline)."""
+    frames = table.frames.astype(np.float32) / 255.0  # [N, T, H, W, 3]
+    difference = np.abs(frames - table.background[:, None].astype(np.float32) / 255.0).mean(axis=-1)
+    n, _, height, width = difference.shape
+    cropped = difference[:, :, : height // 6 * 6, : width // 10 * 10]
+    grid = cropped.reshape(n, -1, 6, height // 6, 10, width // 10).mean(axis=(1, 3, 5)).reshape(n, -1)
+    changed = (difference > 0.1)[..., None]
+    share = changed.mean(axis=(1, 2, 3, 4))[:, None]
+    colour = (frames * changed).sum(axis=(1, 2, 3)) / np.maximum(changed.sum(axis=(1, 2, 3)), 1)
+    return np.concatenate([grid, share, colour], axis=1).astype(np.float32)
+
+
+# -- evaluation ------------------------------------------------------------------------------------
+def macro_f1(truth: np.ndarray, predicted: np.ndarray) -> float:
+    scores = []
+    for label in np.unique(truth):
+        tp = float(((predicted == label) & (truth == label)).sum())
+        precision = tp / max((predicted == label).sum(), 1)
+        recall = tp / max((truth == label).sum(), 1)
+        scores.append(0.0 if tp == 0 else 2 * precision * recall / (precision + recall))
+    return float(np.mean(scores))
+
+
+def _standardized(x: np.ndarray) -> np.ndarray:
+    stats = CameraStats.of(x, x)
+    return stats.standardize(x, x)[0]
+
+
+def localization(features: dict[str, dict[str, np.ndarray]], cameras: dict[str, Camera]) -> dict[str, Any]:
+    """kind -> normalization -> camera -> accuracy and macro-F1; ``features``: kind -> camera -> [N, F]."""
+    result: dict[str, Any] = {}
+    for kind, per_camera in features.items():
+        field = FIELDS[kind]
+        result[kind] = {}
+        for normalization in NORMALIZATIONS:
+            prepared = {c: _standardized(x) if normalization == "per-camera" else x for c, x in per_camera.items()}
+            train = cameras["cam0"]
+            probe = train_probe(prepared["cam0"][~train.held], train.labels[field][~train.held])
+            scores = {}
+            for camera, data in cameras.items():
+                truth = data.labels[field][data.held]
+                predicted = probe.predict(prepared[camera][data.held])
+                scores[camera] = {"accuracy": float((predicted == truth).mean()),
+                                  "macro_f1": macro_f1(truth, predicted)}
+            result[kind][normalization] = scores
+    return result
+
+
+def majority(cameras: dict[str, Camera]) -> dict[str, Any]:
+    """field -> camera -> accuracy of always predicting cam0's most frequent training class."""
+    train, result = cameras["cam0"], {}
+    for kind, field in FIELDS.items():
+        values, counts = np.unique(train.labels[field][~train.held], return_counts=True)
+        top = values[counts.argmax()]
+        result[kind] = {c: {"accuracy": float((d.labels[field][d.held] == top).mean()),
+                            "macro_f1": macro_f1(d.labels[field][d.held], np.full(d.held.sum(), top))}
+                        for c, d in cameras.items()}
+    return result
+
+
+def anomalies(sets: dict[str, EmbeddingSet], cameras: dict[str, Camera]) -> dict[str, Any]:
+    """camera -> detector -> ROC-AUC and AP on the held-back clips with audio (history: the camera's
+    earlier clips)."""
+    result = {}
+    for camera, embeddings in sets.items():
+        data = cameras[camera]
+        scores = {"av": clip_scores(embeddings.z_v, embeddings.z_a),
+                  "novelty": site_novelty(embeddings.z_v, embeddings.z_a, embeddings.clip_start),
+                  "size": np.linalg.norm(embeddings.z_v, axis=1) + np.linalg.norm(embeddings.z_a, axis=1)}
+        keep = data.held & embeddings.has_audio
+        positive = data.anomaly[keep]
+        result[camera] = {name: {"roc_auc": roc_auc(score[keep], positive),
+                                 "ap": average_precision(positive[np.argsort(-score[keep], kind="stable")]),
+                                 "anomalous": int(positive.sum()), "clips": int(keep.sum())}
+                          for name, score in scores.items()}
+    return result
+
+
+def event_search(sets: dict[str, EmbeddingSet], cameras: dict[str, Camera], settings: Settings,
+                 seed: int) -> dict[str, Any]:
+    """camera -> P@1, P@5, mAP of audio-visual search within the camera's held-back part."""
+    result = {}
+    for camera, embeddings in sets.items():
+        data = cameras[camera]
+        rows = np.flatnonzero(data.held & embeddings.has_audio)
+        held = _rows(embeddings, rows)
+        labels = data.labels["label"][rows]
+        p1, p5, ap = [], [], []
+        for query in _queries(held.clip_start, labels, settings, seed):
+            ranked = search_by_clip(held, held, int(query), mode="av", top_k=len(labels),
+                                    exclusion_s=SEARCH_WINDOW_S, separation_s=SEARCH_WINDOW_S)
+            relevant = np.array([labels[r.row] == labels[query] for r in ranked], dtype=bool)
+            p1.append(precision_at_k(relevant, 1))
+            p5.append(precision_at_k(relevant, 5))
+            ap.append(average_precision(relevant) if relevant.any() else 0.0)
+        result[camera] = {"p_at_1": float(np.mean(p1)) if p1 else float("nan"),
+                          "p_at_5": float(np.mean(p5)) if p5 else float("nan"),
+                          "map": float(np.mean(ap)) if ap else float("nan"), "queries": len(p1)}
+    return result
+
+
+def _queries(starts: np.ndarray, labels: np.ndarray, settings: Settings, seed: int) -> list[int]:
+    """Up to ``queries_per_class`` clips of each event class that recurs outside the exclusion window."""
+    rng, rows = np.random.default_rng(seed), []
+    for label in sorted(set(labels.tolist()) - {BACKGROUND}):
+        same = np.flatnonzero(labels == label)
+        recurring = same[(np.abs(starts[same][:, None] - starts[same][None, :]) > SEARCH_WINDOW_S).any(axis=1)]
+        rows += rng.permutation(recurring)[: settings.queries_per_class].tolist()
+    return sorted(rows)
+
+
+def _rows(embeddings: EmbeddingSet, rows: np.ndarray) -> EmbeddingSet:
+    return EmbeddingSet(**{name: value[rows] if isinstance(value, np.ndarray) else value
+                           for name, value in vars(embeddings).items()})
+
+
+def evaluate(model: AudioVisualModel, cameras: dict[str, Camera], settings: Settings, seed: int,
+             method: str) -> dict[str, Any]:
+    config = {"sha256": method, "profile": settings.profile, "method": method}
+    sets = {camera: embed_table(model, config, data.table) for camera, data in cameras.items()}
+    features = {"visual": {c: s.z_v for c, s in sets.items()}, "audio": {c: s.z_a for c, s in sets.items()},
+                "av": {c: np.concatenate([s.z_v, s.z_a], axis=1) for c, s in sets.items()}}
+    held = sets["cam0"].z_v[cameras["cam0"].held], sets["cam0"].z_a[cameras["cam0"].held]
+    return {"localization": localization(features, cameras), "anomalies": anomalies(sets, cameras),
+            "search": event_search(sets, cameras, settings, seed),
+            "retrieval": cross_modal_recall(*held, candidates=min(100, len(held[0])), seed=seed)}
+
+
+def run_one(method: str, seed: int, cameras: dict[str, Camera], settings: Settings, log: Any) -> dict[str, Any]:
+    if method == "hand":
+        features = {c: hand_features(d.table) for c, d in cameras.items()}
+        return {"method": method, "seed": seed, "localization": localization({"visual": features}, cameras)}
+    model, training = train_model(method, seed, cameras["cam0"], settings, log)
+    return {"method": method, "seed": seed, "training": training, **evaluate(model, cameras, settings, seed, method)}
+
+
+def plan(settings: Settings) -> list[tuple[str, int]]:
+    return [(m, s) for m in settings.methods for s in (settings.seeds if m in settings.seeded else settings.seeds[:1])]
+
+
+def run(settings: Settings, out: Path, log: Any = print) -> dict[str, Any]:
+    started = time.perf_counter()
+    scene = make_scene(settings, out, log)
+    torch.set_num_threads(2)
+    cameras = load_cameras(scene, settings)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    runs = []
+    for method, seed in plan(settings):
+        path = out / "runs" / f"{method}-seed{seed}.json"
+        if path.is_file():
+            runs.append(json.loads(path.read_text()))
+            log(f"{method} seed {seed}: kept from an earlier run")
+            continue
+        t0 = time.perf_counter()
+        result = run_one(method, seed, cameras, settings, log)
+        result["wall_s"] = time.perf_counter() - t0
+        path.write_text(json.dumps(result, indent=1) + "\n")
+        runs.append(result)
+        log(f"{method} seed {seed}: done in {result['wall_s']:.0f} s")
+    return {"settings": asdict(settings), "majority": majority(cameras), "runs": runs,
+            "minutes": (time.perf_counter() - started) / 60, "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "revision": _revision(), "machine": f"{platform.machine()}, torch {torch.__version__}"}
+
+
+def _revision() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+# -- report ------------------------------------------------------------------------------------------
+def _cell(values: list[float], scale: float = 100.0) -> str:
+    values = [v * scale for v in values if v is not None and np.isfinite(v)]
+    if not values:
+        return "n/a"
+    return f"{np.mean(values):.1f}" + (f" ± {np.std(values):.1f}" if len(values) > 1 else "")
+
+
+def _of(runs: list[dict], method: str, *path: str) -> list[float]:
+    found = []
+    for run in runs:
+        if run["method"] != method:
+            continue
+        value: Any = run
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None:
+            found.append(float(value))
+    return found
+
+
+def markdown(results: dict[str, Any], command: str) -> str:
+    s, runs = results["settings"], results["runs"]
+    methods = list(dict.fromkeys(run["method"] for run in runs))
+    lines = [f"Generated by `{command}` on {results['date']} in {results['minutes']:.1f} minutes at revision "
+             f"{results['revision'][:12]} ({results['machine']}).", "",
+             f"Scene: 3 cameras x {s['duration_s']} s (seed {s['scene_seed']}, {s['anomalies_per_10min']:g} anomalies "
+             f"per 10 min); `{s['profile']}` profile trained on cam0's first {s['duration_s'] - s['held_s']} s for at "
+             f"most {s['budget_s']:.0f} s of wall time each; every figure on the last {s['held_s']} s of each camera. "
+             "Mean ± std over the seeds each method ran (see the runs column).", "",
+             "### Event localization (linear probe fitted on cam0; accuracy / macro-F1, %)", "",
+             "| features (labels) | method | runs | normalization | " + " | ".join(
+                 f"{c} {VIEWPOINTS[c]}" for c in CAMERAS) + " |",
+             "|---|---|---|---|" + "---|" * len(CAMERAS)]
+    for kind, field in FIELDS.items():
+        rows = [("most frequent class", results["majority"][kind], 1)]
+        for method in methods:
+            for normalization in NORMALIZATIONS:
+                cells = [f"{_cell(_of(runs, method, 'localization', kind, normalization, c, 'accuracy'))} / "
+                         f"{_cell(_of(runs, method, 'localization', kind, normalization, c, 'macro_f1'))}"
+                         for c in CAMERAS]
+                if any(cell != "n/a / n/a" for cell in cells):
+                    count = sum(run["method"] == method for run in runs)
+                    lines.append(f"| {kind} ({field}) | {method} | {count} | {normalization} | "
+                                 + " | ".join(cells) + " |")
+        for name, scores, _ in rows:
+            lines.append(f"| {kind} ({field}) | {name} | | | " + " | ".join(
+                f"{100 * scores[c]['accuracy']:.1f} / {100 * scores[c]['macro_f1']:.1f}" for c in CAMERAS) + " |")
+    lines += ["", "### Anomaly detection (held-back clips with audio; ROC-AUC / average precision, %)", "",
+              "`av`: the paper's d(z_v, z_a) (Eq. 5); `novelty`: `site_novelty`, the platform's default; `size`: "
+              "the trivial activity score |z_v| + |z_a|.", "",
+              "| method | detector | " + " | ".join(CAMERAS) + " |", "|---|---|" + "---|" * len(CAMERAS)]
+    for method in methods:
+        for detector in DETECTORS:
+            cells = [f"{_cell(_of(runs, method, 'anomalies', c, detector, 'roc_auc'))} / "
+                     f"{_cell(_of(runs, method, 'anomalies', c, detector, 'ap'))}" for c in CAMERAS]
+            if cells[0] != "n/a / n/a":
+                lines.append(f"| {method} | {detector} | " + " | ".join(cells) + " |")
+    lines += ["", "### Event search and cross-modal retrieval (%)", "",
+              "Audio-visual search within each camera's held-back part (P@1 / P@5 / mAP; relevant: same `label`); "
+              "cross-modal R@1 / R@5 on cam0's held-back clips among 100; training epochs and seconds.", "",
+              "| method | " + " | ".join(f"search {c}" for c in CAMERAS) + " | R@1 / R@5 | epochs | training s |",
+              "|---|" + "---|" * (len(CAMERAS) + 3)]
+    for method in methods:
+        if method == "hand":
+            continue
+        cells = [" / ".join(_cell(_of(runs, method, "search", c, k)) for k in ("p_at_1", "p_at_5", "map"))
+                 for c in CAMERAS]
+        recall = " / ".join(_cell(_of(runs, method, "retrieval", k)) for k in ("recall_at_1", "recall_at_5"))
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {recall} | "
+                     f"{_cell(_of(runs, method, 'training', 'epochs'), 1)} | "
+                     f"{_cell(_of(runs, method, 'training', 'seconds'), 1)} |")
+    return "\n".join(lines) + "\n"
+
+
+BEGIN, END = "<!-- site:begin -->", "<!-- site:end -->"
+
+
+def write_report(text: str, path: Path) -> None:
+    """Replaces the site-scale section of RESULTS.md (between the markers), or appends it."""
+    current = path.read_text() if path.is_file() else "# Results\n"
+    section = f"{BEGIN}\n## Site scale (issue 12)\n\n{text}{END}\n"
+    if BEGIN in current and END in current:
+        head, rest = current.split(BEGIN, 1)
+        current = head + section + rest.split(END, 1)[1].lstrip("\n")
+    else:
+        current = current.rstrip("\n") + "\n\n" + section
+    path.write_text(current)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a 150 s scene and short runs (what CI runs)")
+    parser.add_argument("--out", type=Path, default=Path("results/site"), help="scene, runs and results.json")
+    parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default 0 1 2)")
+    parser.add_argument("--methods", nargs="+", choices=(*METHODS, *BASELINES), help="methods to run")
+    parser.add_argument("--budget-s", type=float, help="wall-time budget of each training run (default 600)")
+    parser.add_argument("--report", type=Path, default=Path("docs/RESULTS.md"),
+                        help="where the tables go (full runs only; default docs/RESULTS.md)")
+    args = parser.parse_args()
+    settings = QUICK if args.quick else Settings()
+    overrides = {"seeds": tuple(args.seeds) if args.seeds else None,
+                 "methods": tuple(args.methods) if args.methods else None, "budget_s": args.budget_s}
+    settings = Settings(**{**asdict(settings), **{k: v for k, v in overrides.items() if v is not None}})
+    results = run(settings, args.out, log=lambda line: print(line, flush=True))
+    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    text = markdown(results, "python bench/site.py" + (" --quick" if args.quick else ""))
+    print(text)
+    if not args.quick:
+        write_report(text, args.report)
+
+
+if __name__ == "__main__":
+    main()
