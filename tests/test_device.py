@@ -85,10 +85,10 @@ def test_cpu_training_is_the_same_whatever_the_device_and_bf16_settings(table, t
     default = TrainConfig(epochs=1, batch_size=8)
     runs = [Trainer(table, tmp_path / name, config, progress=False, log=quiet).run()
             for name, config in (("default", default), ("cpu", replace(default, device="cpu")),
-                                 ("float32", replace(default, device="cpu", bf16=False)))]
+                                 ("bf16", replace(default, device="cpu", bf16=True)))]
     assert runs[0].sha256 == runs[1].sha256 == runs[2].sha256
     calibrations = {(tmp_path / name / "calibration.json").read_text().replace(run.sha256, "")
-                    for name, run in zip(("default", "cpu", "float32"), runs, strict=True)}
+                    for name, run in zip(("default", "cpu", "bf16"), runs, strict=True)}
     assert len(calibrations) == 1  # the embeddings after training too
 
 
@@ -109,7 +109,7 @@ def test_resume_may_change_the_device(table, tmp_path):
 def test_train_and_embed_commands_take_a_device(clip_dir, tmp_path, capsys, no_cuda):
     model_dir = tmp_path / "m"
     assert main(["train", str(clip_dir), "--out", str(model_dir), "--epochs", "1", "--batch-size", "8",
-                 "--device", "cpu", "--no-bf16", "--no-progress"]) == 0
+                 "--device", "cpu", "--no-progress"]) == 0
     _, config = load_model(model_dir)
     assert config["hyperparameters"]["device"] == "cpu" and config["hyperparameters"]["bf16"] is False
     out = tmp_path / "cam0.npz"

@@ -19,7 +19,7 @@ def _device(model: AudioVisualModel) -> torch.device:
 
 @torch.no_grad()
 def encode_visual_views(model: AudioVisualModel, table: ClipTable, batch_size: int = 32,
-                        bf16: bool = True) -> torch.Tensor:
+                        bf16: bool = False) -> torch.Tensor:
     """float32 [N, 2, D]: the embedding of each view of each clip of ``table``; ``bf16``: autocast on CUDA."""
     encoder, visual, device = model.encoders["visual"], model.visual_input, _device(model)
     views = []
@@ -36,7 +36,7 @@ def encode_visual_views(model: AudioVisualModel, table: ClipTable, batch_size: i
 
 @torch.no_grad()
 def encode_audio(model: AudioVisualModel, log_mel: np.ndarray, batch_size: int = 128,
-                 bf16: bool = True) -> torch.Tensor:
+                 bf16: bool = False) -> torch.Tensor:
     """float32 [N, 1, 128, 64] -> float32 [N, D]; ``bf16``: autocast on CUDA."""
     encoder, device = model.encoders["audio"], _device(model)
     parts = []
@@ -47,7 +47,7 @@ def encode_audio(model: AudioVisualModel, log_mel: np.ndarray, batch_size: int =
 
 
 def encode_table(model: AudioVisualModel, table: ClipTable, batch_size: int = 32,
-                 bf16: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                 bf16: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Per-clip ``z_v`` (mean of the two views, PAPER_NOTES Decision) and ``z_a``, float32 [N, D] each;
     ``table`` must hold frames as the model's profile stores them (:func:`avsurv.learning.data.load_clips`)."""
     was_training = model.training

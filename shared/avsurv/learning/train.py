@@ -100,8 +100,10 @@ class TrainConfig:
     """Clips used to recompute BatchNorm statistics after each epoch (0: keep the momentum estimates)."""
     device: str = "auto"
     """auto (CUDA when present), cpu or cuda; where the run happens, not what it learns (resume may change it)."""
-    bf16: bool = True
-    """bf16 autocast of the encoders' forward passes on CUDA (never on CPU); losses stay float32."""
+    bf16: bool = False
+    """bf16 autocast of the encoders' forward passes on CUDA (never on CPU); losses stay float32. Off by
+    default: on an H200 it made the ``fg`` profile slower (training 420 vs 543 clips/s, embedding 1,806 vs
+    2,079; ``python bench/device_speed.py``, docs/RESULTS.md)."""
 
     def __post_init__(self) -> None:
         checks = [
