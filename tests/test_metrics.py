@@ -9,7 +9,16 @@ import pytest
 
 from avsurv.learning.distance import distance
 from avsurv.tasks.anomalies import novelty_scores
-from avsurv.tasks.metrics import average_precision, precision_at_k, precision_recall, roc_auc, roc_curve
+from avsurv.tasks.metrics import (
+    anomalous_episodes,
+    average_precision,
+    event_precision_recall,
+    label_precision_at_k,
+    precision_at_k,
+    precision_recall,
+    roc_auc,
+    roc_curve,
+)
 
 
 def roc_auc_loop(scores: list[float], positive: list[bool]) -> float:
@@ -73,6 +82,37 @@ def test_average_precision_and_precision_at_k_match_loops(relevant: list[int]) -
     assert math.isnan(average_precision(np.zeros(3, dtype=bool)))
     with pytest.raises(ValueError, match="k must be"):
         precision_at_k(flags, 0)
+
+
+def test_anomalous_episodes_are_maximal_runs() -> None:
+    assert anomalous_episodes(np.array([1, 1, 0, 1, 0, 0, 1], dtype=bool)).tolist() == [[0, 2], [3, 4], [6, 7]]
+    assert anomalous_episodes(np.ones(3, dtype=bool)).tolist() == [[0, 3]]
+    assert anomalous_episodes(np.zeros(3, dtype=bool)).shape == (0, 2)
+
+
+def test_event_precision_counts_events_and_recall_counts_episodes() -> None:
+    anomalous = {"cam0": np.array([0, 1, 1, 1, 0, 0, 0, 0, 1, 1], dtype=bool),  # episodes [1, 4), [8, 10)
+                 "cam1": np.array([1, 0, 0, 0, 0, 1, 0, 0, 0, 0], dtype=bool)}  # episodes [0, 1), [5, 6)
+    events = [("cam0", 1, 2), ("cam0", 2, 3), ("cam0", 3.5, 4.5),  # one episode, found three times
+              ("cam0", 5, 7),  # between episodes
+              ("cam1", 4, 5),  # ends where the episode [5, 6) starts: no overlap
+              ("cam1", 0.5, 1.5),
+              ("cam2", 0, 3)]  # a camera without anomalies
+    scores = event_precision_recall(events, anomalous)
+    assert (scores.events, scores.true_events, scores.episodes, scores.found_episodes) == (7, 4, 4, 2)
+    assert (scores.precision, scores.recall) == (pytest.approx(4 / 7), 0.5)
+    nothing = event_precision_recall([], anomalous)
+    assert math.isnan(nothing.precision) and nothing.recall == 0.0
+    assert math.isnan(event_precision_recall(events, {"cam0": np.zeros(10, dtype=bool)}).recall)
+
+
+def test_label_precision_at_k_is_the_mean_over_queries() -> None:
+    found = [["car", "car", "bus", "car", "background", "car"], ["bus"]]  # a short list: missing results miss
+    assert label_precision_at_k(["car", "bus"], found, k=5) == pytest.approx((3 / 5 + 1 / 5) / 2)
+    assert label_precision_at_k(["car"], [[]], k=5) == 0.0
+    assert math.isnan(label_precision_at_k([], [], k=5))
+    with pytest.raises(ValueError, match="one result list per query"):
+        label_precision_at_k(["car"], [], k=5)
 
 
 def novelty_loop(z: np.ndarray, times: np.ndarray, k: int, exclusion_s: float, w: float) -> list[float]:

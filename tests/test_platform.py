@@ -5,6 +5,7 @@ embedded real Redis."""
 from __future__ import annotations
 
 import itertools
+import json
 import time
 import urllib.request
 from pathlib import Path
@@ -27,11 +28,12 @@ from avsurv.learning.modeldir import load_model
 from avsurv.media import Segmenter
 from avsurv.media.decode import MediaReader
 from avsurv.media.segment import ClipFeed
+from avsurv.models.profiles import DEFAULT_PROFILE
 from avsurv.platform.archive import ClipArchive
 from avsurv.platform.config import ConfigError, load_settings
 from avsurv.platform.ingest import ChunkBuilder
 from avsurv.platform.messages import ANOMALIES, CHUNKS, CLIPS, DEAD_LETTERS, EMBEDDINGS
-from avsurv.platform.models import publish_model
+from avsurv.platform.models import load_version, publish_model
 from avsurv.platform.runtime import SERVICES, Runtime
 from avsurv.platform.segmentation import chunk_events
 from avsurv.platform.trainer import significantly_worse
@@ -238,8 +240,35 @@ def test_the_trainer_learns_on_site_and_its_model_is_swapped_in(tmp_path: Path, 
         total = len(ports.archive)
         wait_for(lambda: runtime.workers["embedding"].clips_embedded >= total, 60, "the waiting clips to be embedded")
         assert ports.registry.calibration(models[0].model_version, "cam0") is not None
+        version = models[0].model_version
+        trained = load_version(version, ports.registry, ports.artifacts, tmp_path / "cache")
+        assert trained.config["profile"] == DEFAULT_PROFILE
+        # The fg input: the backfill and the live loop's later replay of the clips that waited for this model
+        # each compare a clip with its camera's background before it, as offline; neither sees the other's.
+        ids = ports.archive.clip_ids()
+        z_v, _ = trained.embed(list(ports.archive.clips(ids)))
+        stored = {hit.payload["clip_id"]: hit.z_v for hit in
+                  ports.vectors.retrieve(collection_name("default", version), [point_id(i, version) for i in ids])}
+        np.testing.assert_allclose(np.stack([stored[clip_id] for clip_id in ids]), z_v, atol=1e-5)
+        with grpc.insecure_channel(f"127.0.0.1:{runtime.port}") as channel:
+            search = api_pb2_grpc.EventSearchStub(channel)
+            uploads = [(scene / f"{camera}.mp4").read_bytes() for camera in ("cam0", "cam1", "cam0")]
+            seconds = json.loads((scene / "ground_truth.json").read_text())["seconds"]["cam0"]
+            busy = next(second["t"] for second in seconds if second["visible"])  # own median != middle frame
+            replies = [search.Search(api_pb2.SearchRequest(media=api_pb2.MediaQuery(data=data, offset=busy + 0.5),
+                                                           top_k=3)) for data in uploads]
+        # An upload is no camera: the same upload finds the same clips whatever was uploaded before.
+        assert [(r.clip_id, r.distance) for r in replies[0].results] == \
+            [(r.clip_id, r.distance) for r in replies[2].results] != []
     finally:
         runtime.stop()
+
+
+def test_the_trainer_profile_defaults_to_the_models_default() -> None:
+    assert load_settings(environ={}).train_profile == DEFAULT_PROFILE
+    assert load_settings(environ={"AVSURV_TRAIN_PROFILE": "tiny"}).train_profile == "tiny"
+    with pytest.raises(ConfigError, match="train_profile"):
+        load_settings(environ={"AVSURV_TRAIN_PROFILE": "huge"})
 
 
 def test_trainer_rejects_only_a_significantly_worse_model() -> None:
@@ -254,9 +283,12 @@ def test_demo_runs_the_platform_end_to_end(tmp_path: Path, capsys: pytest.Captur
                  "--second-epochs", "1", "--no-progress", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     for step in ("1. scene", "2. platform: 60 clips", "3. training round", "4. training round",
-                 "5. anomaly events", "6. search"):
+                 "5. anomaly events", "6. search", "7. quality", "events: precision", "search: precision@5"):
         assert step in out, out
     assert "published" in out.split("4. training round")[0]
+    quality = json.loads((tmp_path / "demo_quality.json").read_text())
+    assert quality["events"]["episodes"] >= 1 and quality["search"]["queries"]
+    assert all(len(query["results"]) <= 5 for query in quality["search"]["queries"])
 
 
 def test_bad_messages_go_to_the_dead_letter_topic_and_cameras_change_at_run_time(tmp_path: Path,

@@ -21,6 +21,7 @@ from avsurv.adapters.artifacts import Artifacts
 from avsurv.adapters.vectors import Hit, QdrantVectors, alias_name, point_id
 from avsurv.constants import SEARCH_EXCLUSION_S, SEARCH_SEPARATION_S
 from avsurv.media import MediaError, Segmenter
+from avsurv.media.background import Backgrounds
 from avsurv.platform.ingest import without_credentials
 from avsurv.platform.models import LoadedModel, load_version
 from avsurv.platform.registry import Registry
@@ -135,7 +136,7 @@ class SearchServicer(api_pb2_grpc.EventSearchServicer):
                      if c.start <= media.offset < c.start + 1.0]
         if not clips:
             raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"the uploaded media has no clip at {media.offset:g} s")
-        z_v, z_a = self._model(version).embed(clips)
+        z_v, z_a = self._model(version).embed(clips, Backgrounds())  # an upload shares no camera's history
         return z_v[0], z_a[0], "", math.nan  # not on any camera's timeline: nothing is excluded
 
 

@@ -1,13 +1,16 @@
 """``avsurv demo``: the whole platform on one machine, on a generated scene. Renders a multi-camera
 intersection, runs the six services in one process (the embedded default), trains a first model on the
-site's clips, trains a second one and hot-swaps it in, then prints the anomalies (against the scene's
-ground truth) and an example search through the gRPC API, and keeps serving until interrupted."""
+site's clips, trains a second one and hot-swaps it in, then prints the anomalies and example searches
+through the gRPC API, scores both against the scene's ground truth (event precision and recall, search
+precision@5; also written to ``demo_quality.json``), and keeps serving until interrupted."""
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
+import math
 import tempfile
 import time
 from collections import Counter
@@ -15,11 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 
 from avsurv.platform.config import load_settings
 from avsurv.platform.runtime import SERVICES, Runtime
 from avsurv.synth import SceneConfig, generate_scene
+from avsurv.synth.truth import BACKGROUND
+from avsurv.tasks.metrics import event_precision_recall, label_precision_at_k
 from avsurv.v1 import api_pb2, api_pb2_grpc
+
+SEARCH_QUERIES = 5
+"""Example searches: one per recurring class of the scene, the most frequent first."""
+SEARCH_K = 5
+"""Results per example search, scored as precision@SEARCH_K."""
 
 
 def _wait(condition: Any, timeout_s: float, what: str) -> None:
@@ -81,7 +92,7 @@ def run_demo(args: argparse.Namespace) -> int:
             models = control.ListModels(api_pb2.ListModelsRequest()).models
             print("   model versions: " + ", ".join(
                 f"{m.model_version}{' (active)' if m.active else ''}" for m in models))
-            _report(channel, runtime, truth)
+            _report(channel, runtime, truth, out)
         if not args.exit:
             print(f"serving on port {runtime.port} until interrupted (Ctrl-C); see the README for grpcurl examples")
             runtime.wait()
@@ -90,7 +101,7 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(channel: grpc.Channel, runtime: Runtime, truth: dict) -> None:
+def _report(channel: grpc.Channel, runtime: Runtime, truth: dict, out: Path) -> None:
     _wait(lambda: not runtime.workers["anomaly-detector"].runs, 120, "open anomaly events to close")
     start = truth["capture_start"]
     events = api_pb2_grpc.AnomaliesStub(channel).List(api_pb2.ListAnomaliesRequest(limit=1000)).events
@@ -104,28 +115,62 @@ def _report(channel: grpc.Channel, runtime: Runtime, truth: dict) -> None:
         flagged = " (an anomaly)" if any(second["anomaly"] for second in seconds) else ""
         print(f"   {camera} {event.start_time - start:5.0f}-{event.end_time - start:3.0f} s peak "
               f"{event.peak_score:.3f} > {event.threshold:.3f}; ground truth {dict(labels)}{flagged}")
-    truly = sum(second["anomaly"] for seconds in truth["seconds"].values() for second in seconds)
-    print(f"   (the scene has {truly} anomalous camera-seconds in its ground truth)")
-    query = _query_clip(runtime, truth)
-    if query is None:
-        return
-    camera, clip_id, label = query
-    response = api_pb2_grpc.EventSearchStub(channel).Search(api_pb2.SearchRequest(
-        clip_id=clip_id, top_k=5, exclusion_s=10, separation_s=5))
-    print(f"6. search (model {response.model_version}) for {clip_id}, ground truth '{label}':")
-    for rank, result in enumerate(response.results, start=1):
-        found = _truth_at(truth, result.camera_id, result.capture_time)
-        print(f"   {rank}. {result.clip_id} distance {result.distance:.3f}; ground truth '{found['label']}'")
+    # All listed events, whichever version scored them: the list an operator gets from the API.
+    scores = event_precision_recall(
+        [(e.header.camera_id, e.start_time - start, e.end_time - start) for e in events],
+        {camera: np.array([second["anomaly"] for second in seconds], dtype=bool)
+         for camera, seconds in truth["seconds"].items()})
+    search = api_pb2_grpc.EventSearchStub(channel)
+    queries, found, version = _queries(runtime, truth), [], ""
+    print(f"6. search: {len(queries)} example queries (one per recurring class of the scene), top {SEARCH_K}:")
+    for clip_id, label in queries:
+        response = search.Search(api_pb2.SearchRequest(clip_id=clip_id, top_k=SEARCH_K, exclusion_s=10,
+                                                       separation_s=5))
+        version = response.model_version
+        found.append([_truth_at(truth, r.camera_id, r.capture_time)["label"] for r in response.results])
+        print(f"   {clip_id} '{label}' -> {', '.join(found[-1]) or 'nothing'}")
+    precision_at_k = label_precision_at_k([label for _, label in queries], found, SEARCH_K)
+    print("7. quality against the scene's ground truth:")
+    print(f"   events: precision {scores.precision:.2f} ({scores.true_events} of {scores.events} events listed by "
+          f"the API overlap an anomalous second), recall {scores.recall:.2f} ({scores.found_episodes} of "
+          f"{scores.episodes} anomalous episodes)")
+    print(f"   search: precision@{SEARCH_K} {precision_at_k:.2f} over {len(queries)} queries (model {version}; "
+          f"a result counts when its second has the query's label)")
+    quality = {
+        "events": {"scope": "all events listed by the API", "precision": _number(scores.precision),
+                   "recall": _number(scores.recall), "events": scores.events, "true_events": scores.true_events,
+                   "episodes": scores.episodes, "found_episodes": scores.found_episodes},
+        "search": {"model_version": version, f"precision_at_{SEARCH_K}": _number(precision_at_k),
+                   "queries": [{"clip_id": clip_id, "label": label, "results": labels}
+                               for (clip_id, label), labels in zip(queries, found, strict=True)]},
+    }
+    (out / "demo_quality.json").write_text(json.dumps(quality, indent=2) + "\n")
+    print(f"   (written to {out / 'demo_quality.json'})")
 
 
-def _query_clip(runtime: Runtime, truth: dict) -> tuple[str, str, str] | None:
-    """A clip of the first camera showing a recurring, non-background class."""
-    camera = next(iter(truth["seconds"]))
-    for clip_id in runtime.ports.archive.clip_ids(camera):
-        second = _truth_at(truth, camera, int(clip_id.rpartition(":")[2]) / 1000)
-        if second["label"] not in ("background", "train") and not second["anomaly"]:
-            return camera, clip_id, second["label"]
-    return None
+def _number(value: float) -> float | None:
+    """JSON has no NaN: an undefined score (no events, no episodes, no queries) is null."""
+    return None if math.isnan(value) else value
+
+
+def _queries(runtime: Runtime, truth: dict) -> list[tuple[str, str]]:
+    """(clip id, label) of the example searches: per recurring class (neither background nor an anomaly),
+    the most frequent classes first, the middle clip of the class's longest run of non-anomalous seconds
+    on one camera (well inside an event rather than its first glimpse)."""
+    longest: dict[str, list[str]] = {}
+    frequency: Counter[str] = Counter()
+    for camera in truth["seconds"]:
+        clip_ids = runtime.ports.archive.clip_ids(camera)
+        seconds = [_truth_at(truth, camera, int(clip_id.rpartition(":")[2]) / 1000) for clip_id in clip_ids]
+        labels = [None if second["anomaly"] else second["label"] for second in seconds]
+        for label, run in itertools.groupby(zip(labels, clip_ids, strict=True), key=lambda pair: pair[0]):
+            if label is None or label == BACKGROUND:  # None: an anomalous second
+                continue
+            run_ids = [clip_id for _, clip_id in run]
+            frequency[label] += len(run_ids)
+            if len(run_ids) > len(longest.get(label, [])):
+                longest[label] = run_ids
+    return [(longest[label][len(longest[label]) // 2], label) for label, _ in frequency.most_common(SEARCH_QUERIES)]
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:

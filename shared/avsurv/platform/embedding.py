@@ -26,6 +26,7 @@ from avsurv.adapters.artifacts import Artifacts
 from avsurv.adapters.bus import Bus, CommitTracker, Message
 from avsurv.adapters.vectors import Point, QdrantVectors, alias_name, collection_name, point_id
 from avsurv.learning.modeldir import ModelError
+from avsurv.media.background import Backgrounds
 from avsurv.media.segment import Clip
 from avsurv.platform.archive import ClipArchive
 from avsurv.platform.config import Settings
@@ -75,12 +76,15 @@ class _Swap(threading.Thread):
         started = time.monotonic()
         ids = s.archive.clip_ids()
         iterator = iter(ids)
+        # The stored clips replay each camera's history in their own backgrounds: the live loop meanwhile
+        # embeds newer clips with this model from another thread, into the live stream's.
+        history = Backgrounds()
         while chunk := list(islice(iterator, BACKFILL_BATCH)):
             if self.cancelled.is_set() or s.stopping.is_set():
                 return
             messages = [s.archive.get(clip_id) for clip_id in chunk]
             clips = [clip_from_message(m) for m in messages]
-            z_v, z_a = model.embed(clips)
+            z_v, z_a = model.embed(clips, history)
             s.vectors.upsert(self.collection, self.version, points_for(clips, messages, z_v, z_a))
             for clip, score in zip(clips, clip_scores(z_v, z_a, model.w), strict=True):
                 if clip.has_audio:

@@ -30,16 +30,20 @@ class LoadedModel:
     model: AudioVisualModel
     config: dict[str, Any]
     backgrounds: Backgrounds = field(default_factory=Backgrounds)
-    """Each camera's background as this model's clips have shown it so far (the ``fg`` profile's input)."""
+    """Each camera's background as the live stream has shown it to this model so far (the ``fg`` profile's
+    input)."""
 
     @property
     def w(self) -> float:
         return float(self.config.get("hyperparameters", {}).get("w", W))
 
-    def embed(self, clips: list[Clip]) -> tuple[np.ndarray, np.ndarray]:
-        """float32 [N, 512] z_v (mean of the crops) and z_a."""
+    def embed(self, clips: list[Clip], backgrounds: Backgrounds | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """float32 [N, 512] z_v (mean of the views) and z_a. The clips continue each camera's history in
+        ``backgrounds``, by default the live stream's; a replay of stored clips or an uploaded query passes
+        its own, so that it neither sees nor shifts the live one."""
         embeddings = embed_clips(self.model, {**self.config, "sha256": self.config.get("sha256", "")}, clips,
-                                 batch_size=max(1, len(clips)), backgrounds=self.backgrounds)
+                                 batch_size=max(1, len(clips)),
+                                 backgrounds=self.backgrounds if backgrounds is None else backgrounds)
         return embeddings.z_v, embeddings.z_a
 
 

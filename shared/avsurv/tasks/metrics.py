@@ -1,7 +1,10 @@
 """Scores of the evaluation suite: ROC-AUC and precision/recall of anomaly scores, precision@k and average
-precision of ranked search results."""
+precision of ranked search results, and the event-level precision/recall of anomaly events."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import rankdata
@@ -54,3 +57,67 @@ def average_precision(relevant: np.ndarray) -> float:
         return float("nan")
     precision = np.cumsum(relevant) / np.arange(1, len(relevant) + 1)
     return float(precision[relevant].mean())
+
+
+def anomalous_episodes(anomalous: np.ndarray) -> np.ndarray:
+    """int [E, 2]: ``[first, end)`` seconds of each maximal run of True in one camera's per-second flags."""
+    edges = np.diff(np.r_[0, np.asarray(anomalous, dtype=np.int8), 0])
+    return np.stack([np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)], axis=1)
+
+
+@dataclass(frozen=True)
+class EventScores:
+    """Counts behind event precision and recall (:func:`event_precision_recall`)."""
+
+    events: int
+    true_events: int
+    episodes: int
+    found_episodes: int
+
+    @property
+    def precision(self) -> float:
+        return self.true_events / self.events if self.events else float("nan")
+
+    @property
+    def recall(self) -> float:
+        return self.found_episodes / self.episodes if self.episodes else float("nan")
+
+
+def event_precision_recall(events: Sequence[tuple[str, float, float]],
+                           anomalous: Mapping[str, np.ndarray]) -> EventScores:
+    """Reported events against per-second ground truth.
+
+    ``events`` are ``(camera_id, start, end)`` in seconds on the ground truth's time line, and
+    ``anomalous[camera_id]`` flags each second ``[t, t + 1)`` of that camera. An event overlaps second t
+    when ``start < t + 1`` and ``end > t``. Precision: the share of events that overlap at least one
+    anomalous second of their camera. Recall: the share of anomalous *episodes* (maximal runs of
+    consecutive anomalous seconds of one camera) that at least one event of that camera overlaps, so an
+    anomaly split into three events still counts once, and so does a camera with an event on every second.
+
+    >>> flags = np.array([0, 0, 0, 1, 1, 0, 0, 0, 1, 0, 1], dtype=bool)  # episodes [3, 5), [8, 9), [10, 11)
+    >>> s = event_precision_recall([("cam0", 2, 4), ("cam0", 6, 7)], {"cam0": flags})
+    >>> (s.precision, round(s.recall, 3))
+    (0.5, 0.333)
+    """
+    spans = {camera: anomalous_episodes(flags) for camera, flags in anomalous.items()}
+    found = {camera: np.zeros(len(runs), dtype=bool) for camera, runs in spans.items()}
+    true_events = 0
+    for camera, start, end in events:
+        if camera not in spans:
+            continue
+        overlaps = (spans[camera][:, 0] < end) & (spans[camera][:, 1] > start)
+        true_events += bool(overlaps.any())
+        found[camera] |= overlaps
+    return EventScores(events=len(events), true_events=true_events, episodes=sum(map(len, found.values())),
+                       found_episodes=sum(int(flags.sum()) for flags in found.values()))
+
+
+def label_precision_at_k(query_labels: Sequence[str], result_labels: Sequence[Sequence[str]], k: int) -> float:
+    """Mean over queries of :func:`precision_at_k`, a result being relevant when its label is its query's
+    (missing results count as not relevant); NaN without queries."""
+    if len(query_labels) != len(result_labels):
+        raise ValueError(f"one result list per query, got {len(query_labels)} queries and {len(result_labels)} lists")
+    if not query_labels:
+        return float("nan")
+    return float(np.mean([precision_at_k(np.asarray(found, dtype=object) == query, k)
+                          for query, found in zip(query_labels, result_labels, strict=True)]))
