@@ -76,9 +76,9 @@ class Settings:
     seeded: tuple[str, ...] = ("epg", "tpg")
     """Methods run on every seed; the others on the first only."""
     queries_per_class: int = 10
-    history_stride: int = 3
+    history_stride: int = 6
     """Of the seconds before the held-back part, every n-th is embedded (probe fitting, novelty history):
-    embedding all 10,800 clips of every run would take most of the budget on 2 cores."""
+    embedding all 10,800 clips of every run would take longer than training it on 2 cores."""
 
 
 QUICK = Settings(duration_s=150, held_s=50, anomalies_per_10min=30.0, budget_s=20.0, max_epochs=2, seeds=(0,),
@@ -313,6 +313,7 @@ def run(settings: Settings, out: Path, log: Any = print) -> dict[str, Any]:
     torch.set_num_threads(2)
     cameras, training = load_cameras(scene, settings)
     (out / "runs").mkdir(parents=True, exist_ok=True)
+    (out / "majority.json").write_text(json.dumps(majority(cameras), indent=1) + "\n")
     runs = []
     for method, seed in plan(settings):
         path = out / "runs" / f"{method}-seed{seed}.json"
@@ -326,9 +327,20 @@ def run(settings: Settings, out: Path, log: Any = print) -> dict[str, Any]:
         path.write_text(json.dumps(result, indent=1) + "\n")
         runs.append(result)
         log(f"{method} seed {seed}: done in {result['wall_s']:.0f} s")
-    return {"settings": asdict(settings), "majority": majority(cameras), "runs": runs,
-            "minutes": (time.perf_counter() - started) / 60, "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    return _results(settings, out, runs, (time.perf_counter() - started) / 60)
+
+
+def _results(settings: Settings, out: Path, runs: list[dict[str, Any]], minutes: float) -> dict[str, Any]:
+    return {"settings": asdict(settings), "majority": json.loads((out / "majority.json").read_text()), "runs": runs,
+            "minutes": minutes, "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "revision": _revision(), "machine": f"{platform.machine()}, torch {torch.__version__}"}
+
+
+def kept(settings: Settings, out: Path) -> dict[str, Any]:
+    """The results of the runs finished so far (``--report-only``), in plan order."""
+    paths = [out / "runs" / f"{method}-seed{seed}.json" for method, seed in plan(settings)]
+    runs = [json.loads(path.read_text()) for path in paths if path.is_file()]
+    return _results(settings, out, runs, sum(run.get("wall_s", 0.0) for run in runs) / 60)
 
 
 def _revision() -> str:
@@ -435,6 +447,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default 0 1 2)")
     parser.add_argument("--methods", nargs="+", choices=(*METHODS, *BASELINES), help="methods to run")
     parser.add_argument("--budget-s", type=float, help="wall-time budget of each training run (default 600)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the tables from the runs finished so far, run nothing (minutes: their run time)")
     parser.add_argument("--report", type=Path, default=Path("docs/RESULTS.md"),
                         help="where the tables go (full runs only; default docs/RESULTS.md)")
     args = parser.parse_args()
@@ -442,7 +456,10 @@ def main() -> None:
     overrides = {"seeds": tuple(args.seeds) if args.seeds else None,
                  "methods": tuple(args.methods) if args.methods else None, "budget_s": args.budget_s}
     settings = Settings(**{**asdict(settings), **{k: v for k, v in overrides.items() if v is not None}})
-    results = run(settings, args.out, log=lambda line: print(line, flush=True))
+    if args.report_only:
+        results = kept(settings, args.out)
+    else:
+        results = run(settings, args.out, log=lambda line: print(line, flush=True))
     (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     text = markdown(results, "python bench/site.py" + (" --quick" if args.quick else ""))
     print(text)
