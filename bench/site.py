@@ -11,9 +11,9 @@ last 900 s of every camera:
   macro-F1 of visual features on ``visual_label``, audio on ``audio_label``, audio-visual on ``label``;
   under the paper's normalization (cam0's scaler for every camera) and per camera (each camera's
   embeddings standardized with their own mean and std, no labels) side by side;
-- anomaly detection per camera: ROC-AUC and average precision of the paper's d(z_v, z_a) (Eq. 5),
-  of the novelty detector (``avsurv.tasks.anomalies.site_novelty``) and of the trivial embedding-size
-  activity score (PAPER_NOTES: random encoders' embeddings grow with activity);
+- anomaly detection per camera: ROC-AUC and average precision of the paper's d(z_v, z_a) (Eq. 5, what
+  the platform runs), of the novelty detector (``avsurv.tasks.anomalies.site_novelty``) and of the
+  trivial embedding-size activity score (PAPER_NOTES: random encoders' embeddings grow with activity);
 - event search on each camera's held-back part: P@1, P@5, mAP (relevant: same ``label``), audio-visual;
 - cross-modal retrieval on cam0's held-back clips: R@1, R@5 among 100.
 Baselines in the same run: the most frequent class of cam0's training part, the randomly initialised
@@ -317,13 +317,13 @@ def run(settings: Settings, out: Path, log: Any = print) -> dict[str, Any]:
     runs = []
     for method, seed in plan(settings):
         path = out / "runs" / f"{method}-seed{seed}.json"
-        if path.is_file():
+        if path.is_file() and _same_budget(json.loads(path.read_text()), settings):
             runs.append(json.loads(path.read_text()))
             log(f"{method} seed {seed}: kept from an earlier run")
             continue
         t0 = time.perf_counter()
         result = run_one(method, seed, cameras, training, settings, log)
-        result["wall_s"] = time.perf_counter() - t0
+        result["wall_s"], result["budget_s"] = time.perf_counter() - t0, settings.budget_s
         path.write_text(json.dumps(result, indent=1) + "\n")
         runs.append(result)
         log(f"{method} seed {seed}: done in {result['wall_s']:.0f} s")
@@ -336,10 +336,15 @@ def _results(settings: Settings, out: Path, runs: list[dict[str, Any]], minutes:
             "revision": _revision(), "machine": f"{platform.machine()}, torch {torch.__version__}"}
 
 
+def _same_budget(run: dict[str, Any], settings: Settings) -> bool:
+    """A kept run counts only under the training budget it was made with."""
+    return run.get("budget_s", settings.budget_s) == settings.budget_s
+
+
 def kept(settings: Settings, out: Path) -> dict[str, Any]:
     """The results of the runs finished so far (``--report-only``), in plan order."""
     paths = [out / "runs" / f"{method}-seed{seed}.json" for method, seed in plan(settings)]
-    runs = [json.loads(path.read_text()) for path in paths if path.is_file()]
+    runs = [run for run in (json.loads(p.read_text()) for p in paths if p.is_file()) if _same_budget(run, settings)]
     return _results(settings, out, runs, sum(run.get("wall_s", 0.0) for run in runs) / 60)
 
 
@@ -399,8 +404,10 @@ def markdown(results: dict[str, Any], command: str) -> str:
             lines.append(f"| {kind} ({field}) | {name} | | | " + " | ".join(
                 f"{100 * scores[c]['accuracy']:.1f} / {100 * scores[c]['macro_f1']:.1f}" for c in CAMERAS) + " |")
     lines += ["", "### Anomaly detection (held-back clips with audio; ROC-AUC / average precision, %)", "",
-              "`av`: the paper's d(z_v, z_a) (Eq. 5); `novelty`: `site_novelty`, the platform's default; `size`: "
-              "the trivial activity score |z_v| + |z_a|.", "",
+              "`av`: the paper's d(z_v, z_a) (Eq. 5), what the platform's anomaly detector runs; `novelty`: "
+              "`avsurv.tasks.anomalies.site_novelty` (each modality against the camera's own earlier clips; not yet "
+              "in the platform); `size`: the trivial activity score |z_v| + |z_a|. `supervised` was trained on "
+              "`visual_label`.", "",
               "| method | detector | " + " | ".join(CAMERAS) + " |", "|---|---|" + "---|" * len(CAMERAS)]
     for method in methods:
         for detector in DETECTORS:
