@@ -39,7 +39,9 @@ import numpy as np
 import torch
 
 from avsurv.learning.data import ClipTable, load_clips, mel_statistics
+from avsurv.learning.encode import encode_table
 from avsurv.learning.evaluate import cross_modal_recall
+from avsurv.learning.losses import epg_labels
 from avsurv.learning.train import METHODS, SUPERVISED, TrainConfig, Trainer
 from avsurv.models import AudioVisualModel, build_model
 from avsurv.models.profiles import DEFAULT_PROFILE, PROFILES
@@ -59,6 +61,8 @@ DETECTORS = ("av", "novelty", "size")
 NORMALIZATIONS = ("paper", "per-camera")
 BACKGROUND = "background"
 SEARCH_WINDOW_S = 60.0
+LABEL_SAMPLE = 512
+"""Training clips on which EPG's pair labels are checked after each epoch."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,7 @@ class Settings:
 
 
 QUICK = Settings(duration_s=150, held_s=50, anomalies_per_10min=30.0, budget_s=20.0, max_epochs=2, seeds=(0,),
-                 methods=("random", "hand", "tpg"), queries_per_class=3, history_stride=1)
+                 methods=("random", "hand", "tpg", "epg"), queries_per_class=3, history_stride=1)
 
 
 # -- scene ---------------------------------------------------------------------------------------
@@ -116,6 +120,7 @@ class Camera:
 class Training:
     table: ClipTable  # cam0's whole training part: what every method learns on
     visual_labels: np.ndarray  # str [N]: the supervised ceiling's targets
+    audio_labels: np.ndarray  # str [N]: with visual_labels, what EPG's pair labels are checked against
 
 
 def load_cameras(scene: Path, settings: Settings) -> tuple[dict[str, Camera], Training]:
@@ -128,8 +133,8 @@ def load_cameras(scene: Path, settings: Settings) -> tuple[dict[str, Camera], Tr
         rows = [seconds[int(t)] for t in np.floor(table.starts + 1e-6)]
         held = table.starts >= table.starts.max() + 1 - settings.held_s
         if camera == CAMERAS[0]:
-            visual = np.array([row["visual_label"] for row in rows])
-            training = Training(table.subset(~held), visual[~held])
+            visual, audio = (np.array([row[field] for row in rows]) for field in ("visual_label", "audio_label"))
+            training = Training(table.subset(~held), visual[~held], audio[~held])
         keep = held | (np.arange(len(table)) % settings.history_stride == 0)
         rows = [row for row, k in zip(rows, keep, strict=True) if k]
         labels = {field: np.array([row[field] for row in rows]) for field in set(FIELDS.values())}
@@ -139,10 +144,39 @@ def load_cameras(scene: Path, settings: Settings) -> tuple[dict[str, Camera], Tr
 
 
 # -- features ------------------------------------------------------------------------------------
-def train_model(method: str, seed: int, table: ClipTable, labels: np.ndarray, settings: Settings,
-                log: Any) -> tuple[AudioVisualModel, dict]:
-    """Trains on ``table`` (cam0's training part; ``labels``: its visual_label, for the supervised ceiling
-    only) within the wall-time budget; ``random`` is the untrained model."""
+def label_precision(model: AudioVisualModel, train: Training, config: TrainConfig) -> dict[str, float]:
+    """EPG's pair labels (Eq. 1, the run's settings) on a fixed sample of ``LABEL_SAMPLE`` training clips in
+    batches of the training batch size: extra positives per anchor, the share of them whose visible /
+    audible class (``visual_label`` / ``audio_label``) is the anchor's, and that share among all pairs of a
+    batch (the base rate). Embeddings are the eval-mode ones after the epoch; training sees train-mode
+    ones, so this approximates the labels of the epoch that follows."""
+    rows = np.random.default_rng(config.seed).permutation(len(train.table))[:LABEL_SAMPLE]
+    z_v, z_a = encode_table(model, train.table.subset(rows))
+    counts = dict.fromkeys(("extra", "pairs", "visual", "audio", "visual_base", "audio_base"), 0)
+    for start in range(0, len(rows), config.batch_size):
+        batch = slice(start, start + config.batch_size)
+        labels = epg_labels(torch.from_numpy(z_v[batch]), torch.from_numpy(z_a[batch]),
+                            torch.from_numpy(train.table.times[rows[batch]]), w=config.w, sigma=config.sigma,
+                            rule=config.label_rule, max_positives=config.max_positives).numpy()
+        others = ~np.eye(len(labels), dtype=bool)
+        for key, classes in (("visual", train.visual_labels), ("audio", train.audio_labels)):
+            same = classes[rows[batch]][:, None] == classes[rows[batch]][None, :]
+            counts[key] += int((same & labels & others).sum())
+            counts[f"{key}_base"] += int((same & others).sum())
+        counts["extra"] += int((labels & others).sum())
+        counts["pairs"] += int(others.sum())
+    extra = max(counts["extra"], 1)
+    return {"extra_positives_per_anchor": counts["extra"] / len(rows),
+            "visual_precision": counts["visual"] / extra, "audio_precision": counts["audio"] / extra,
+            "visual_base_rate": counts["visual_base"] / counts["pairs"],
+            "audio_base_rate": counts["audio_base"] / counts["pairs"]}
+
+
+def train_model(method: str, seed: int, train: Training, settings: Settings, log: Any) -> tuple[AudioVisualModel, dict]:
+    """Trains on cam0's training part within the wall-time budget (the supervised ceiling on its
+    visual_label); ``random`` is the untrained model. EPG runs also record their pair labels' precision
+    after every epoch (:func:`label_precision`)."""
+    table = train.table
     if method == "random":
         torch.manual_seed(seed)
         model = build_model(settings.profile)
@@ -150,17 +184,23 @@ def train_model(method: str, seed: int, table: ClipTable, labels: np.ndarray, se
         return model.eval(), {"epochs": 0, "seconds": 0.0, "history": []}
     config = TrainConfig(profile=settings.profile, method=method, epochs=settings.max_epochs, seed=seed)
     trainer = Trainer(table, Path("unused"), config, progress=False, log=log,
-                      labels=labels if method == SUPERVISED else None)
-    started, epoch = time.perf_counter(), 0
+                      labels=train.visual_labels if method == SUPERVISED else None)
+    started, epoch, precision, spent = time.perf_counter(), 0, [], 0.0
     while epoch < settings.max_epochs:
         stats = trainer.run_epoch(epoch)
         trainer.history.append(stats)
         log(f"  {method} seed {seed}: {stats.line()}")
         epoch += 1
-        if time.perf_counter() - started + stats.seconds > settings.budget_s:
+        if method == "epg":
+            measuring = time.perf_counter()
+            precision.append({"after_epoch": epoch, **label_precision(trainer.model, train, config)})
+            trainer.model.train()
+            spent += time.perf_counter() - measuring  # not training: left out of the budget
+            log(f"  {method} seed {seed}: pair labels after epoch {epoch}: {precision[-1]}")
+        if time.perf_counter() - started - spent + stats.seconds > settings.budget_s:
             break
-    return trainer.model.eval(), {"epochs": epoch, "seconds": time.perf_counter() - started,
-                                  "history": [asdict(h) for h in trainer.history]}
+    return trainer.model.eval(), {"epochs": epoch, "seconds": time.perf_counter() - started - spent,
+                                  "history": [asdict(h) for h in trainer.history], "label_precision": precision}
 
 
 def hand_features(table: ClipTable) -> np.ndarray:
@@ -298,7 +338,7 @@ def run_one(method: str, seed: int, cameras: dict[str, Camera], train: Training,
     if method == "hand":
         features = {c: hand_features(d.table) for c, d in cameras.items()}
         return {"method": method, "seed": seed, "localization": localization({"visual": features}, cameras)}
-    model, training = train_model(method, seed, train.table, train.visual_labels, settings, log)
+    model, training = train_model(method, seed, train, settings, log)
     return {"method": method, "seed": seed, "training": training, **evaluate(model, cameras, settings, seed, method)}
 
 
@@ -429,6 +469,18 @@ def markdown(results: dict[str, Any], command: str) -> str:
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {recall} | "
                      f"{_cell(_of(runs, method, 'training', 'epochs'), 1)} | "
                      f"{_cell(_of(runs, method, 'training', 'seconds'), 1)} |")
+    epg = [(run, row) for run in runs for row in run.get("training", {}).get("label_precision", [])]
+    if epg:
+        lines += ["", "### EPG's pair labels per epoch", "",
+                  f"On {LABEL_SAMPLE} training clips in training-size batches: extra positives per anchor (Eq. 1), "
+                  "the share of them whose visible / audible class is the anchor's, and that share among all "
+                  "pairs of a batch (base rate), %.", "",
+                  "| method | seed | after epoch | extra positives per anchor | visual class matches (base) | "
+                  "audible class matches (base) |", "|---|---|---|---|---|---|"]
+        lines += [f"| {run['method']} | {run['seed']} | {row['after_epoch']} | "
+                  f"{row['extra_positives_per_anchor']:.1f} | {100 * row['visual_precision']:.1f} "
+                  f"({100 * row['visual_base_rate']:.1f}) | {100 * row['audio_precision']:.1f} "
+                  f"({100 * row['audio_base_rate']:.1f}) |" for run, row in epg]
     return "\n".join(lines) + "\n"
 
 

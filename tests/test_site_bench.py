@@ -11,6 +11,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
+
+from avsurv.learning.losses import epg_labels
+from avsurv.learning.train import TrainConfig
 
 # bench/site.py shares its name with the standard library's site module: load it by path.
 _SPEC = importlib.util.spec_from_file_location("site_bench", Path(__file__).resolve().parents[1] / "bench" / "site.py")
@@ -39,13 +43,20 @@ def test_every_method_is_evaluated_on_every_camera(quick) -> None:
             assert set(runs[method]["anomalies"][camera]) == set(site_bench.DETECTORS)
     assert runs["tpg"]["training"]["epochs"] >= 1 and runs["random"]["training"]["epochs"] == 0
     assert set(runs["hand"]["localization"]) == {"visual"}
+    precision = runs["epg"]["training"]["label_precision"]
+    assert [row["after_epoch"] for row in precision] == list(range(1, runs["epg"]["training"]["epochs"] + 1))
+    for row in precision:
+        assert row["extra_positives_per_anchor"] >= 0
+        assert all(0.0 <= row[key] <= 1.0 for key in ("visual_precision", "audio_precision", "visual_base_rate",
+                                                        "audio_base_rate"))
+    assert "label_precision" not in runs["tpg"]["training"] or not runs["tpg"]["training"]["label_precision"]
     assert set(results["majority"]) == {"visual", "audio", "av"}
 
 
 def test_report_shows_every_table_and_rerun_keeps_finished_runs(quick, tmp_path) -> None:
     results, out = quick
     text = site_bench.markdown(results, "python bench/site.py --quick")
-    for heading in ("Event localization", "Anomaly detection", "Event search"):
+    for heading in ("Event localization", "Anomaly detection", "Event search", "EPG's pair labels per epoch"):
         assert heading in text
     assert "| visual (visual_label) | hand | 1 | paper |" in text and "most frequent class" in text
     again = site_bench.run(site_bench.QUICK, out, log=lambda _: None)
@@ -63,3 +74,47 @@ def test_macro_f1_matches_a_hand_computation() -> None:
     predicted = np.array(["a", "b", "b", "b", "a"])
     # a: p 1/2 r 1/2 -> 0.5; b: p 2/3 r 1 -> 0.8; c: 0
     assert site_bench.macro_f1(truth, predicted) == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+
+
+class _Table:
+    """What label_precision reads of a ClipTable (its rows stand for the subset)."""
+
+    def __init__(self, times: np.ndarray) -> None:
+        self.times = times
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def subset(self, rows: np.ndarray) -> np.ndarray:
+        return rows
+
+
+def test_label_precision_counts_like_a_loop(monkeypatch) -> None:
+    rng = np.random.default_rng(0)
+    n = 40
+    z_v, z_a = rng.normal(size=(n, 8)).astype(np.float32), rng.normal(size=(n, 8)).astype(np.float32)
+    visual, audio = rng.choice(["car", "bus", "background"], n), rng.choice(["siren", "background"], n)
+    table = _Table(np.arange(n, dtype=np.float64))
+    monkeypatch.setattr(site_bench, "encode_table", lambda model, rows: (z_v[rows], z_a[rows]))
+    config = TrainConfig(batch_size=16, seed=3)
+    got = site_bench.label_precision(None, site_bench.Training(table, visual, audio), config)
+    rows = np.random.default_rng(3).permutation(n)
+    extra = pairs = match_v = match_a = base_v = base_a = 0
+    for start in range(0, n, 16):
+        b = rows[start : start + 16]
+        y = epg_labels(torch.from_numpy(z_v[b]), torch.from_numpy(z_a[b]), torch.from_numpy(table.times[b])).numpy()
+        for i in range(len(b)):
+            for j in range(len(b)):
+                if i == j:
+                    continue
+                pairs += 1
+                base_v += visual[b[i]] == visual[b[j]]
+                base_a += audio[b[i]] == audio[b[j]]
+                if y[i, j]:
+                    extra += 1
+                    match_v += visual[b[i]] == visual[b[j]]
+                    match_a += audio[b[i]] == audio[b[j]]
+    assert extra > 0
+    assert got == pytest.approx({"extra_positives_per_anchor": extra / n, "visual_precision": match_v / extra,
+                                 "audio_precision": match_a / extra, "visual_base_rate": base_v / pairs,
+                                 "audio_base_rate": base_a / pairs})
