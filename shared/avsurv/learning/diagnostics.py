@@ -1,4 +1,4 @@
-"""Alignment diagnostics logged every training epoch (PAPER_NOTES "Measured risks").
+"""Alignment diagnostics logged every training epoch (docs/METHOD.md "Measured risks").
 
 The loss value alone does not show whether the encoders align: these numbers do.
 """

@@ -48,7 +48,7 @@ def encode_audio(model: AudioVisualModel, log_mel: np.ndarray, batch_size: int =
 
 def encode_table(model: AudioVisualModel, table: ClipTable, batch_size: int = 32,
                  bf16: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Per-clip ``z_v`` (mean of the two views, PAPER_NOTES Decision) and ``z_a``, float32 [N, D] each;
+    """Per-clip ``z_v`` (mean of the two views, docs/METHOD.md Decision) and ``z_a``, float32 [N, D] each;
     ``table`` must hold frames as the model's profile stores them (:func:`avsurv.learning.data.load_clips`)."""
     was_training = model.training
     model.eval()

@@ -1,5 +1,5 @@
 """Service configuration: defaults, then an optional YAML file, then ``AVSURV_*`` environment variables
-(ARCHITECTURE.md, "Conventions"). Every service prints its effective configuration at start, with the
+(docs/ARCHITECTURE.md, "Conventions"). Every service prints its effective configuration at start, with the
 passwords of URLs masked."""
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Features are ``visual`` (z_v), ``audio`` (z_a) or ``av`` (the concatenation [z_v
 with the training mean and std. The classifier is fitted full-batch with L-BFGS and an L2 penalty
 (weight decay) from a seeded initialisation, so one seed gives one result. With ``per-camera``
 normalization each camera's embeddings are first standardized with that camera's own statistics (no
-labels), which removes the shift of the whole feature cloud from camera to camera (PAPER_NOTES
+labels), which removes the shift of the whole feature cloud from camera to camera (docs/METHOD.md,
 "Measured: the encoders learn the camera"); ``paper`` (the default) keeps Table 1's protocol.
 
 Labels come from the generator's ``ground_truth.json`` (one field of second floor(clip_start) of the

@@ -26,7 +26,7 @@ class MultiPositiveContrastiveLoss(nn.Module):
     with d the distance of Eq. 5 (weight ``w``).
 
     Reductions:
-        "balanced" (default, PAPER_NOTES Decision): mean of the positive terms over the positive pairs
+        "balanced" (default, docs/METHOD.md Decision): mean of the positive terms over the positive pairs
             plus mean of the negative terms over the negative pairs, so the B - 1 negatives per anchor
             cannot drown the positives. A batch without negatives (or positives) adds 0 for that part.
         "sum": the paper's plain double sum.

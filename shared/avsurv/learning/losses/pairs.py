@@ -72,7 +72,7 @@ def epg_labels(
     rule: Rule = "or",
     max_positives: int | None = None,
 ) -> torch.Tensor:
-    """Embedding-based pair generation (EPG Eq. 1, threshold per PAPER_NOTES "Pair labels").
+    """Embedding-based pair generation (EPG Eq. 1, threshold per docs/METHOD.md "Pair labels").
 
     Per anchor m the threshold is its aligned cross-modal distance ``delta_m = d(zv_m, za_m)`` (Eq. 5,
     detached), and
@@ -83,11 +83,11 @@ def epg_labels(
     delta "determine[s] whether the distance in embedding space of a temporally misaligned data pair is
     smaller than a temporally aligned pair", a data pair being (video m, audio n)): ``y(m, n) = 1`` iff
     ``d(zv_m, za_n) <= delta_m``, which compares cross-modal distances with a cross-modal threshold
-    instead of same-modality ones (PAPER_NOTES "Measured risks": their scales differ until the encoders
+    instead of same-modality ones (docs/METHOD.md "Measured risks": their scales differ until the encoders
     are aligned). ``y(m, m) = 1`` always, and clips closer than ``sigma`` seconds are positives too
     (``tpg_labels``).
 
-    ``max_positives=k`` is a safeguard, not the paper's rule (PAPER_NOTES "Measured risks": before the
+    ``max_positives=k`` is a safeguard, not the paper's rule (docs/METHOD.md "Measured risks": before the
     encoders are aligned, same-modality distances are far below ``delta_m`` and positives per anchor run
     away to B). It keeps per anchor only the k embedding positives nearest by the smaller of the two
     same-modality distances (by the cross-modal distance for ``rule="cross"``); the diagonal and the
