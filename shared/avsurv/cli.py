@@ -67,6 +67,7 @@ def run_segment(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     failed = 0
+    existed = set(args.out.iterdir()) if args.out and args.out.is_dir() else None
     writer = ClipWriter(args.out) if args.out else None
     try:
         for source in args.inputs:
@@ -80,9 +81,22 @@ def run_segment(args: argparse.Namespace) -> int:
     finally:
         if writer is not None:
             writer.close()
-    if writer is not None:
+    if writer is not None and failed:
+        _remove_new(args.out, existed)
+        print(f"avsurv segment: {failed} of {len(args.inputs)} inputs failed, so nothing was kept in {args.out}: "
+              "fix them and run the same command again", file=sys.stderr)
+    elif writer is not None:
         print(f"wrote {writer.count} clips to {args.out}")
     return 2 if failed else 0
+
+
+def _remove_new(out: Path, existed: set[Path] | None) -> None:
+    """Undoes a failed run's clip directory (its files, and the directory if the run made it): a half-written
+    one would make the retry fail with "already holds clips"."""
+    for path in set(out.iterdir()) - (existed or set()):
+        path.unlink()
+    if existed is None:
+        out.rmdir()
 
 
 def _add_segment(sub: argparse._SubParsersAction) -> None:

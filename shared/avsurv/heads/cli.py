@@ -133,6 +133,12 @@ def _run_eval(args: argparse.Namespace) -> int:
     head = TrainedHead.load(args.model)
     labels = _labels(head.kind, args.labels)
     report = evaluate_head(head, {str(path): EmbeddingSet.load(path) for path in args.test}, labels)
+    # A score over no clips reads like a result; usually the labels do not name the set's camera.
+    empty = [f"{r.name} ({r.unlabelled} unlabelled, {r.uncovered} without a window)"
+             for r in report.sets if not r.clips]
+    if empty:
+        raise TaskError(f"no clip scored in {', '.join(empty)}: check that {args.labels} labels the test cameras' "
+                        f"seconds and that they have runs of {head.config['window']} consecutive clips")
     print(json.dumps(report.to_dict()) if args.json else _report_text(report))
     return 0
 

@@ -4,7 +4,9 @@ services in one process: in-process bus, Qdrant local mode, embedded Redis)."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,9 +15,10 @@ import redis
 
 from avsurv.adapters.artifacts import DirectoryArtifacts
 from avsurv.adapters.state import close_shared_state, connect_state
+from avsurv.heads.training import TrainedHead
 from avsurv.platform.anomaly import HEADS_REFRESH_S
 from avsurv.platform.config import ConfigError, Settings, group_heads, load_settings
-from avsurv.platform.heads import attach_head
+from avsurv.platform.heads import NAME_PATTERN, attach_head, event_labels
 from avsurv.platform.registry import Registry
 from avsurv.platform.runtime import SERVICES, Runtime
 from avsurv.tasks.cli import reports_errors
@@ -39,6 +42,9 @@ def run_serve(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"avsurv serve: error: {error}", file=sys.stderr)
         return 2
+    # Before the bus and the stores are opened: an unreachable Kafka would otherwise hide what it was told.
+    logging.getLogger("avsurv").info("avsurv serve %s: configuration %s", args.service,
+                                     json.dumps(settings.printable()))
     runtime = Runtime([args.service], settings, embedded=False)
     runtime.start()
     try:
@@ -108,6 +114,10 @@ def _head_stores(args: argparse.Namespace) -> tuple[Registry, DirectoryArtifacts
 
 @reports_errors("heads attach")
 def run_attach(args: argparse.Namespace) -> int:
+    # Check the head first: opening an embedded state store creates --data-dir.
+    if args.name and not re.match(NAME_PATTERN, args.name):
+        raise TaskError(f"a head's name is letters, digits, '_', '.' and '-', got {args.name!r}")
+    event_labels(TrainedHead.load(args.head), args.labels)
     registry, artifacts = _head_stores(args)
     try:
         record = attach_head(args.head, args.camera, registry, artifacts, name=args.name, labels=args.labels)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 from .config import FRAME_RATES, LIGHTINGS, MAX_CAMERAS, WEATHERS, SceneConfig
-from .generate import generate_scene
+from .generate import GROUND_TRUTH, generate_scene
 
 _DEFAULTS = SceneConfig()
 
@@ -25,7 +26,11 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "audible classes of every second. Same seed and options give identical files.",
     )
     p.add_argument("--out", type=Path, required=True, metavar="DIR",
-                   help="output directory for cam0.mp4, cam1.mp4, ... and ground_truth.json (required)")
+                   help="output directory for cam0.mp4, cam1.mp4, ... and ground_truth.json; new or empty "
+                   "unless --force (required)")
+    p.add_argument("--force", action="store_true",
+                   help="render into a non-empty --out: first delete the scene files there (ground_truth.json "
+                   "and camN.mp4), leaving other files alone (default: refuse)")
     p.add_argument("--seed", type=int, default=_DEFAULTS.seed,
                    help=f"random seed, an integer >= 0 (default {_DEFAULTS.seed})")
     p.add_argument("--duration", type=float, default=_DEFAULTS.duration_s,
@@ -68,11 +73,36 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"avsurv synth: error: {exc}", file=sys.stderr)
         return 2
+    problem = _prepare_out(args.out, args.force)
+    if problem:
+        print(f"avsurv synth: error: {problem}", file=sys.stderr)
+        return 2
     start = time.perf_counter()
     truth_path = generate_scene(config, args.out, progress=not args.no_progress)
     wall = time.perf_counter() - start
     _summary(truth_path, config, wall)
     return 0
+
+
+_SCENE_FILE = re.compile(rf"^(cam\d+\.mp4|{re.escape(GROUND_TRUTH)})$")
+"""What a render writes: the files --force deletes first."""
+
+
+def _prepare_out(out: Path, force: bool) -> str | None:
+    """Why ``out`` cannot take a new scene, or None once it can. Rendering over an old scene would leave
+    its extra cameras' files beside a ground truth that does not list them."""
+    if out.exists() and not out.is_dir():
+        return f"{out} is a file, not a directory"
+    entries = sorted(out.iterdir()) if out.is_dir() else []
+    if not entries:
+        return None
+    if not force:
+        names = ", ".join(e.name for e in entries[:5]) + (", ..." if len(entries) > 5 else "")
+        return f"{out} is not empty ({names}); choose a new --out, or pass --force to replace its scene files"
+    for entry in entries:
+        if entry.is_file() and _SCENE_FILE.match(entry.name):
+            entry.unlink()
+    return None
 
 
 def _summary(truth_path: Path, config: SceneConfig, wall: float) -> None:
