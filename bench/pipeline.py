@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from platformkit import untrained_model
 
+from avsurv.learning.calibration import Calibration, clip_scores
 from avsurv.learning.modeldir import CALIBRATION, load_model
 from avsurv.media import Segmenter
 from avsurv.media.segment import Clip
@@ -44,7 +45,6 @@ from avsurv.platform.messages import ANOMALIES
 from avsurv.platform.models import LoadedModel
 from avsurv.platform.runtime import SERVICES, Runtime
 from avsurv.synth import SceneConfig, generate_scene
-from avsurv.tasks.anomalies import Calibration, clip_scores
 from avsurv.v1 import messages_pb2 as pb
 
 IDLE_S = 5.0

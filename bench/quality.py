@@ -42,17 +42,18 @@ import numpy as np
 import torch
 
 from avsurv.heads import evaluate_anomaly, evaluate_localization, read_anomaly_labels
+from avsurv.labels import Labels, labels_at, read_labels
 from avsurv.learning.data import ClipTable, load_clips, mel_statistics
+from avsurv.learning.embed import embed_table
+from avsurv.learning.embeddings import EmbeddingSet, concat
 from avsurv.learning.evaluate import cross_modal_recall
 from avsurv.learning.modeldir import load_model
 from avsurv.learning.train import SUPERVISED, TrainConfig, Trainer
 from avsurv.models import AudioVisualModel, build_model
 from avsurv.synth import SceneConfig, generate_scene
 from avsurv.tasks.anomalies import anomaly_scores, novelty_scores
-from avsurv.tasks.embed import embed_table
-from avsurv.tasks.embeddings import EmbeddingSet, concat
 from avsurv.tasks.metrics import average_precision, precision_at_k, precision_recall, roc_auc, roc_curve
-from avsurv.tasks.probe import FEATURES, Labels, evaluate_probe, labels_at, read_labels
+from avsurv.tasks.probe import FEATURES, evaluate_probe
 from avsurv.tasks.search import MODES, search_by_clip
 
 Log = Callable[[str], None]

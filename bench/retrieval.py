@@ -16,12 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from avsurv.learning.embed import embed_inputs
 from avsurv.learning.evaluate import cross_modal_recall
 from avsurv.learning.losses import RULES
 from avsurv.learning.modeldir import load_model
 from avsurv.learning.train import EPG_SWITCHES, METHODS, TrainConfig, train
 from avsurv.models import PROFILES
-from avsurv.tasks.embed import embed_inputs
 
 
 def main() -> None:

@@ -38,18 +38,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from avsurv.learning.calibration import clip_scores
 from avsurv.learning.data import ClipTable, load_clips, mel_statistics
+from avsurv.learning.embed import embed_table
+from avsurv.learning.embeddings import EmbeddingSet
 from avsurv.learning.encode import encode_table
 from avsurv.learning.evaluate import cross_modal_recall
 from avsurv.learning.losses import epg_labels
+from avsurv.learning.normalization import CameraStats
 from avsurv.learning.train import METHODS, SUPERVISED, TrainConfig, Trainer
 from avsurv.models import AudioVisualModel, build_model
 from avsurv.models.profiles import DEFAULT_PROFILE, PROFILES
-from avsurv.tasks.anomalies import clip_scores, site_novelty
-from avsurv.tasks.embed import embed_table
-from avsurv.tasks.embeddings import EmbeddingSet
+from avsurv.tasks.anomalies import site_novelty
 from avsurv.tasks.metrics import average_precision, precision_at_k, roc_auc
-from avsurv.tasks.normalization import CameraStats
 from avsurv.tasks.probe import train_probe
 from avsurv.tasks.search import search_by_clip
 
@@ -95,8 +96,10 @@ def make_scene(settings: Settings, root: Path, log: Any) -> Path:
     scene = root / "scene"
     if not (scene / "ground_truth.json").is_file():
         log(f"rendering a {settings.duration_s} s, 3-camera scene into {scene} (one camera at a time: memory)")
-        _avsurv("synth", "--out", scene, "--duration", settings.duration_s, "--cameras", len(CAMERAS), "--jobs", 1,
-                "--seed", settings.scene_seed, "--anomalies-per-10min", settings.anomalies_per_10min, "--no-progress")
+        # --force: an interrupted render leaves videos but no ground truth; start that render again
+        _avsurv("synth", "--out", scene, "--force", "--duration", settings.duration_s, "--cameras", len(CAMERAS),
+                "--jobs", 1, "--seed", settings.scene_seed, "--anomalies-per-10min", settings.anomalies_per_10min,
+                "--no-progress")
     for camera in CAMERAS:
         if not (scene / "clips" / camera / "clips.jsonl").is_file():
             log(f"segmenting {camera}")

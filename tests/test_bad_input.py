@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from avsurv.cli import main
-from avsurv.media import MediaError, Segmenter
+from avsurv.errors import MediaError
+from avsurv.media import Segmenter
 
 DATA = Path(__file__).parent / "data"
 

@@ -12,7 +12,7 @@ import mediagen as mg
 import numpy as np
 import pytest
 
-import avsurv.platform.cli as platform_cli
+import avsurv.platform.runtime as runtime
 from avsurv.cli import main
 
 # --- avsurv synth ---------------------------------------------------------------------------------
@@ -124,10 +124,10 @@ def test_serve_prints_its_configuration_before_connecting(monkeypatch: pytest.Mo
         raise ConnectionError("kafka unreachable")
 
     monkeypatch.setenv("AVSURV_BUS", "kafka://user:secret@127.0.0.1:9")
-    monkeypatch.setattr(platform_cli, "Runtime", unreachable)
+    monkeypatch.setattr(runtime, "open_ports", unreachable)
     with caplog.at_level(logging.INFO, logger="avsurv"), pytest.raises(ConnectionError):
         main(["serve", "ingest"])
     lines = [r.getMessage() for r in caplog.records if "configuration" in r.getMessage()]
-    assert len(lines) == 1 and lines[0].startswith("avsurv serve ingest: configuration {")
+    assert len(lines) == 1 and lines[0].startswith("avsurv ingest: configuration {")
     config = json.loads(lines[0].split("configuration ", 1)[1])
     assert config["bus"] == "kafka://user:***@127.0.0.1:9"  # passwords masked

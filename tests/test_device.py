@@ -12,6 +12,7 @@ import torch
 from avsurv.cli import main
 from avsurv.constants import CLIP_FRAMES_SHAPE
 from avsurv.learning.data import ClipTable, table_from_clips
+from avsurv.learning.embeddings import EmbeddingSet
 from avsurv.learning.modeldir import CHECKPOINT, load_model, save_checkpoint
 from avsurv.learning.train import TrainConfig, Trainer
 from avsurv.media.clipstore import ClipWriter
@@ -19,7 +20,6 @@ from avsurv.media.segment import Clip
 from avsurv.models.device import autocast, resolve_device
 from avsurv.models.profiles import PROFILES
 from avsurv.platform.config import ConfigError, load_settings
-from avsurv.tasks.embeddings import EmbeddingSet
 
 CLIPS = 16
 

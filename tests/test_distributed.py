@@ -20,13 +20,13 @@ from realparts import free_port, kafka_broker, redis_server
 from avsurv.adapters.state import connect_state
 from avsurv.adapters.vectors import QdrantVectors, alias_name
 from avsurv.constants import ANOMALY_STDS
+from avsurv.learning.calibration import Calibration, clip_scores
 from avsurv.learning.modeldir import CALIBRATION, load_model
 from avsurv.platform.archive import ClipArchive
 from avsurv.platform.messages import ANOMALIES
 from avsurv.platform.models import LoadedModel
 from avsurv.platform.registry import Registry
 from avsurv.platform.runtime import SERVICES
-from avsurv.tasks.anomalies import Calibration, clip_scores
 from avsurv.v1 import api_pb2, api_pb2_grpc
 from avsurv.v1 import messages_pb2 as pb
 

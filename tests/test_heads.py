@@ -16,6 +16,7 @@ import torch
 from platformkit import untrained_model
 
 from avsurv.cli import build_parser, main
+from avsurv.errors import ModelError, TaskError
 from avsurv.heads import (
     ANOMALY,
     NORMAL,
@@ -32,9 +33,10 @@ from avsurv.heads.ccln import sbi_gate
 from avsurv.heads.labels import window_anomaly, window_class
 from avsurv.heads.losses import center_loss, dmil_loss, focal_loss, k_max, wccl_loss
 from avsurv.heads.tacma import adaptive_attention, temporal_weights
-from avsurv.learning.modeldir import WEIGHTS, ModelError
+from avsurv.labels import read_labels
+from avsurv.learning.embeddings import EmbeddingSet
+from avsurv.learning.modeldir import WEIGHTS
 from avsurv.synth import SceneConfig, generate_scene
-from avsurv.tasks import EmbeddingSet, TaskError, read_labels
 
 
 @pytest.fixture(autouse=True, scope="module")

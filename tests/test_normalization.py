@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from avsurv.adapters.state import close_state, connect_state
-from avsurv.platform.registry import Registry
-from avsurv.tasks.embeddings import EmbeddingSet, TaskError
-from avsurv.tasks.normalization import (
+from avsurv.errors import TaskError
+from avsurv.labels import read_labels
+from avsurv.learning.embeddings import EmbeddingSet
+from avsurv.learning.normalization import (
     EPS,
     MIN_CLIPS,
     CameraStats,
@@ -20,7 +21,8 @@ from avsurv.tasks.normalization import (
     merged_per_camera,
     per_camera,
 )
-from avsurv.tasks.probe import evaluate_probe, read_labels
+from avsurv.platform.registry import Registry
+from avsurv.tasks.probe import evaluate_probe
 
 DIM = 16
 

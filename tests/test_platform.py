@@ -23,7 +23,10 @@ from avsurv.adapters.bus import InProcessBus
 from avsurv.adapters.vectors import QdrantVectors, alias_name, collection_name, point_id
 from avsurv.cli import main
 from avsurv.heads import HeadSettings, TrainedHead, train_head
+from avsurv.labels import read_labels
 from avsurv.learning.distance import distance
+from avsurv.learning.embed import embed_inputs
+from avsurv.learning.embeddings import EmbeddingSet
 from avsurv.learning.modeldir import load_model
 from avsurv.media import Segmenter
 from avsurv.media.decode import MediaReader
@@ -37,9 +40,6 @@ from avsurv.platform.models import load_version, publish_model
 from avsurv.platform.runtime import SERVICES, Runtime
 from avsurv.platform.segmentation import chunk_events
 from avsurv.platform.trainer import significantly_worse
-from avsurv.tasks.embed import embed_inputs
-from avsurv.tasks.embeddings import EmbeddingSet
-from avsurv.tasks.probe import read_labels
 from avsurv.v1 import api_pb2, api_pb2_grpc
 from avsurv.v1 import messages_pb2 as pb
 
@@ -262,6 +262,53 @@ def test_the_trainer_learns_on_site_and_its_model_is_swapped_in(tmp_path: Path, 
             [(r.clip_id, r.distance) for r in replies[2].results] != []
     finally:
         runtime.stop()
+
+
+def test_a_model_trained_with_another_w_flags_through_the_platform_what_it_flags_offline(
+        tmp_path: Path, scene: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One contract per model version: the detector scores with the version's w (carried by the embedding
+    message) on the scale of the calibration the embedder fitted with that w, so the platform's events are
+    exactly `avsurv anomalies` on the same embeddings and calibration."""
+    model = untrained_model(tmp_path / "model", seed=3, w=0.8)
+    # Low stds so that an untrained model flags something; the detector and the offline run both use it.
+    runtime = _runtime(tmp_path, scene, None, anomaly_stds=0.5, anomaly_run_idle_s=3.0)
+    try:
+        ports = runtime.ports
+        wait_for(runtime.workers["ingest"].finished, 120, "both cameras to be read")
+        wait_for(lambda: runtime.workers["segmentation"].tracker.pending() == 0, 60, "segmentation")
+        # Published once every clip is stored: the backfill calibrates each camera before any clip is scored.
+        version = publish_model(model, ports.registry, ports.artifacts, ports.bus).version
+        total = len(ports.archive)
+        wait_for(lambda: runtime.workers["embedding"].clips_embedded >= total, 120, "every clip embedded")
+        wait_for(lambda: runtime.workers["anomaly-detector"].tracker.pending() == 0
+                 and not runtime.workers["anomaly-detector"].runs, 60, "every clip scored and its events closed")
+        embeddings = [pb.Embedding.FromString(v) for v in _read_all(ports.bus, EMBEDDINGS)]
+        published = [pb.AnomalyEvent.FromString(v) for v in _read_all(ports.bus, ANOMALIES)]
+        record, calibrations = ports.registry.model(version), {c: ports.registry.calibration(version, c)
+                                                               for c in ("cam0", "cam1")}
+    finally:
+        runtime.stop()
+    assert {(e.model_version, e.w, e.profile) for e in embeddings} == {(version, 0.8, "tiny")}
+    assert record is not None and record.w == 0.8
+    platform = {(e.header.camera_id, round(e.start_time, 3), round(e.end_time, 3), len(e.clip_ids))
+                for e in published}
+    offline = set()
+    for camera in ("cam0", "cam1"):
+        calibration = calibrations[camera]
+        assert calibration is not None and calibration.w == 0.8 and calibration.stds == 0.5
+        mine = [e for e in embeddings if e.header.camera_id == camera]
+        capture = np.array([e.header.capture_time for e in mine])
+        EmbeddingSet(clip_start=capture, z_v=np.array([e.z_v for e in mine]), z_a=np.array([e.z_a for e in mine]),
+                     clip_id=[e.header.clip_id for e in mine], camera_id=[camera] * len(mine), capture_time=capture,
+                     has_audio=[e.has_audio for e in mine], source=[camera] * len(mine),
+                     model_sha256=mine[0].model_sha256).save(tmp_path / f"{camera}.npz")
+        calibration.save(tmp_path / f"{camera}.json")
+        assert main(["anomalies", str(tmp_path / f"{camera}.npz"), "--calibration", str(tmp_path / f"{camera}.json"),
+                     "--out", str(tmp_path / f"{camera}.jsonl")]) == 0
+        offline |= {(e["camera_id"], round(e["capture_start"], 3), round(e["capture_end"], 3), e["clips"])
+                    for e in map(json.loads, (tmp_path / f"{camera}.jsonl").read_text().splitlines())}
+    capsys.readouterr()
+    assert offline and platform == offline
 
 
 def test_the_trainer_profile_defaults_to_the_models_default() -> None:

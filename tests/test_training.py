@@ -9,16 +9,17 @@ import pytest
 import torch
 
 from avsurv.cli import main
+from avsurv.errors import ModelError
 from avsurv.learning.data import CROPS, ClipTable, audio_batch, load_clips, mel_statistics, video_batch
 from avsurv.learning.distance import distance
+from avsurv.learning.embeddings import EmbeddingSet
 from avsurv.learning.evaluate import cross_modal_recall
-from avsurv.learning.modeldir import CAMERA_STATS, ModelError, load_model, save_checkpoint, sha256_of
+from avsurv.learning.modeldir import CAMERA_STATS, load_model, save_checkpoint, sha256_of
+from avsurv.learning.normalization import SiteNormalization
 from avsurv.learning.train import EpochStats, TrainConfig, Trainer, _Objective, train
 from avsurv.media.segment import crops
 from avsurv.models.profiles import DEFAULT_PROFILE, PROFILES
 from avsurv.synth import SceneConfig, generate_scene
-from avsurv.tasks.embeddings import EmbeddingSet
-from avsurv.tasks.normalization import SiteNormalization
 
 DEFAULT_INPUT = PROFILES[DEFAULT_PROFILE].input
 """What the default profile's trainer expects its clip tables to hold."""

@@ -11,10 +11,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from avsurv import __version__
+from avsurv.errors import MediaError, ModelError
 from avsurv.heads import register_cli as register_heads
 from avsurv.learning.cli import register_cli as register_learning
-from avsurv.learning.modeldir import ModelError
-from avsurv.media import MediaError, Segmenter, SegmentReport
+from avsurv.media import Segmenter, SegmentReport
 from avsurv.media.clipstore import ClipWriter
 from avsurv.platform.cli import register_cli as register_platform
 from avsurv.platform.demo import register_cli as register_demo

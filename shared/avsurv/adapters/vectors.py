@@ -5,10 +5,11 @@ through a per-site alias that is switched atomically when a new version is fully
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,11 +56,14 @@ class QdrantVectors:
     """``http(s)://host:port``: a Qdrant server. ``local:///path``: qdrant-client's local mode on disk, held
     open by this process (the embedded deployment). ``local-shared:///path``: local mode shared by several
     processes on one host, opened for each operation under an exclusive file lock (local mode allows one
-    client at a time and loads the whole store on opening: for tests and small sites, not production)."""
+    client at a time and loads the whole store on opening: for tests and small sites, not production).
+    Local mode is not thread-safe (a query during an upsert of the same collection can read half-grown
+    arrays), so this process's threads (live embedding, a backfill, gRPC searches) take turns on it."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.local = url.startswith(("local://", "local-shared://"))
+        self._turns = threading.RLock() if self.local else contextlib.nullcontext()
         self._shared_path: Path | None = None
         if url.startswith("local-shared://"):
             self._shared_path = Path(url.removeprefix("local-shared://"))
@@ -73,15 +77,22 @@ class QdrantVectors:
             raise ValueError(f"vector store URL must start with http://, https://, local:// or local-shared://, "
                              f"got {url!r}")
 
-    @contextmanager
+    @contextlib.contextmanager
     def _session(self) -> Iterator[QdrantClient]:
-        if self._shared_path is None:
-            assert self._client is not None
-            yield self._client
-            return
-        with open(self._shared_path.parent / f".{self._shared_path.name}.lock", "a") as lock:
+        with self._turns:
+            if self._shared_path is None:
+                assert self._client is not None
+                yield self._client
+            else:
+                with self._shared_session(self._shared_path) as client:
+                    yield client
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _shared_session(path: Path) -> Iterator[QdrantClient]:
+        with open(path.parent / f".{path.name}.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            client = QdrantClient(path=str(self._shared_path))
+            client = QdrantClient(path=str(path))
             try:
                 yield client
             finally:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from avsurv.clisupport import reports_errors
+from avsurv.errors import TaskError
 from avsurv.heads.evaluate import HeadReport, SetResult, evaluate_head
 from avsurv.heads.labels import BACKGROUND, read_anomaly_labels
 from avsurv.heads.model import KINDS, LOCALIZATION_KINDS
@@ -29,10 +31,9 @@ from avsurv.heads.training import (
     train_head,
 )
 from avsurv.heads.windows import DEFAULT_WINDOW, MIN_WINDOW
+from avsurv.labels import Labels, read_labels
+from avsurv.learning.embeddings import EmbeddingSet, load_many
 from avsurv.learning.modeldir import CONFIG
-from avsurv.tasks.cli import reports_errors
-from avsurv.tasks.embeddings import EmbeddingSet, TaskError, load_many
-from avsurv.tasks.probe import Labels, read_labels
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:

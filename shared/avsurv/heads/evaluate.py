@@ -14,12 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from avsurv.errors import TaskError
 from avsurv.heads.labels import ANOMALY
 from avsurv.heads.model import LOCALIZATION_KINDS
 from avsurv.heads.training import HeadSettings, TrainedHead, train_head
-from avsurv.tasks.embeddings import EmbeddingSet, TaskError
+from avsurv.labels import UNLABELLED, Labels
+from avsurv.learning.embeddings import EmbeddingSet
 from avsurv.tasks.metrics import roc_auc
-from avsurv.tasks.probe import UNLABELLED, Labels, clip_labels
+from avsurv.tasks.probe import clip_labels
 
 
 @dataclass(frozen=True)

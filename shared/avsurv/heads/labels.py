@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from avsurv.errors import TaskError
 from avsurv.heads.targets import IGNORE
-from avsurv.tasks.embeddings import TaskError
-from avsurv.tasks.probe import UNLABELLED, Labels, read_per_second
+from avsurv.labels import UNLABELLED, Labels, read_per_second
 
 BACKGROUND = "background"
 """The generator's label of a second without any event (``avsurv synth``)."""

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from avsurv.errors import ModelError, TaskError
 from avsurv.heads.labels import (
     ANOMALY,
     BACKGROUND,
@@ -36,9 +37,10 @@ from avsurv.heads.labels import (
 from avsurv.heads.model import KINDS, LOCALIZATION_KINDS, SUPERVISIONS, HeadModel, build_head
 from avsurv.heads.targets import IGNORE, Targets
 from avsurv.heads.windows import DEFAULT_WINDOW, MIN_WINDOW, Windows, cut_windows, window_features
-from avsurv.learning.modeldir import CONFIG, ModelError, load_verified, save_weights
-from avsurv.tasks.embeddings import EmbeddingSet, TaskError
-from avsurv.tasks.probe import UNLABELLED, Labels, clip_labels
+from avsurv.labels import UNLABELLED, Labels
+from avsurv.learning.embeddings import EmbeddingSet
+from avsurv.learning.modeldir import CONFIG, load_verified, save_weights
+from avsurv.tasks.probe import clip_labels
 
 FORMAT = "avsurv-head-v1"
 DEFAULT_EPOCHS = 40

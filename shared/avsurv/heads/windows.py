@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from avsurv.constants import CLIP_SECONDS
-from avsurv.tasks.embeddings import EmbeddingSet, TaskError
+from avsurv.errors import TaskError
+from avsurv.learning.embeddings import EmbeddingSet
 
 DEFAULT_WINDOW = 10
 """Clips per window: the T = 10 one-second segments of an AVE video, which TACMA and CCLN were built on."""

@@ -6,7 +6,7 @@
 - ``model.sha256``: sha256 of ``model.safetensors``; :func:`load_model` refuses weights that differ;
 - ``calibration.json``: the anomaly threshold fitted on the training clips (written by training);
 - ``camera_stats.json``: each training camera's embedding mean and variance, and the training clips'
-  pooled, for per-camera normalization (``avsurv.tasks.normalization``, written by training);
+  pooled, for per-camera normalization (``avsurv.learning.normalization``, written by training);
 - ``checkpoint/``: the training state of the last finished epoch, for ``--resume``.
 No pickles: tensors go through safetensors, everything else through JSON.
 """
@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from avsurv.errors import ModelError
 from avsurv.models import AudioVisualModel, build_model
 
 WEIGHTS = "model.safetensors"
@@ -30,9 +31,6 @@ CALIBRATION = "calibration.json"
 CAMERA_STATS = "camera_stats.json"
 CHECKPOINT = "checkpoint"
 
-
-class ModelError(Exception):
-    """A model directory that cannot be used; one line for people."""
 
 
 def sha256_of(path: Path) -> str:
@@ -68,6 +66,18 @@ def read_config(directory: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelError(f"{directory} is not a model directory (no {CONFIG})")
     return json.loads(path.read_text())
+
+
+def model_w(config: dict[str, Any]) -> float:
+    """The Eq. 5 weight a model was trained with (its config's hyperparameters): its anomaly scores,
+    calibration and search distances are on this scale."""
+    try:
+        w = float(config["hyperparameters"]["w"])
+    except (KeyError, TypeError, ValueError):
+        raise ModelError("the model's config has no hyperparameters.w (the Eq. 5 weight it was trained with)") from None
+    if not 0.0 <= w <= 1.0:
+        raise ModelError(f"the model's Eq. 5 weight w must lie in [0, 1], got {w}")
+    return w
 
 
 def load_model(directory: str | Path) -> tuple[AudioVisualModel, dict[str, Any]]:

@@ -33,7 +33,10 @@ import torch
 from tqdm import tqdm
 
 from avsurv.constants import CLIP_FRAMES_SHAPE, EMBEDDING_DIM, LR_AUDIO, LR_VISUAL, SIGMA, WEIGHT_DECAY, W
+from avsurv.errors import ModelError
+from avsurv.labels import Labels, labels_at
 from avsurv.learning import losses
+from avsurv.learning.calibration import Calibration
 from avsurv.learning.data import ClipTable, audio_batch, load_clips, mel_statistics, video_batch
 from avsurv.learning.diagnostics import alignment_stats
 from avsurv.learning.encode import encode_audio, encode_table, encode_visual_views
@@ -42,17 +45,14 @@ from avsurv.learning.modeldir import (
     CAMERA_STATS,
     CHECKPOINT,
     CONFIG,
-    ModelError,
     load_checkpoint,
     save_checkpoint,
     save_model,
 )
+from avsurv.learning.normalization import SiteNormalization
 from avsurv.models import build_model, load_kinetics_x3d
 from avsurv.models.device import DEVICES, autocast, resolve_device
 from avsurv.models.profiles import DEFAULT_PROFILE, PROFILES
-from avsurv.tasks.anomalies import Calibration
-from avsurv.tasks.normalization import SiteNormalization
-from avsurv.tasks.probe import Labels, labels_at
 
 METHODS = ("epg", "tpg", "avbt", "infonce")
 """The self-supervised methods: EPG and its baselines."""
@@ -473,7 +473,7 @@ class Trainer:
 def train(inputs: Sequence[str | Path], out_dir: str | Path, config: TrainConfig, *, resume: bool = False,
           progress: bool = True, log: Callable[[str], None] = print, labels: Labels | None = None) -> TrainResult:
     """Loads every clip of ``inputs`` (videos, streams or clip directories) and trains one model; ``labels``
-    (see :func:`avsurv.tasks.probe.read_labels`) only for the supervised method."""
+    (see :func:`avsurv.labels.read_labels`) only for the supervised method."""
     out_dir = Path(out_dir)
     if not resume and (out_dir / CONFIG).exists():
         raise FileExistsError(f"{out_dir} already holds a model; choose another --out or pass --resume")

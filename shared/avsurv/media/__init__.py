@@ -1,6 +1,6 @@
 """Media: decoding files and streams, and cutting them into the paper's 1-second clips."""
 
-from avsurv.media.decode import MediaError, MediaInfo, MediaReader
+from avsurv.media.decode import MediaInfo, MediaReader
 from avsurv.media.segment import Clip, Segmenter, SegmentReport, SkippedClip
 
-__all__ = ["Clip", "MediaError", "MediaInfo", "MediaReader", "SegmentReport", "Segmenter", "SkippedClip"]
+__all__ = ["Clip", "MediaInfo", "MediaReader", "SegmentReport", "Segmenter", "SkippedClip"]

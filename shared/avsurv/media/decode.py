@@ -18,14 +18,12 @@ import av
 import numpy as np
 
 from avsurv.constants import SAMPLE_RATE
+from avsurv.errors import MediaError
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 AUDIO_JUMP_TOLERANCE_S = 0.02
 """A jump in audio timestamps larger than this is a gap (or overlap): the resampler restarts there."""
 
-
-class MediaError(Exception):
-    """An input that cannot be read at all; the message is one line meant for people."""
 
 
 @dataclass(frozen=True)

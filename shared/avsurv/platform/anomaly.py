@@ -1,10 +1,13 @@
 """Anomaly detector: embeddings in, anomaly events out (``avsurv.anomalies.v1``), EPG section 4.3.
 
-A clip's score is ``d(z_v, z_a)`` (Eq. 5); it is anomalous above ``mean + 2 std`` of the calibration of
-its camera and model version (kept in the state store by the embedder; the model's own training
-calibration when a camera has none). Consecutive anomalous clips of a camera merge into one event,
-published when the run ends. Event ids are deterministic, and an event already stored is not published
-again, so a replay after a restart repeats nothing; offsets are committed once a clip's event is out.
+A clip's score is ``d(z_v, z_a)`` (Eq. 5) with the ``w`` of its model version, which the embedding
+message carries; it is anomalous above ``mean + anomaly_stds * std`` of the calibration of its camera and
+model version (``avsurv.learning.calibration``, fitted by the embedder and kept in the state store; the
+version's training calibration from its registry record when a camera has none). A calibration on
+another scale than the message's ``w`` is refused, so score and threshold always agree. Consecutive
+anomalous clips of a camera merge into one event, published when the run ends. Event ids are
+deterministic, and an event already stored is not published again, so a replay after a restart repeats
+nothing; offsets are committed once a clip's event is out.
 
 Heads attached to a camera (``avsurv.platform.heads``) see the same embeddings through a ``HeadStream``
 each; consecutive clips a head gives the same event label make one event of that head (``detector``).
@@ -13,7 +16,6 @@ A clip's offset is committed once every detector is done with it.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -24,15 +26,15 @@ import numpy as np
 from avsurv.adapters.artifacts import Artifacts
 from avsurv.adapters.bus import Bus, CommitTracker, Message
 from avsurv.constants import ANOMALY_STDS, CLIP_SECONDS, EMBEDDING_DIM
+from avsurv.errors import ModelError
 from avsurv.heads.model import LOCALIZATION_KINDS
 from avsurv.heads.stream import HeadStream, StreamPrediction
 from avsurv.heads.training import ANOMALY_SCORE
-from avsurv.learning.modeldir import CALIBRATION, ModelError
+from avsurv.learning.calibration import Calibration, clip_scores
 from avsurv.platform.heads import load_attached
 from avsurv.platform.messages import ANOMALIES, EMBEDDINGS, InvalidMessage, dead_letter, event_id, header, parse
 from avsurv.platform.registry import HeadRecord, Registry
 from avsurv.platform.worker import DEAD_LETTERED, PROCESSED, Worker, log
-from avsurv.tasks.anomalies import clip_scores
 from avsurv.v1 import messages_pb2 as pb
 
 HEADS_REFRESH_S = 5.0
@@ -84,15 +86,15 @@ class AnomalyService(Worker):
     name_ = "anomaly-detector"
 
     def __init__(self, bus: Bus, registry: Registry, artifacts: Artifacts, cache_dir: Path,
-                 run_idle_s: float) -> None:
+                 run_idle_s: float, stds: float = ANOMALY_STDS) -> None:
         super().__init__()
-        self.run_idle_s = run_idle_s
+        self.run_idle_s, self.stds = run_idle_s, stds
         self._last_seen: dict[str, float] = {}
         self.bus, self.registry, self.artifacts, self.cache_dir = bus, registry, artifacts, cache_dir
         self.subscription = bus.subscribe("anomaly-detector", [EMBEDDINGS])
         self.tracker = CommitTracker(self.subscription)
         self.runs: dict[tuple[str, str], _Run] = {}  # (camera, detector) -> its open event
-        self._thresholds: dict[tuple[str, str], float | None] = {}
+        self._calibrations: dict[tuple[str, str], Calibration | None] = {}
         self.events_published = 0
         self.heads: dict[tuple[str, str], _Attached] = {}  # (camera, name) -> head
         self._heads_read = -math.inf
@@ -100,19 +102,15 @@ class AnomalyService(Worker):
         self._model_sha: dict[str, str] = {}
         self._holders: dict[tuple[str, int, int], int] = {}  # message -> detectors not done with it
 
-    def threshold(self, version: str, camera_id: str) -> float | None:
+    def calibration(self, version: str, camera_id: str) -> Calibration | None:
+        """The camera's calibration in ``version``, else the version's training one, with this detector's
+        ``stds``; None while there is neither (its clips are then not flagged)."""
         key = (version, camera_id)
-        if self._thresholds.get(key) is None:
-            stats = self.registry.calibration(version, camera_id) or self._model_calibration(version)
-            self._thresholds[key] = stats["mean"] + ANOMALY_STDS * stats["std"] if stats else None
-        return self._thresholds[key]
-
-    def _model_calibration(self, version: str) -> dict[str, float] | None:
-        record = self.registry.model(version)
-        if record is None:
-            return None
-        path = self.artifacts.fetch(record.artifact_uri, self.cache_dir) / CALIBRATION
-        return json.loads(path.read_text()) if path.is_file() else None
+        if self._calibrations.get(key) is None:
+            record = self.registry.model(version)
+            found = self.registry.calibration(version, camera_id) or (record and record.training_calibration())
+            self._calibrations[key] = found.with_stds(self.stds) if found else None
+        return self._calibrations[key]
 
     def step(self) -> None:
         if time.monotonic() - self._heads_read > HEADS_REFRESH_S:
@@ -173,10 +171,15 @@ class AnomalyService(Worker):
         self._holders[_slot(message)] = 1 + len(heads)
         clip = _Clip(message, h.clip_id, h.capture_time, h.site)
         z_v, z_a = np.asarray([embedding.z_v], np.float32), np.asarray([embedding.z_a], np.float32)
-        threshold = self.threshold(version, h.camera_id)
-        score = float(clip_scores(z_v, z_a)[0])
-        anomalous = embedding.has_audio and threshold is not None and score > threshold
-        self._extend(clip, h.camera_id, "", "", version, anomalous, score, threshold or 0.0)
+        calibration = self.calibration(version, h.camera_id)
+        if calibration is not None and not math.isclose(calibration.w, embedding.w):
+            log.error("anomaly: %s of %s scored with w=%g but its calibration has w=%g: not flagged", h.clip_id,
+                      version, embedding.w, calibration.w)
+            calibration = None
+        score = float(clip_scores(z_v, z_a, embedding.w)[0])
+        anomalous = embedding.has_audio and calibration is not None and score > calibration.threshold
+        self._extend(clip, h.camera_id, "", "", version, anomalous, score,
+                     calibration.threshold if calibration else 0.0)
         for attached in heads:
             attached.version, attached.touched = version, time.monotonic()
             for prediction in attached.stream.add(clip, h.capture_time, z_v[0], z_a[0]):

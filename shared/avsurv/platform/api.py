@@ -20,12 +20,13 @@ from grpc_reflection.v1alpha import reflection
 from avsurv.adapters.artifacts import Artifacts
 from avsurv.adapters.vectors import Hit, QdrantVectors, alias_name, point_id
 from avsurv.constants import SEARCH_EXCLUSION_S, SEARCH_SEPARATION_S
-from avsurv.media import MediaError, Segmenter
+from avsurv.errors import MediaError, TaskError
+from avsurv.learning.embeddings import EmbeddingSet
+from avsurv.media import Segmenter
 from avsurv.media.background import Backgrounds
 from avsurv.platform.ingest import without_credentials
 from avsurv.platform.models import LoadedModel, load_version
-from avsurv.platform.registry import Registry
-from avsurv.tasks.embeddings import EmbeddingSet, TaskError
+from avsurv.platform.registry import ModelRecord, Registry
 from avsurv.tasks.search import search
 from avsurv.v1 import api_pb2, api_pb2_grpc
 from avsurv.v1 import messages_pb2 as pb
@@ -67,7 +68,15 @@ class SearchServicer(api_pb2_grpc.EventSearchServicer):
         self._models: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
 
+    def _record(self, version: str) -> ModelRecord:
+        """The version's contract (its ``w``): a search by clip needs no weights."""
+        record = self.registry.model(version)
+        if record is None:
+            raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, f"model version {version} is not registered")
+        return record
+
     def _model(self, version: str) -> LoadedModel:
+        """The version's weights, loaded only to embed an uploaded media query."""
         with self._lock:
             if version not in self._models:
                 self._models = {version: load_version(version, self.registry, self.artifacts, self.cache_dir,
@@ -100,7 +109,7 @@ class SearchServicer(api_pb2_grpc.EventSearchServicer):
                          top_k=request.top_k or 10,
                          exclusion_s=request.exclusion_s if request.HasField("exclusion_s") else SEARCH_EXCLUSION_S,
                          separation_s=request.separation_s if request.HasField("separation_s") else SEARCH_SEPARATION_S,
-                         w=self._model(version).w)
+                         w=self._record(version).w)
         response.results.extend(api_pb2.SearchResult(
             clip_id=r.clip_id, camera_id=r.camera_id, capture_time=r.capture_time or r.clip_start,
             distance=r.distance, media_uri=r.source) for r in results)

@@ -4,7 +4,6 @@ services in one process: in-process bus, Qdrant local mode, embedded Redis)."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import sys
@@ -15,14 +14,14 @@ import redis
 
 from avsurv.adapters.artifacts import DirectoryArtifacts
 from avsurv.adapters.state import close_shared_state, connect_state
+from avsurv.clisupport import reports_errors
+from avsurv.errors import TaskError
 from avsurv.heads.training import TrainedHead
 from avsurv.platform.anomaly import HEADS_REFRESH_S
 from avsurv.platform.config import ConfigError, Settings, group_heads, load_settings
 from avsurv.platform.heads import NAME_PATTERN, attach_head, event_labels
 from avsurv.platform.registry import Registry
 from avsurv.platform.runtime import SERVICES, Runtime
-from avsurv.tasks.cli import reports_errors
-from avsurv.tasks.embeddings import TaskError
 
 
 def _logging() -> None:
@@ -42,9 +41,6 @@ def run_serve(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"avsurv serve: error: {error}", file=sys.stderr)
         return 2
-    # Before the bus and the stores are opened: an unreachable Kafka would otherwise hide what it was told.
-    logging.getLogger("avsurv").info("avsurv serve %s: configuration %s", args.service,
-                                     json.dumps(settings.printable()))
     runtime = Runtime([args.service], settings, embedded=False)
     runtime.start()
     try:

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from avsurv.constants import ANOMALY_STDS
 from avsurv.models.device import DEVICES
 from avsurv.models.profiles import DEFAULT_PROFILE, PROFILES
 
@@ -55,6 +56,8 @@ class Settings(BaseModel):
     anomaly_run_idle_s: float = Field(30.0, gt=0, description="anomaly: close a camera's open event after this "
                                       "long without clips (longer than a restart upstream, or events split)")
     calibration_clips: int = Field(120, ge=10, description="anomaly: clips per camera to calibrate a new version")
+    anomaly_stds: float = Field(ANOMALY_STDS, gt=0, description="anomaly: a clip is anomalous above the mean + "
+                                "this many std of its camera's calibration (EPG: 2)")
 
     @property
     def vectors_url(self) -> str:

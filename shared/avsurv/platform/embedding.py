@@ -7,7 +7,7 @@ anomaly score per camera for it, and only then flips the site's alias and activa
 live loop changes model between batches, so a search sees one version, and no clip is dropped.
 
 Per model version and camera, the embedder also keeps the running mean and variance of the embeddings
-(``avsurv.tasks.normalization.CameraStats``, for per-camera normalization): the backfill computes them
+(``avsurv.learning.normalization.CameraStats``, for per-camera normalization): the backfill computes them
 over the stored clips, then every live batch of the serving version is merged in and the camera's stats
 are written to the registry, so a restart goes on from them. Live clips embedded by a version still
 being prepared are not counted: the stored clips stand for the camera's history.
@@ -25,7 +25,9 @@ import numpy as np
 from avsurv.adapters.artifacts import Artifacts
 from avsurv.adapters.bus import Bus, CommitTracker, Message
 from avsurv.adapters.vectors import Point, QdrantVectors, alias_name, collection_name, point_id
-from avsurv.learning.modeldir import ModelError
+from avsurv.errors import ModelError
+from avsurv.learning.calibration import Calibration, clip_scores
+from avsurv.learning.normalization import CameraStats, merged_per_camera, per_camera
 from avsurv.media.background import Backgrounds
 from avsurv.media.segment import Clip
 from avsurv.platform.archive import ClipArchive
@@ -34,8 +36,6 @@ from avsurv.platform.messages import CLIPS, EMBEDDINGS, InvalidMessage, clip_fro
 from avsurv.platform.models import LoadedModel, load_version
 from avsurv.platform.registry import Registry
 from avsurv.platform.worker import DEAD_LETTERED, PROCESSED, Worker, log
-from avsurv.tasks.anomalies import clip_scores
-from avsurv.tasks.normalization import CameraStats, merged_per_camera, per_camera
 from avsurv.v1 import messages_pb2 as pb
 
 BACKFILL_BATCH = 32
@@ -92,21 +92,21 @@ class _Swap(threading.Thread):
             batch_stats = per_camera([clip.camera_id for clip in clips], z_v, z_a)
             self.camera_stats = merged_per_camera(self.camera_stats, batch_stats)
             self.backfilled += len(chunk)
-        self._calibrate(scores)
+        self._calibrate(scores, model)
         for camera, stats in self.camera_stats.items():
             s.registry.set_camera_stats(self.version, camera, stats)
         log.info("embedding: model %s indexed %d stored clips in %.1f s", self.version, len(ids),
                  time.monotonic() - started)
         self.ready = True
 
-    def _calibrate(self, scores: dict[str, list[float]]) -> None:
-        """Per camera, mean and std of the score over its most recent stored clips with audio."""
-        keep = self.service.settings.calibration_clips
+    def _calibrate(self, scores: dict[str, list[float]], model: LoadedModel) -> None:
+        """Per camera, the calibration of the score over its most recent stored clips with audio."""
+        settings = self.service.settings
         for camera, values in scores.items():
-            recent = np.asarray(values[-keep:])
-            if recent.size >= 2:
-                self.service.registry.set_calibration(self.version, camera, float(recent.mean()),
-                                                      float(recent.std()), int(recent.size))
+            if len(values) >= 2:
+                calibration = Calibration.of_scores(np.asarray(values[-settings.calibration_clips:]), w=model.w,
+                                                    stds=settings.anomaly_stds, model_sha256=model.sha256)
+                self.service.registry.set_calibration(self.version, camera, calibration)
 
 
 class EmbeddingService(Worker):
@@ -209,7 +209,7 @@ class EmbeddingService(Worker):
             self.vectors.ensure_collection(collection)
             self.vectors.upsert(collection, model.version, points_for(list(clips), list(clip_messages), z_v, z_a))
             if model is self.serving:
-                self._publish(clip_messages, z_v, z_a, model.version)
+                self._publish(clip_messages, z_v, z_a, model)
                 self._update_stats(clips, z_v, z_a, model.version)
         for message in messages:
             self.tracker.done(message)
@@ -223,11 +223,13 @@ class EmbeddingService(Worker):
         for camera in batch_stats:
             self.registry.set_camera_stats(version, camera, self.camera_stats[camera])
 
-    def _publish(self, clip_messages: tuple[pb.Clip, ...], z_v: np.ndarray, z_a: np.ndarray, version: str) -> None:
+    def _publish(self, clip_messages: tuple[pb.Clip, ...], z_v: np.ndarray, z_a: np.ndarray,
+                 model: LoadedModel) -> None:
         for i, clip_message in enumerate(clip_messages):
-            embedding = pb.Embedding(header=clip_message.header, model_version=version, z_v=z_v[i].tolist(),
+            embedding = pb.Embedding(header=clip_message.header, model_version=model.version, z_v=z_v[i].tolist(),
                                      z_a=z_a[i].tolist(), has_audio=clip_message.has_audio,
-                                     point_id=point_id(clip_message.header.clip_id, version))
+                                     point_id=point_id(clip_message.header.clip_id, model.version), w=model.w,
+                                     model_sha256=model.sha256, profile=model.profile)
             self.bus.publish(EMBEDDINGS, clip_message.header.camera_id, embedding.SerializeToString())
         self.bus.flush()
 

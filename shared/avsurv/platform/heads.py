@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from avsurv.adapters.artifacts import Artifacts
+from avsurv.errors import ModelError
 from avsurv.heads.labels import ANOMALY
 from avsurv.heads.model import LOCALIZATION_KINDS
 from avsurv.heads.training import TrainedHead
-from avsurv.learning.modeldir import ModelError
 from avsurv.platform.registry import HeadRecord, Registry
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"

@@ -17,8 +17,9 @@ from collections.abc import Callable
 import numpy as np
 
 from avsurv.adapters.bus import Bus
+from avsurv.errors import MediaError
 from avsurv.media.clipstore import encode_jpeg
-from avsurv.media.decode import AudioChunk, MediaError, MediaReader, VideoSample, is_network_source
+from avsurv.media.decode import AudioChunk, MediaReader, VideoSample, is_network_source
 from avsurv.media.segment import grid_phase, resize_frame, shown_at_a_sampling_instant
 from avsurv.platform.config import Settings
 from avsurv.platform.messages import CHUNKS, header

@@ -12,15 +12,16 @@ import numpy as np
 
 from avsurv.adapters.artifacts import Artifacts
 from avsurv.adapters.bus import Bus
-from avsurv.constants import W
-from avsurv.learning.modeldir import CHECKSUM, ModelError, load_model, read_config
+from avsurv.errors import ModelError
+from avsurv.learning.calibration import Calibration
+from avsurv.learning.embed import embed_clips
+from avsurv.learning.modeldir import CALIBRATION, CHECKSUM, load_model, model_w, read_config
 from avsurv.media.background import Backgrounds
 from avsurv.media.segment import Clip
 from avsurv.models import AudioVisualModel
 from avsurv.models.device import resolve_device
 from avsurv.platform.messages import MODELS, header
 from avsurv.platform.registry import ModelRecord, Registry
-from avsurv.tasks.embed import embed_clips
 from avsurv.v1 import messages_pb2 as pb
 
 
@@ -35,7 +36,15 @@ class LoadedModel:
 
     @property
     def w(self) -> float:
-        return float(self.config.get("hyperparameters", {}).get("w", W))
+        return model_w(self.config)
+
+    @property
+    def sha256(self) -> str:
+        return str(self.config.get("sha256", ""))
+
+    @property
+    def profile(self) -> str:
+        return str(self.config.get("profile", ""))
 
     def embed(self, clips: list[Clip], backgrounds: Backgrounds | None = None) -> tuple[np.ndarray, np.ndarray]:
         """float32 [N, 512] z_v (mean of the views) and z_a. The clips continue each camera's history in
@@ -50,15 +59,17 @@ class LoadedModel:
 def publish_model(directory: Path, registry: Registry, artifacts: Artifacts, bus: Bus | None, *,
                   parent: str = "", metrics: dict[str, float] | None = None) -> ModelRecord:
     """Stores a trained model directory as a new version and makes it the embedder's target."""
-    read_config(directory)  # refuses a directory that is not a model
+    config = read_config(directory)  # refuses a directory that is not a model
+    w, profile = model_w(config), str(config.get("profile", ""))
+    calibration = Calibration.load(directory / CALIBRATION).to_dict() if (directory / CALIBRATION).is_file() else None
     sha256 = _checksum(directory)
     for record in registry.models():
         if record.sha256 == sha256:
             return record  # the same weights again (a restarted trainer, or --model given twice)
     version = time.strftime("m%Y%m%dt%H%M%S", time.gmtime()) + f"-{sha256[:8]}"
     uri = artifacts.put(directory, version)
-    record = ModelRecord(version=version, sha256=sha256, artifact_uri=uri, created_time=time.time(),
-                         parent_version=parent, metrics=dict(metrics or {}))
+    record = ModelRecord(version=version, sha256=sha256, artifact_uri=uri, created_time=time.time(), w=w,
+                         profile=profile, calibration=calibration, parent_version=parent, metrics=dict(metrics or {}))
     registry.add_model(record)
     registry.set_target(version)
     if bus is not None:

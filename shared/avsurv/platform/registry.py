@@ -11,7 +11,9 @@ from typing import Any
 
 import redis
 
-from avsurv.tasks.normalization import CameraStats
+from avsurv.errors import ModelError
+from avsurv.learning.calibration import Calibration
+from avsurv.learning.normalization import CameraStats
 
 EVENTS_CHANNEL = "avsurv:{site}:anomalies:live"
 
@@ -27,13 +29,23 @@ class CameraState:
 
 @dataclass
 class ModelRecord:
+    """A model version's contract: what every service needs to use its embeddings without loading its
+    weights: the Eq. 5 weight ``w`` its scores and distances are computed with, its profile, and the
+    anomaly calibration of its training clips (``Calibration.to_dict()``; None if it has none)."""
+
     version: str
     sha256: str
     artifact_uri: str
     created_time: float
+    w: float
+    profile: str
+    calibration: dict[str, Any] | None = None
     parent_version: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     indexed: bool = False
+
+    def training_calibration(self) -> Calibration | None:
+        return Calibration.from_dict(self.calibration) if self.calibration else None
 
 
 @dataclass
@@ -53,6 +65,14 @@ class HeadRecord:
     @property
     def detector(self) -> str:
         return f"head:{self.kind}:{self.name}"
+
+
+def _model_record(raw: bytes) -> ModelRecord:
+    data = json.loads(raw)
+    if "w" not in data:
+        raise ModelError(f"model version {data.get('version')} was registered without its w and profile (an "
+                         "older avsurv): publish its directory again")
+    return ModelRecord(**data)
 
 
 class Registry:
@@ -89,10 +109,10 @@ class Registry:
 
     def model(self, version: str) -> ModelRecord | None:
         raw = self.state.hget(self._key("models"), version)
-        return ModelRecord(**json.loads(raw)) if raw else None
+        return _model_record(raw) if raw else None
 
     def models(self) -> list[ModelRecord]:
-        records = [ModelRecord(**json.loads(v)) for v in self.state.hgetall(self._key("models")).values()]
+        records = [_model_record(v) for v in self.state.hgetall(self._key("models")).values()]
         return sorted(records, key=lambda r: r.created_time)
 
     def mark_indexed(self, version: str) -> None:
@@ -134,15 +154,15 @@ class Registry:
         return raw.decode() if raw else None
 
     # -- calibration -----------------------------------------------------------------------------
-    def set_calibration(self, version: str, camera_id: str, mean: float, std: float, clips: int) -> None:
-        self.state.hset(self._key("calibration", version), camera_id,
-                        json.dumps({"mean": mean, "std": std, "clips": clips}))
+    def set_calibration(self, version: str, camera_id: str, calibration: Calibration) -> None:
+        self.state.hset(self._key("calibration", version), camera_id, json.dumps(calibration.to_dict()))
 
-    def calibration(self, version: str, camera_id: str) -> dict[str, float] | None:
+    def calibration(self, version: str, camera_id: str) -> Calibration | None:
+        """The camera's calibration in ``version`` (fitted by the embedder on its stored clips), else None."""
         raw = self.state.hget(self._key("calibration", version), camera_id)
-        return json.loads(raw) if raw else None
+        return Calibration.from_dict(json.loads(raw)) if raw else None
 
-    # -- per-camera embedding statistics (avsurv.tasks.normalization) ----------------------------
+    # -- per-camera embedding statistics (avsurv.learning.normalization) ----------------------------
     def set_camera_stats(self, version: str, camera_id: str, stats: CameraStats) -> None:
         self.state.hset(self._key("camera_stats", version), camera_id, json.dumps(stats.to_dict()))
 

@@ -94,7 +94,7 @@ def build_workers(names: Sequence[str], ports: Ports, settings: Settings) -> dic
                                               ports.archive, settings),
         "trainer": lambda: TrainerService(ports.bus, ports.registry, ports.artifacts, ports.archive, settings),
         "anomaly-detector": lambda: AnomalyService(ports.bus, ports.registry, ports.artifacts, cache,
-                                                   settings.anomaly_run_idle_s),
+                                                   settings.anomaly_run_idle_s, settings.anomaly_stds),
     }
     return {name: makers[name]() for name in names if name in makers}
 
@@ -108,6 +108,8 @@ class Runtime:
         if unknown:
             raise ValueError(f"unknown services {unknown}; the services are {', '.join(SERVICES)}")
         self.names, self.settings = list(names), settings
+        # Before the bus and the stores are opened: an unreachable Kafka would otherwise hide what it was told.
+        log.info("avsurv %s: configuration %s", "+".join(self.names), json.dumps(settings.printable()))
         self.ports = open_ports(settings, names, embedded)
         self.workers = build_workers(names, self.ports, settings)
         self.stopped = threading.Event()
@@ -128,7 +130,6 @@ class Runtime:
             start_http_server(settings.metrics_port)
 
     def start(self) -> None:
-        log.info("avsurv %s: configuration %s", "+".join(self.names), json.dumps(self.settings.printable()))
         for worker in self.workers.values():
             worker.start()
         self._refresh_health()

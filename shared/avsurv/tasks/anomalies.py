@@ -11,22 +11,19 @@ would flag every such second.
 
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from avsurv.constants import ANOMALY_STDS, CLIP_SECONDS, SEARCH_EXCLUSION_S, W
-from avsurv.learning.distance import distance, pairwise_distance
-from avsurv.tasks.embeddings import EmbeddingSet, TaskError
-from avsurv.tasks.normalization import CameraStats
+from avsurv.errors import TaskError
+from avsurv.learning.calibration import Calibration, clip_scores
+from avsurv.learning.distance import pairwise_distance
+from avsurv.learning.embeddings import EmbeddingSet
+from avsurv.learning.normalization import CameraStats
 
-CALIBRATION_FORMAT = "avsurv-calibration-v1"
-CALIBRATION_FILE = "calibration.json"
 _ADJACENT_TOLERANCE_S = 1e-6
 """Clip starts are whole steps of CLIP_SECONDS; the tolerance only absorbs float rounding."""
 
@@ -34,12 +31,6 @@ _ADJACENT_TOLERANCE_S = 1e-6
 def anomaly_scores(embeddings: EmbeddingSet, w: float = W) -> np.ndarray:
     """float64 [N]: ``d(z_v, z_a)`` of every clip (Eq. 5), whether or not it has audio."""
     return clip_scores(embeddings.z_v, embeddings.z_a, w)
-
-
-def clip_scores(z_v: np.ndarray, z_a: np.ndarray, w: float = W) -> np.ndarray:
-    """float64 [N]: Eq. 5 between each clip's z_v and z_a, float32 [N, D] each."""
-    with torch.no_grad():
-        return distance(torch.from_numpy(z_v).double(), torch.from_numpy(z_a).double(), w).numpy()
 
 
 def novelty_scores(z: np.ndarray, times: np.ndarray, *, k: int = 5, exclusion_s: float = 60.0, w: float = W
@@ -92,78 +83,6 @@ def site_novelty(z_v: np.ndarray, z_a: np.ndarray, times: np.ndarray, *, k: int 
         finite = novelty[np.isfinite(novelty)]
         total += novelty / (np.median(finite) if finite.size and np.median(finite) > 0 else 1.0)
     return total / 2
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Score statistics of the training clips of one model; ``threshold = mean + stds * std``."""
-
-    mean: float
-    std: float
-    stds: float = ANOMALY_STDS
-    w: float = W
-    clips: int = 0
-    model_sha256: str = ""
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.mean) and math.isfinite(self.std) and self.std >= 0):
-            raise TaskError(f"calibration needs a finite mean and std >= 0, got {self.mean} and {self.std}")
-        if not (math.isfinite(self.stds) and 0.0 <= self.w <= 1.0):
-            raise TaskError(f"calibration needs finite stds and w in [0, 1], got {self.stds} and {self.w}")
-
-    @classmethod
-    def fit(cls, z_v: np.ndarray, z_a: np.ndarray, *, w: float = W, stds: float = ANOMALY_STDS,
-            model_sha256: str = "") -> Calibration:
-        """Mean and (population) std of the scores of training clips, float32 [N, D] each, all with audio."""
-        if not 0.0 <= w <= 1.0:
-            raise TaskError(f"the distance weight w must lie in [0, 1], got {w}")
-        scores = clip_scores(np.asarray(z_v, dtype=np.float32), np.asarray(z_a, dtype=np.float32), w)
-        if scores.size < 2:
-            raise TaskError(f"calibration needs at least 2 clips with audio, got {scores.size}")
-        return cls(mean=float(scores.mean()), std=float(scores.std()), stds=stds, w=w, clips=int(scores.size),
-                   model_sha256=model_sha256)
-
-    @property
-    def threshold(self) -> float:
-        return self.mean + self.stds * self.std
-
-    def with_stds(self, stds: float) -> Calibration:
-        """The same statistics with another multiple of std in the threshold."""
-        return replace(self, stds=stds)
-
-    def to_dict(self) -> dict[str, Any]:
-        # The threshold is written for people reading the file; load() checks it still agrees.
-        return {"format": CALIBRATION_FORMAT, **asdict(self), "threshold": self.threshold}
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> Calibration:
-        path = Path(path)
-        if not path.is_file():
-            raise TaskError(f"{path}: no such calibration file")
-        try:
-            data = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise TaskError(f"{path}: not JSON ({error})") from None
-        if not isinstance(data, dict) or data.get("format") != CALIBRATION_FORMAT:
-            raise TaskError(f"{path}: not a calibration file (format must be {CALIBRATION_FORMAT!r})")
-        try:
-            calibration = cls(mean=float(data["mean"]), std=float(data["std"]), stds=float(data["stds"]),
-                              w=float(data["w"]), clips=int(data["clips"]),
-                              model_sha256=str(data["model_sha256"]))
-        except TaskError as error:
-            raise TaskError(f"{path}: {error}") from None
-        except (KeyError, TypeError, ValueError) as error:
-            raise TaskError(f"{path}: missing or bad field {error}") from None
-        if "threshold" in data and not math.isclose(float(data["threshold"]), calibration.threshold,
-                                                    rel_tol=1e-9, abs_tol=1e-12):
-            raise TaskError(f"{path}: threshold {data['threshold']} is not mean + stds * std "
-                            f"= {calibration.threshold}; edit stds, not threshold")
-        return calibration
 
 
 def calibrate(embeddings: EmbeddingSet, *, w: float = W, stds: float = ANOMALY_STDS) -> Calibration:

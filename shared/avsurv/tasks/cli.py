@@ -7,50 +7,32 @@ Each ``register_*`` adds one sub-command whose ``func(args)`` returns an exit co
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from avsurv.clisupport import reports_errors
 from avsurv.constants import ANOMALY_STDS, SEARCH_EXCLUSION_S, SEARCH_SEPARATION_S, W
-from avsurv.learning.modeldir import ModelError
-from avsurv.tasks.anomalies import CALIBRATION_FILE, Calibration, calibrate, detect
-from avsurv.tasks.embeddings import EmbeddingSet, TaskError, load_many
+from avsurv.errors import TaskError
+from avsurv.labels import LABEL_FIELDS, read_labels
+from avsurv.learning.calibration import Calibration
+from avsurv.learning.embeddings import EmbeddingSet, load_many
+from avsurv.learning.modeldir import CALIBRATION
+from avsurv.tasks.anomalies import calibrate, detect
 from avsurv.tasks.probe import (
     DEFAULT_STEPS,
     DEFAULT_WEIGHT_DECAY,
     FEATURE_LABEL_FIELD,
     FEATURES,
-    LABEL_FIELDS,
     NORMALIZATIONS,
     ProbeReport,
     default_label_field,
     evaluate_probe,
-    read_labels,
 )
 from avsurv.tasks.search import MODES, SearchResult, find_clip, parse_query, search_by_clip
-
-Handler = Callable[[argparse.Namespace], int]
-
-
-def reports_errors(command: str) -> Callable[[Handler], Handler]:
-    """Turns bad input (TaskError, ModelError, unreadable files) into one line on stderr and exit code 2."""
-
-    def wrap(handler: Handler) -> Handler:
-        @functools.wraps(handler)
-        def run(args: argparse.Namespace) -> int:
-            try:
-                return handler(args)
-            except (TaskError, ModelError, OSError) as error:
-                print(f"avsurv {command}: error: {error}", file=sys.stderr)
-                return 2
-
-        return run
-
-    return wrap
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -77,7 +59,7 @@ def register_calibrate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("embeddings", nargs="+", type=Path, metavar="TRAIN_EMB.npz",
                         help="embeddings of the training clips of one model")
     parser.add_argument("--out", type=Path, required=True, metavar="FILE",
-                        help=f"calibration JSON to write, e.g. MODEL_DIR/{CALIBRATION_FILE}; an existing "
+                        help=f"calibration JSON to write, e.g. MODEL_DIR/{CALIBRATION}; an existing "
                         "file is overwritten (required)")
     _add_score_options(parser, f"Eq. 5 weight of squared Euclidean vs cosine distance, 0 to 1 (default {W})",
                        f"threshold = mean + K * std (default {ANOMALY_STDS})")
@@ -106,7 +88,7 @@ def register_anomalies(subparsers: argparse._SubParsersAction) -> None:
                         help="embeddings to search for anomalies")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", type=Path, metavar="DIR",
-                        help=f"model directory with {CALIBRATION_FILE} (no default: this or --calibration)")
+                        help=f"model directory with {CALIBRATION} (no default: this or --calibration)")
     source.add_argument("--calibration", type=Path, metavar="FILE",
                         help="calibration file from `avsurv calibrate` (no default: this or --model)")
     parser.add_argument("--out", type=Path, metavar="EVENTS.jsonl",
@@ -120,7 +102,7 @@ def register_anomalies(subparsers: argparse._SubParsersAction) -> None:
 
 @reports_errors("anomalies")
 def _run_anomalies(args: argparse.Namespace) -> int:
-    calibration = Calibration.load(args.model / CALIBRATION_FILE if args.model else args.calibration)
+    calibration = Calibration.load(args.model / CALIBRATION if args.model else args.calibration)
     if args.w is not None and not math.isclose(args.w, calibration.w):
         raise TaskError(f"--w {args.w} differs from the calibration's w {calibration.w}; "
                         "recalibrate with `avsurv calibrate --w`")

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from avsurv.constants import CLIP_SECONDS, SEARCH_EXCLUSION_S, SEARCH_SEPARATION_S, W
+from avsurv.errors import TaskError
 from avsurv.learning.distance import pairwise_distance
-from avsurv.tasks.embeddings import EmbeddingSet, TaskError
+from avsurv.learning.embeddings import EmbeddingSet
 
 MODES = ("av", "audio", "visual")
 

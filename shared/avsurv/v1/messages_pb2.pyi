@@ -84,20 +84,26 @@ class Clip(_message.Message):
     def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., frames_jpeg: _Optional[_Iterable[bytes]] = ..., log_mel_f16: _Optional[bytes] = ..., has_audio: _Optional[bool] = ..., media_uri: _Optional[str] = ...) -> None: ...
 
 class Embedding(_message.Message):
-    __slots__ = ("header", "model_version", "z_v", "z_a", "has_audio", "point_id")
+    __slots__ = ("header", "model_version", "z_v", "z_a", "has_audio", "point_id", "w", "model_sha256", "profile")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     Z_V_FIELD_NUMBER: _ClassVar[int]
     Z_A_FIELD_NUMBER: _ClassVar[int]
     HAS_AUDIO_FIELD_NUMBER: _ClassVar[int]
     POINT_ID_FIELD_NUMBER: _ClassVar[int]
+    W_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
     header: Header
     model_version: str
     z_v: _containers.RepeatedScalarFieldContainer[float]
     z_a: _containers.RepeatedScalarFieldContainer[float]
     has_audio: bool
     point_id: str
-    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., model_version: _Optional[str] = ..., z_v: _Optional[_Iterable[float]] = ..., z_a: _Optional[_Iterable[float]] = ..., has_audio: _Optional[bool] = ..., point_id: _Optional[str] = ...) -> None: ...
+    w: float
+    model_sha256: str
+    profile: str
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., model_version: _Optional[str] = ..., z_v: _Optional[_Iterable[float]] = ..., z_a: _Optional[_Iterable[float]] = ..., has_audio: _Optional[bool] = ..., point_id: _Optional[str] = ..., w: _Optional[float] = ..., model_sha256: _Optional[str] = ..., profile: _Optional[str] = ...) -> None: ...
 
 class AnomalyEvent(_message.Message):
     __slots__ = ("header", "event_id", "start_time", "end_time", "peak_score", "peak_time", "threshold", "model_version", "clip_ids", "detector", "label")

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from avsurv.errors import TaskError
+
 FORMAT = "avsurv-embeddings-v1"
 
 _FLOAT_FIELDS = ("clip_start", "capture_time")
@@ -33,9 +35,6 @@ _STRING_FIELDS = ("clip_id", "camera_id", "source")
 ARRAY_FIELDS = ("clip_start", "z_v", "z_a", "clip_id", "camera_id", "capture_time", "has_audio", "source")
 META_FIELDS = ("model_sha256", "profile", "method")
 
-
-class TaskError(ValueError):
-    """Bad input to a downstream task; the message says which input and what is wrong, in one line."""
 
 
 @dataclass(eq=False)

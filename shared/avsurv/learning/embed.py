@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from avsurv.learning.data import ClipTable, iter_clips, table_from_clips
+from avsurv.learning.embeddings import EmbeddingSet
 from avsurv.learning.encode import encode_table
 from avsurv.media.background import Backgrounds
 from avsurv.media.segment import Clip
 from avsurv.models import AudioVisualModel
-from avsurv.tasks.embeddings import EmbeddingSet
 
 CHUNK_CLIPS = 64
 """Clips decoded and embedded together: bounds memory on long videos."""

@@ -1,5 +1,5 @@
-"""Per-camera normalization of embeddings (PAPER_NOTES "Measured: the encoders learn the camera, not the
-objects", issue 12 item 4).
+"""Per-camera normalization of embeddings (docs/METHOD.md, "Measured: the encoders learn the camera, not
+the objects", issue 12 item 4).
 
 The encoders' whole feature cloud shifts from camera to camera; standardizing each camera's embeddings
 with that camera's own per-dimension mean and variance (no labels needed) lifts cross-camera linear probes
@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from avsurv.tasks.embeddings import EmbeddingSet, TaskError
+from avsurv.errors import TaskError
+from avsurv.learning.embeddings import EmbeddingSet
 
 MODALITIES = ("visual", "audio")
 MIN_CLIPS = 60
