@@ -12,7 +12,7 @@ last 900 s of every camera:
   under the paper's normalization (cam0's scaler for every camera) and per camera (each camera's
   embeddings standardized with their own mean and std, no labels) side by side;
 - anomaly detection per camera: ROC-AUC and average precision of the paper's d(z_v, z_a) (Eq. 5, what
-  the platform runs), of the novelty detector (``avsurv.tasks.anomalies.site_novelty``) and of the
+  the platform runs), of the novelty detector (``avsurv.tasks.novelty.site_novelty``) and of the
   trivial embedding-size activity score (PAPER_NOTES: random encoders' embeddings grow with activity);
 - event search on each camera's held-back part: P@1, P@5, mAP (relevant: same ``label``), audio-visual;
 - cross-modal retrieval on cam0's held-back clips: R@1, R@5 among 100.
@@ -49,8 +49,8 @@ from avsurv.learning.normalization import CameraStats
 from avsurv.learning.train import METHODS, SUPERVISED, TrainConfig, Trainer
 from avsurv.models import AudioVisualModel, build_model
 from avsurv.models.profiles import DEFAULT_PROFILE, PROFILES
-from avsurv.tasks.anomalies import site_novelty
 from avsurv.tasks.metrics import average_precision, precision_at_k, roc_auc
+from avsurv.tasks.novelty import site_novelty
 from avsurv.tasks.probe import train_probe
 from avsurv.tasks.search import search_by_clip
 
@@ -448,7 +448,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
                 f"{100 * scores[c]['accuracy']:.1f} / {100 * scores[c]['macro_f1']:.1f}" for c in CAMERAS) + " |")
     lines += ["", "### Anomaly detection (held-back clips with audio; ROC-AUC / average precision, %)", "",
               "`av`: the paper's d(z_v, z_a) (Eq. 5), what the platform's anomaly detector runs; `novelty`: "
-              "`avsurv.tasks.anomalies.site_novelty` (each modality against the camera's own earlier clips; not yet "
+              "`avsurv.tasks.novelty.site_novelty` (each modality against the camera's own earlier clips; not yet "
               "in the platform); `size`: the trivial activity score |z_v| + |z_a|. `supervised` was trained on "
               "`visual_label`.", "",
               "| method | detector | " + " | ".join(CAMERAS) + " |", "|---|---|" + "---|" * len(CAMERAS)]

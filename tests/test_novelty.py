@@ -1,25 +1,35 @@
-"""The site novelty detector (avsurv.tasks.anomalies.site_novelty) against a plain loop."""
+"""The site novelty detector (avsurv.tasks.novelty) against plain loops: the whole-recording score of the
+benchmark, and the calibration and live score of the platform's detector."""
 
 import math
 
 import numpy as np
 import pytest
 
-from avsurv.tasks.anomalies import site_novelty
+from avsurv.errors import TaskError
+from avsurv.tasks.novelty import CameraHistory, NoveltyCalibration, site_novelty
 
 
-def loop_novelty(z_v: np.ndarray, z_a: np.ndarray, times: np.ndarray, k: int, exclusion_s: float) -> np.ndarray:
-    n = len(times)
+def loop_terms(z_v: np.ndarray, z_a: np.ndarray, times: np.ndarray, k: int, exclusion_s: float
+               ) -> list[list[float]]:
+    """Per modality, each clip's squared distance / D to its k-th nearest earlier clip, standardized with
+    the mean and variance of all the clips."""
     per_modality = []
     for z in (z_v.astype(np.float64), z_a.astype(np.float64)):
         x = (z - z.mean(0)) / np.sqrt(z.var(0) + 1e-5)
         novelty = []
-        for i in range(n):
+        for i in range(len(times)):
             distances = sorted(float(((x[i] - x[j]) ** 2).sum()) / x.shape[1]
-                               for j in range(n) if times[j] <= times[i] - exclusion_s)
+                               for j in range(len(times)) if times[j] <= times[i] - exclusion_s)
             novelty.append(distances[k - 1] if len(distances) >= k else math.inf)
-        finite = [v for v in novelty if math.isfinite(v)]
-        median = float(np.median(finite))
+        per_modality.append(novelty)
+    return per_modality
+
+
+def loop_novelty(z_v: np.ndarray, z_a: np.ndarray, times: np.ndarray, k: int, exclusion_s: float) -> np.ndarray:
+    per_modality = []
+    for novelty in loop_terms(z_v, z_a, times, k, exclusion_s):
+        median = float(np.median([v for v in novelty if math.isfinite(v)]))
         per_modality.append([v / median for v in novelty])
     return np.array([(a + b) / 2 for a, b in zip(*per_modality, strict=True)])
 
@@ -47,3 +57,47 @@ def test_site_novelty_validates() -> None:
         site_novelty(z, z, np.arange(3.0), k=0)
     with pytest.raises(ValueError, match="expected"):
         site_novelty(z, z[:2], np.arange(3.0))
+
+
+def test_the_calibration_and_live_score_match_loops() -> None:
+    rng = np.random.default_rng(2)
+    z_v, z_a = rng.normal(size=(50, 6)).astype(np.float32), rng.normal(size=(50, 6)).astype(np.float32) * 2
+    times = np.arange(50, dtype=np.float64)
+    fitted = NoveltyCalibration.fit(z_v, z_a, times, w=0.8, stds=1.5, k=3, exclusion_s=10)
+    terms = loop_terms(z_v, z_a, times, 3, 10)
+    medians = [float(np.median([v for v in m if math.isfinite(v)])) for m in terms]
+    scores = [(a / medians[0] + b / medians[1]) / 2 for a, b in zip(*terms, strict=True) if math.isfinite(a)]
+    assert fitted.scales == pytest.approx(medians, rel=1e-6)
+    assert (fitted.calibration.mean, fitted.calibration.std) == pytest.approx((np.mean(scores), np.std(scores)),
+                                                                              rel=1e-6)
+    assert (fitted.calibration.w, fitted.calibration.stds, fitted.calibration.clips) == (0.8, 1.5, len(scores))
+    # Live: a new clip against the stored ones, with the stored clips' statistics and medians.
+    history = CameraHistory.empty(6).added(z_v, z_a, times)
+    new_v, new_a = rng.normal(size=6).astype(np.float32), rng.normal(size=6).astype(np.float32)
+    mean_v, mean_a = z_v.astype(np.float64).mean(0), z_a.astype(np.float64).mean(0)
+    std_v, std_a = np.sqrt(z_v.astype(np.float64).var(0) + 1e-5), np.sqrt(z_a.astype(np.float64).var(0) + 1e-5)
+    expected = []
+    for new, z, mean, std in ((new_v, z_v, mean_v, std_v), (new_a, z_a, mean_a, std_a)):
+        q, past = (new - mean) / std, (z[times <= 45.0] - mean) / std
+        expected.append(sorted(float(((q - p) ** 2).sum()) / 6 for p in past)[2])
+    got = fitted.score(new_v, new_a, 55.0, history)
+    assert got == pytest.approx((expected[0] / medians[0] + expected[1] / medians[1]) / 2, rel=1e-5)
+    assert fitted.score(new_v, new_a, 12.0, history) is not None  # the clips at 0, 1, 2 s: k = 3 of history
+    assert fitted.score(new_v, new_a, 11.9, history) is None  # two
+    again = NoveltyCalibration.from_dict(fitted.to_dict())
+    assert again.score(new_v, new_a, 55.0, history) == pytest.approx(got, rel=1e-9)
+
+
+def test_the_history_keeps_the_latest_clips() -> None:
+    history = CameraHistory.empty(2, capacity=3)
+    for t in range(5):
+        history = history.added(np.full((1, 2), t, np.float32), np.zeros((1, 2), np.float32), np.array([t]))
+    assert history.times.tolist() == [2, 3, 4] and history.z_v[:, 0].tolist() == [2, 3, 4]
+
+
+def test_novelty_calibration_needs_clips_with_history() -> None:
+    z = np.random.default_rng(3).normal(size=(8, 4)).astype(np.float32)
+    with pytest.raises(TaskError, match="at least 2 clips"):
+        NoveltyCalibration.fit(z, z, np.arange(8.0), w=0.5, k=5, exclusion_s=5)
+    with pytest.raises(TaskError, match="format"):
+        NoveltyCalibration.from_dict({"format": "other"})

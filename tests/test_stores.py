@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import avsurv.adapters.vectors as vectors_module
 from avsurv.adapters.artifacts import DirectoryArtifacts
 from avsurv.adapters.state import connect_state
 from avsurv.adapters.vectors import Point, QdrantVectors, alias_name, collection_name, point_id
@@ -84,6 +85,19 @@ def test_local_mode_serves_queries_while_another_thread_upserts(vectors: QdrantV
             break
     writer.join()
     assert failures == [] and vectors.count(name) == 154
+
+
+def test_a_cameras_time_window_comes_back_oldest_first(vectors: QdrantVectors, monkeypatch: pytest.MonkeyPatch
+                                                       ) -> None:
+    name = collection_name("site", "v1")
+    vectors.ensure_collection(name)
+    batch = points(30, seed=4) + points(10, seed=5, camera="cam1")
+    vectors.upsert(name, "v1", batch[::-1])
+    monkeypatch.setattr(vectors_module, "SCROLL_PAGE", 4)  # several pages
+    window = vectors.window(name, "cam0", 1003.0, 1020.0)
+    assert [h.payload["capture_time"] for h in window] == [1000.0 + i for i in range(3, 21)]
+    np.testing.assert_allclose(window[0].z_v, batch[3].z_v, rtol=1e-6)
+    assert vectors.window(name, "cam9", 0.0, 2000.0) == []
 
 
 def test_alias_switches_between_versions(vectors: QdrantVectors) -> None:

@@ -18,19 +18,17 @@ from avsurv.labels import LABEL_FIELDS, MODALITY_LABEL_FIELDS, read_labels
 from avsurv.learning.calibration import Calibration
 from avsurv.learning.distance import distance
 from avsurv.learning.embeddings import ARRAY_FIELDS, META_FIELDS, EmbeddingSet, concat
-from avsurv.tasks import (
-    anomaly_scores,
-    calibrate,
-    detect,
+from avsurv.tasks.anomalies import anomaly_scores, calibrate, detect
+from avsurv.tasks.cli import register_cli
+from avsurv.tasks.probe import (
+    FEATURE_LABEL_FIELD,
+    clip_features,
+    clip_labels,
+    default_label_field,
     evaluate_probe,
-    find_clip,
-    parse_query,
-    register_cli,
-    search,
-    search_by_clip,
     train_probe,
 )
-from avsurv.tasks.probe import FEATURE_LABEL_FIELD, clip_features, clip_labels, default_label_field
+from avsurv.tasks.search import find_clip, parse_query, search, search_by_clip
 
 MODEL = "ab" * 32
 CENTRES = np.random.default_rng(1234).normal(size=(4, EMBEDDING_DIM)).astype(np.float32)

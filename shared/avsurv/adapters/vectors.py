@@ -23,6 +23,10 @@ VECTORS = ("visual", "audio")
 _POINT_NAMESPACE = uuid.UUID("5b0b3a52-6f1e-4c65-9d0e-3f4a8a7c2e11")
 
 
+SCROLL_PAGE = 512
+"""Points per page when reading a camera's time window."""
+
+
 def point_id(clip_id: str, model_version: str) -> str:
     """Deterministic point id: re-delivered or re-embedded clips overwrite their point (idempotent)."""
     return str(uuid.uuid5(_POINT_NAMESPACE, f"{model_version}\x00{clip_id}"))
@@ -133,6 +137,19 @@ class QdrantVectors:
                 query_filter=_filter(camera_ids, start_time, end_time), with_payload=True, with_vectors=True,
             )
         return [_hit(p) for p in response.points]
+
+    def window(self, collection: str, camera_id: str, start_time: float, end_time: float) -> list[Hit]:
+        """Every point of ``camera_id`` captured in [start_time, end_time], oldest first."""
+        hits: list[Hit] = []
+        offset = None
+        with self._session() as client:
+            while True:
+                points, offset = client.scroll(collection, scroll_filter=_filter([camera_id], start_time, end_time),
+                                               limit=SCROLL_PAGE, offset=offset, with_payload=True, with_vectors=True)
+                hits += [_hit(p) for p in points]
+                if offset is None:
+                    break
+        return sorted(hits, key=lambda h: float(h.payload["capture_time"]))
 
     def retrieve(self, collection: str, ids: Sequence[str]) -> list[Hit]:
         with self._session() as client:

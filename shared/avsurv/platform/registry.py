@@ -14,6 +14,7 @@ import redis
 from avsurv.errors import ModelError
 from avsurv.learning.calibration import Calibration
 from avsurv.learning.normalization import CameraStats
+from avsurv.tasks.novelty import NoveltyCalibration
 
 EVENTS_CHANNEL = "avsurv:{site}:anomalies:live"
 
@@ -161,6 +162,14 @@ class Registry:
         """The camera's calibration in ``version`` (fitted by the embedder on its stored clips), else None."""
         raw = self.state.hget(self._key("calibration", version), camera_id)
         return Calibration.from_dict(json.loads(raw)) if raw else None
+
+    def set_novelty(self, version: str, camera_id: str, novelty: NoveltyCalibration) -> None:
+        self.state.hset(self._key("novelty", version), camera_id, json.dumps(novelty.to_dict()))
+
+    def novelty(self, version: str, camera_id: str) -> NoveltyCalibration | None:
+        """The camera's novelty calibration in ``version`` (fitted by the embedder on its stored clips)."""
+        raw = self.state.hget(self._key("novelty", version), camera_id)
+        return NoveltyCalibration.from_dict(json.loads(raw)) if raw else None
 
     # -- per-camera embedding statistics (avsurv.learning.normalization) ----------------------------
     def set_camera_stats(self, version: str, camera_id: str, stats: CameraStats) -> None:

@@ -17,12 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from avsurv.constants import ANOMALY_STDS, CLIP_SECONDS, SEARCH_EXCLUSION_S, W
+from avsurv.constants import ANOMALY_STDS, CLIP_SECONDS, W
 from avsurv.errors import TaskError
 from avsurv.learning.calibration import Calibration, clip_scores
 from avsurv.learning.distance import pairwise_distance
 from avsurv.learning.embeddings import EmbeddingSet
-from avsurv.learning.normalization import CameraStats
 
 _ADJACENT_TOLERANCE_S = 1e-6
 """Clip starts are whole steps of CLIP_SECONDS; the tolerance only absorbs float rounding."""
@@ -49,40 +48,6 @@ def novelty_scores(z: np.ndarray, times: np.ndarray, *, k: int = 5, exclusion_s:
     if pairs.shape[1] < k:
         return np.full(len(z), np.inf)
     return np.partition(pairs, k - 1, axis=1)[:, k - 1]
-
-
-NOVELTY_K = 5
-"""Neighbours of the novelty detector: an event seen a few times before is no longer new."""
-
-
-def site_novelty(z_v: np.ndarray, z_a: np.ndarray, times: np.ndarray, *, k: int = NOVELTY_K,
-                 exclusion_s: float = SEARCH_EXCLUSION_S) -> np.ndarray:
-    """float64 [N]: how unlike anything the camera showed before each clip is, in sight and in sound.
-
-    For the clips of one camera (``z_v``, ``z_a`` float32 [N, D], capture or media ``times`` [N] in s):
-    each modality is standardized with the camera's own mean and std (:class:`CameraStats`); for clip i
-    and modality m, ``n_m(i)`` is the squared Euclidean distance, divided by D, to its k-th nearest clip
-    j with ``times[j] <= times[i] - exclusion_s`` (the camera's history, not the seconds of its own
-    event); the score is ``1/2 sum_m n_m(i) / median_j n_m(j)`` (medians over the finite values), so
-    sight and sound weigh alike whatever their spread. A clip with fewer than k clips of history scores
-    +inf: to a camera that has seen nothing yet, everything is new. Why not only Eq. 5: the
-    cross-modal distance measures whether sound fits picture, and a horse that sounds like a horse fits.
-    """
-    if k < 1 or exclusion_s < 0:
-        raise ValueError(f"k must be >= 1 and the exclusion >= 0, got {k} and {exclusion_s}")
-    if z_v.shape != z_a.shape or z_v.ndim != 2 or len(times) != len(z_v):
-        raise ValueError(f"expected z_v, z_a [N, D] and times [N], got {z_v.shape}, {z_a.shape}, {np.shape(times)}")
-    times = np.asarray(times, dtype=np.float64)
-    history = times[None, :] <= times[:, None] - exclusion_s  # [i, j]: j is in i's history
-    total = np.zeros(len(times))
-    for x in CameraStats.of(z_v, z_a).standardize(z_v, z_a):
-        with torch.no_grad():
-            squared = torch.cdist(torch.from_numpy(x).double(), torch.from_numpy(x).double()).pow(2).numpy()
-        squared = np.where(history, squared / x.shape[1], np.inf)
-        novelty = np.partition(squared, k - 1, axis=1)[:, k - 1] if len(times) >= k else np.full(len(times), np.inf)
-        finite = novelty[np.isfinite(novelty)]
-        total += novelty / (np.median(finite) if finite.size and np.median(finite) > 0 else 1.0)
-    return total / 2
 
 
 def calibrate(embeddings: EmbeddingSet, *, w: float = W, stds: float = ANOMALY_STDS) -> Calibration:
