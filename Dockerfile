@@ -8,6 +8,7 @@ RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY shared ./shared
+COPY services ./services
 RUN pip install . && useradd --uid 10001 --create-home avsurv && mkdir -p /data && chown avsurv /data
 
 USER avsurv

@@ -43,9 +43,9 @@ from avsurv.adapters.state import close_state, connect_state
 from avsurv.adapters.vectors import Point, QdrantVectors, alias_name, collection_name
 from avsurv.constants import EMBEDDING_DIM
 from avsurv.learning.embeddings import EmbeddingSet
-from avsurv.platform.api import CANDIDATES, SearchServicer
 from avsurv.platform.models import publish_model
 from avsurv.platform.registry import Registry
+from avsurv.services.search import CANDIDATES, SearchServicer
 from avsurv.tasks.search import search
 from avsurv.v1 import api_pb2
 

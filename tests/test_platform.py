@@ -34,12 +34,12 @@ from avsurv.media.segment import ClipFeed
 from avsurv.models.profiles import DEFAULT_PROFILE
 from avsurv.platform.archive import ClipArchive
 from avsurv.platform.config import ConfigError, load_settings
-from avsurv.platform.ingest import ChunkBuilder
 from avsurv.platform.messages import ANOMALIES, CHUNKS, CLIPS, DEAD_LETTERS, EMBEDDINGS
 from avsurv.platform.models import load_version, publish_model
 from avsurv.platform.runtime import SERVICES, Runtime
-from avsurv.platform.segmentation import chunk_events
-from avsurv.platform.trainer import significantly_worse
+from avsurv.services.ingest import ChunkBuilder
+from avsurv.services.segmentation import chunk_events
+from avsurv.services.trainer import significantly_worse
 from avsurv.v1 import api_pb2, api_pb2_grpc
 from avsurv.v1 import messages_pb2 as pb
 

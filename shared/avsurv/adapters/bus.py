@@ -174,3 +174,9 @@ class CommitTracker:
 
     def pending(self) -> int:
         return sum(len(offsets) for offsets in self._open.values())
+
+    def drained(self) -> bool:
+        """Every message polled is done and, on the in-process bus, none waits to be polled (a Kafka
+        consumer cannot see what it has not polled: it counts only what it has)."""
+        waiting = isinstance(self.subscription, InProcessSubscription) and self.subscription.waiting()
+        return not waiting and self.pending() == 0

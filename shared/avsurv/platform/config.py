@@ -80,6 +80,11 @@ class Settings(BaseModel):
         return {key: _mask(value) for key, value in self.model_dump(mode="json").items()}
 
 
+def without_credentials(source: str) -> str:
+    """A camera source as it may be shown: ``rtsp://user:pass@host/...`` -> ``rtsp://host/...``."""
+    return re.sub(r"(://)[^/@]+@", r"\1", source)
+
+
 def _mask(value: Any) -> Any:
     if isinstance(value, str):
         return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", value)

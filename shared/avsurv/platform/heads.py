@@ -22,6 +22,8 @@ from avsurv.heads.training import TrainedHead
 from avsurv.platform.registry import HeadRecord, Registry
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+HEADS_REFRESH_S = 5.0
+"""How often the anomaly detector reads the heads attached to cameras from the registry."""
 
 
 def event_labels(head: TrainedHead, labels: Sequence[str] | None) -> list[str]:

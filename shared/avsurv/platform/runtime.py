@@ -1,38 +1,45 @@
 """Wiring: the ports chosen by configuration, the services by name, and the process that runs them
-(``avsurv serve NAME`` for one service, ``avsurv run`` for all six in one process)."""
+(``avsurv serve NAME`` for one service, ``avsurv run`` for all six in one process).
+
+A service is the package ``avsurv.services.<name>`` (``services/<name>/``), imported by name only when
+this process runs it: ``avsurv serve ingest`` loads neither torch nor qdrant-client. Its
+``build(ports, settings)`` returns its :class:`ServiceParts`."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import signal
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent import futures
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from avsurv.adapters.artifacts import DirectoryArtifacts
-from avsurv.adapters.bus import Bus, InProcessBus, InProcessSubscription
+from avsurv.adapters.bus import Bus, InProcessBus
 from avsurv.adapters.kafka_bus import KafkaBus
 from avsurv.adapters.state import close_state, connect_state
-from avsurv.adapters.vectors import QdrantVectors
-from avsurv.platform.anomaly import AnomalyService
-from avsurv.platform.api import AnomaliesServicer, ControlServicer, SearchServicer, serve_grpc
 from avsurv.platform.archive import ClipArchive
 from avsurv.platform.config import Settings
-from avsurv.platform.embedding import EmbeddingService
-from avsurv.platform.heads import attach_head
-from avsurv.platform.ingest import IngestService
 from avsurv.platform.messages import TOPICS
-from avsurv.platform.models import publish_model
 from avsurv.platform.registry import Registry
-from avsurv.platform.segmentation import SegmentationService
-from avsurv.platform.trainer import TrainerService
 from avsurv.platform.worker import Worker
+from avsurv.v1 import api_pb2, api_pb2_grpc
+
+if TYPE_CHECKING:
+    from avsurv.adapters.vectors import QdrantVectors
 
 SERVICES = ("ingest", "segmentation", "embedding", "trainer", "anomaly-detector", "search")
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+"""gRPC message limit both ways: an uploaded query clip is a short media file."""
 log = logging.getLogger("avsurv")
 
 
@@ -43,12 +50,23 @@ class Ports:
     artifacts: DirectoryArtifacts
     archive: ClipArchive
     vectors: QdrantVectors | None = None
+    """Opened by the first service that uses it (embedding, search): one client per process, since Qdrant's
+    local mode locks its directory."""
 
     def close(self) -> None:
         self.bus.close()
         if self.vectors is not None:
             self.vectors.close()
         close_state(self.registry.state)
+
+
+@dataclass(frozen=True)
+class ServiceParts:
+    """What a service adds to the process: a loop, gRPC API servicers (by service name in api.proto), or
+    both."""
+
+    worker: Worker | None = None
+    servicers: dict[str, object] = field(default_factory=dict)
 
 
 def open_bus(settings: Settings, embedded: bool) -> Bus:
@@ -65,38 +83,66 @@ def open_bus(settings: Settings, embedded: bool) -> Bus:
     raise ValueError(f"bus must be inprocess:// or kafka://HOST:PORT, got {settings.bus!r}")
 
 
-def open_ports(settings: Settings, services: Sequence[str], embedded: bool) -> Ports:
+def open_ports(settings: Settings, embedded: bool) -> Ports:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    needs_vectors = {"embedding", "search"} & set(services)
     ports = Ports(
         bus=open_bus(settings, embedded),
         registry=Registry(connect_state(settings.state_url), settings.site),
         artifacts=DirectoryArtifacts(settings.artifacts_dir),
         archive=ClipArchive(settings.clip_store_dir),
-        vectors=QdrantVectors(settings.vectors_url) if needs_vectors else None,
     )
+    # Imported here: reading a model or head directory loads torch, which only a process told to
+    # publish one needs.
     if settings.model and not ports.registry.models():
+        from avsurv.platform.models import publish_model
+
         record = publish_model(Path(settings.model), ports.registry, ports.artifacts, ports.bus)
         log.info("published %s as the first model version %s", settings.model, record.version)
-    for camera_id, directories in settings.heads.items():
-        for directory in directories:
-            head = attach_head(Path(directory), camera_id, ports.registry, ports.artifacts)
-            log.info("attached head %s (%s) to %s", head.name, directory, camera_id)
+    if settings.heads:
+        from avsurv.platform.heads import attach_head
+
+        for camera_id, directories in settings.heads.items():
+            for directory in directories:
+                head = attach_head(Path(directory), camera_id, ports.registry, ports.artifacts)
+                log.info("attached head %s (%s) to %s", head.name, directory, camera_id)
     return ports
 
 
-def build_workers(names: Sequence[str], ports: Ports, settings: Settings) -> dict[str, Worker]:
-    cache = settings.data_dir / "model-cache"
-    makers: dict[str, Callable[[], Worker]] = {
-        "ingest": lambda: IngestService(ports.bus, ports.registry, settings),
-        "segmentation": lambda: SegmentationService(ports.bus, ports.archive, settings.site),
-        "embedding": lambda: EmbeddingService(ports.bus, ports.vectors, ports.registry, ports.artifacts,
-                                              ports.archive, settings),
-        "trainer": lambda: TrainerService(ports.bus, ports.registry, ports.artifacts, ports.archive, settings),
-        "anomaly-detector": lambda: AnomalyService(ports.bus, ports.registry, ports.artifacts, cache,
-                                                   settings.anomaly_run_idle_s, settings.anomaly_stds),
-    }
-    return {name: makers[name]() for name in names if name in makers}
+def build_service(name: str, ports: Ports, settings: Settings) -> ServiceParts:
+    """Imports the service's package (``anomaly-detector``: ``avsurv.services.anomaly_detector``) and builds it."""
+    module = importlib.import_module(f"avsurv.services.{name.replace('-', '_')}")
+    return module.build(ports, settings)
+
+
+def serve_grpc(port: int, servicers: dict[str, object], health_checks: dict[str, Callable[[], bool]],
+               host: str = "[::]") -> tuple[grpc.Server, int, Callable[[], None]]:
+    """Starts a gRPC server with the given API servicers, health checking and reflection. Returns the
+    server, its port and a function that refreshes the health statuses from ``health_checks``."""
+    limits = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+              ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=limits)
+    adders = {"EventSearch": api_pb2_grpc.add_EventSearchServicer_to_server,
+              "Anomalies": api_pb2_grpc.add_AnomaliesServicer_to_server,
+              "Control": api_pb2_grpc.add_ControlServicer_to_server}
+    for name, servicer in servicers.items():
+        adders[name](servicer, server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [api_pb2.DESCRIPTOR.services_by_name[n].full_name for n in servicers]
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    server.start()
+
+    def refresh() -> None:
+        statuses = {name: check() for name, check in health_checks.items()}
+        for name, ok in statuses.items():
+            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING if ok
+                                else health_pb2.HealthCheckResponse.NOT_SERVING)
+        health_servicer.set("", health_pb2.HealthCheckResponse.SERVING if all(statuses.values())
+                            else health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    refresh()
+    return server, bound, refresh
 
 
 class Runtime:
@@ -110,46 +156,32 @@ class Runtime:
         self.names, self.settings = list(names), settings
         # Before the bus and the stores are opened: an unreachable Kafka would otherwise hide what it was told.
         log.info("avsurv %s: configuration %s", "+".join(self.names), json.dumps(settings.printable()))
-        self.ports = open_ports(settings, names, embedded)
-        self.workers = build_workers(names, self.ports, settings)
+        self.ports = open_ports(settings, embedded)
+        parts = {name: build_service(name, self.ports, settings) for name in self.names}
+        self.workers: dict[str, Worker] = {name: p.worker for name, p in parts.items() if p.worker is not None}
         self.stopped = threading.Event()
-        servicers: dict[str, object] = {}
-        if "search" in names:
-            assert self.ports.vectors is not None
-            servicers = {
-                "EventSearch": SearchServicer(self.ports.vectors, self.ports.registry, self.ports.artifacts,
-                                              settings.data_dir / "model-cache", settings.device),
-                "Anomalies": AnomaliesServicer(self.ports.registry),
-                "Control": ControlServicer(self.ports.registry),
-            }
-        checks = {f"avsurv.{name}": worker.healthy for name, worker in self.workers.items()}
-        if "search" in names:
-            checks["avsurv.search"] = lambda: not self.stopped.is_set()
+        servicers = {key: servicer for p in parts.values() for key, servicer in p.servicers.items()}
+        # A service without a loop (search) is healthy while the process serves.
+        checks = {f"avsurv.{name}": p.worker.healthy if p.worker is not None else self._serving
+                  for name, p in parts.items()}
         self.server, self.port, self._refresh_health = serve_grpc(settings.grpc_port, servicers, checks)
+        self.serves_api = bool(servicers)
         if settings.metrics_port:
             start_http_server(settings.metrics_port)
+
+    def _serving(self) -> bool:
+        return not self.stopped.is_set()
 
     def start(self) -> None:
         for worker in self.workers.values():
             worker.start()
         self._refresh_health()
         threading.Thread(target=self._watch_health, name="health", daemon=True).start()
-        log.info("gRPC (health, reflection%s) on port %d", ", API" if "search" in self.names else "", self.port)
+        log.info("gRPC (health, reflection%s) on port %d", ", API" if self.serves_api else "", self.port)
 
     def drained(self) -> bool:
-        """Every camera's file is read and every message on the in-process bus is handled (an embedder
-        without a model yet is not waited for)."""
-        if "ingest" in self.workers and not self.workers["ingest"].finished():
-            return False
-        for worker in self.workers.values():
-            subscription, tracker = getattr(worker, "subscription", None), getattr(worker, "tracker", None)
-            if isinstance(worker, EmbeddingService) and worker.serving is None and worker.swap is None:
-                continue
-            if isinstance(subscription, InProcessSubscription) and (subscription.waiting() or tracker.pending()):
-                return False
-            if isinstance(worker, AnomalyService) and worker.runs:
-                return False
-        return True
+        """Every worker has done what it was given (see :meth:`Worker.drained`)."""
+        return all(worker.drained() for worker in self.workers.values())
 
     def _watch_health(self) -> None:
         while not self.stopped.wait(1.0):

@@ -59,3 +59,8 @@ class Worker(threading.Thread):
 
     def healthy(self) -> bool:
         return self.is_alive() and self.failure is None
+
+    def drained(self) -> bool:
+        """Whether it has done all it was given so far (``avsurv run --exit-when-done`` waits for every
+        worker's); a worker that is given nothing (the trainer) always has."""
+        return True

@@ -16,7 +16,9 @@ from avsurv.media.clipstore import decode_jpeg
 from avsurv.media.decode import AudioChunk, VideoSample
 from avsurv.media.segment import ClipFeed
 from avsurv.platform.archive import ClipArchive
+from avsurv.platform.config import Settings
 from avsurv.platform.messages import CHUNKS, CLIPS, InvalidMessage, clip_to_message, dead_letter, parse
+from avsurv.platform.runtime import Ports, ServiceParts
 from avsurv.platform.worker import DEAD_LETTERED, PROCESSED, Worker, log
 from avsurv.v1 import messages_pb2 as pb
 
@@ -104,5 +106,12 @@ class SegmentationService(Worker):
         while session.unsafe and (open_since is None or session.unsafe[0][1] < open_since):
             self.tracker.done(session.unsafe.popleft()[0])
 
+    def drained(self) -> bool:
+        return self.tracker.drained()
+
     def close(self) -> None:
         self.subscription.close()
+
+
+def build(ports: Ports, settings: Settings) -> ServiceParts:
+    return ServiceParts(worker=SegmentationService(ports.bus, ports.archive, settings.site))

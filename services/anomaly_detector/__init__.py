@@ -31,14 +31,13 @@ from avsurv.heads.model import LOCALIZATION_KINDS
 from avsurv.heads.stream import HeadStream, StreamPrediction
 from avsurv.heads.training import ANOMALY_SCORE
 from avsurv.learning.calibration import Calibration, clip_scores
-from avsurv.platform.heads import load_attached
+from avsurv.platform.config import Settings
+from avsurv.platform.heads import HEADS_REFRESH_S, load_attached
 from avsurv.platform.messages import ANOMALIES, EMBEDDINGS, InvalidMessage, dead_letter, event_id, header, parse
 from avsurv.platform.registry import HeadRecord, Registry
+from avsurv.platform.runtime import Ports, ServiceParts
 from avsurv.platform.worker import DEAD_LETTERED, PROCESSED, Worker, log
 from avsurv.v1 import messages_pb2 as pb
-
-HEADS_REFRESH_S = 5.0
-"""How often the detector reads the heads attached to cameras from the registry."""
 
 
 @dataclass(frozen=True)
@@ -261,9 +260,19 @@ class AnomalyService(Worker):
         for message in run.messages:
             self._release(message)
 
+    def drained(self) -> bool:
+        """Every embedding given is scored and every event it opened is closed."""
+        return self.tracker.drained() and not self.runs
+
     def close(self) -> None:
         self.subscription.close()  # open runs stay uncommitted: the next detector rebuilds them
 
 
 def _slot(message: Message) -> tuple[str, int, int]:
     return message.topic, message.partition, message.offset
+
+
+def build(ports: Ports, settings: Settings) -> ServiceParts:
+    return ServiceParts(worker=AnomalyService(ports.bus, ports.registry, ports.artifacts,
+                                              settings.data_dir / "model-cache", settings.anomaly_run_idle_s,
+                                              settings.anomaly_stds))

@@ -35,6 +35,7 @@ from avsurv.platform.config import Settings
 from avsurv.platform.messages import CLIPS, EMBEDDINGS, InvalidMessage, clip_from_message, dead_letter, parse
 from avsurv.platform.models import LoadedModel, load_version
 from avsurv.platform.registry import Registry
+from avsurv.platform.runtime import Ports, ServiceParts
 from avsurv.platform.worker import DEAD_LETTERED, PROCESSED, Worker, log
 from avsurv.v1 import messages_pb2 as pb
 
@@ -233,7 +234,18 @@ class EmbeddingService(Worker):
             self.bus.publish(EMBEDDINGS, clip_message.header.camera_id, embedding.SerializeToString())
         self.bus.flush()
 
+    def drained(self) -> bool:
+        """Every clip given is embedded; without a model yet, clips wait and are not waited for."""
+        return (self.serving is None and self.swap is None) or self.tracker.drained()
+
     def close(self) -> None:
         if self.swap is not None:
             self.swap.cancelled.set()
         self.subscription.close()
+
+
+def build(ports: Ports, settings: Settings) -> ServiceParts:
+    if ports.vectors is None:
+        ports.vectors = QdrantVectors(settings.vectors_url)
+    return ServiceParts(worker=EmbeddingService(ports.bus, ports.vectors, ports.registry, ports.artifacts,
+                                                ports.archive, settings))

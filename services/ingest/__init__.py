@@ -8,7 +8,6 @@ never joins the timelines of two connections. Files end as "finished".
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 import uuid
@@ -21,15 +20,12 @@ from avsurv.errors import MediaError
 from avsurv.media.clipstore import encode_jpeg
 from avsurv.media.decode import AudioChunk, MediaReader, VideoSample, is_network_source
 from avsurv.media.segment import grid_phase, resize_frame, shown_at_a_sampling_instant
-from avsurv.platform.config import Settings
+from avsurv.platform.config import Settings, without_credentials
 from avsurv.platform.messages import CHUNKS, header
 from avsurv.platform.registry import CameraState, Registry
+from avsurv.platform.runtime import Ports, ServiceParts
 from avsurv.platform.worker import Worker, log
 from avsurv.v1 import messages_pb2 as pb
-
-
-def without_credentials(source: str) -> str:
-    return re.sub(r"(://)[^/@]+@", r"\1", source)
 
 
 class ChunkBuilder:
@@ -203,3 +199,10 @@ class IngestService(Worker):
     def finished(self) -> bool:
         """Every camera read to its end (files only)."""
         return bool(self.readers) and all(r.state.status in ("finished", "failed") for r in self.readers.values())
+
+    def drained(self) -> bool:
+        return self.finished()
+
+
+def build(ports: Ports, settings: Settings) -> ServiceParts:
+    return ServiceParts(worker=IngestService(ports.bus, ports.registry, settings))

@@ -1,6 +1,6 @@
-"""The gRPC API (protos/avsurv/v1/api.proto): event search over the site's alias (one model version per
-response), anomaly listing and live feed, and the control surface. Every server also answers the standard
-health-checking protocol and server reflection."""
+"""Search: the gRPC API (protos/avsurv/v1/api.proto): event search over the site's alias (one model version
+per response), anomaly listing and live feed, and the control surface. Health checking and reflection are
+the runtime's (every service's server answers them)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,10 @@ import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent import futures
 from pathlib import Path
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from avsurv.adapters.artifacts import Artifacts
 from avsurv.adapters.vectors import Hit, QdrantVectors, alias_name, point_id
@@ -24,15 +21,14 @@ from avsurv.errors import MediaError, TaskError
 from avsurv.learning.embeddings import EmbeddingSet
 from avsurv.media import Segmenter
 from avsurv.media.background import Backgrounds
-from avsurv.platform.ingest import without_credentials
+from avsurv.platform.config import Settings, without_credentials
 from avsurv.platform.models import LoadedModel, load_version
 from avsurv.platform.registry import ModelRecord, Registry
+from avsurv.platform.runtime import Ports, ServiceParts
 from avsurv.tasks.search import search
 from avsurv.v1 import api_pb2, api_pb2_grpc
 from avsurv.v1 import messages_pb2 as pb
 
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-"""gRPC message limit both ways: an uploaded query clip is a short media file."""
 CANDIDATES = 512
 """Nearest points fetched per modality before exclusion, separation and the exact Eq. 5 re-ranking."""
 MODES = {api_pb2.SEARCH_MODE_UNSPECIFIED: "av", api_pb2.SEARCH_MODE_AUDIO_VISUAL: "av",
@@ -271,32 +267,10 @@ class ControlServicer(api_pb2_grpc.ControlServicer):
         return self._version(previous)
 
 
-def serve_grpc(port: int, servicers: dict[str, object], health_checks: dict[str, Callable[[], bool]],
-               host: str = "[::]") -> tuple[grpc.Server, int, Callable[[], None]]:
-    """Starts a gRPC server with the given API servicers, health checking and reflection. Returns the
-    server, its port and a function that refreshes the health statuses from ``health_checks``."""
-    limits = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-              ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=limits)
-    adders = {"EventSearch": api_pb2_grpc.add_EventSearchServicer_to_server,
-              "Anomalies": api_pb2_grpc.add_AnomaliesServicer_to_server,
-              "Control": api_pb2_grpc.add_ControlServicer_to_server}
-    for name, servicer in servicers.items():
-        adders[name](servicer, server)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = [api_pb2.DESCRIPTOR.services_by_name[n].full_name for n in servicers]
-    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    bound = server.add_insecure_port(f"{host}:{port}")
-    server.start()
-
-    def refresh() -> None:
-        statuses = {name: check() for name, check in health_checks.items()}
-        for name, ok in statuses.items():
-            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING if ok
-                                else health_pb2.HealthCheckResponse.NOT_SERVING)
-        health_servicer.set("", health_pb2.HealthCheckResponse.SERVING if all(statuses.values())
-                            else health_pb2.HealthCheckResponse.NOT_SERVING)
-
-    refresh()
-    return server, bound, refresh
+def build(ports: Ports, settings: Settings) -> ServiceParts:
+    if ports.vectors is None:
+        ports.vectors = QdrantVectors(settings.vectors_url)
+    search = SearchServicer(ports.vectors, ports.registry, ports.artifacts, settings.data_dir / "model-cache",
+                            settings.device)
+    return ServiceParts(servicers={"EventSearch": search, "Anomalies": AnomaliesServicer(ports.registry),
+                                   "Control": ControlServicer(ports.registry)})

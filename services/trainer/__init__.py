@@ -30,6 +30,7 @@ from avsurv.platform.archive import ClipArchive
 from avsurv.platform.config import Settings
 from avsurv.platform.models import load_version, publish_model
 from avsurv.platform.registry import Registry
+from avsurv.platform.runtime import Ports, ServiceParts
 from avsurv.platform.worker import Worker, log
 
 EVAL_CANDIDATES = 100
@@ -137,3 +138,7 @@ class TrainerService(Worker):
             raise
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def build(ports: Ports, settings: Settings) -> ServiceParts:
+    return ServiceParts(worker=TrainerService(ports.bus, ports.registry, ports.artifacts, ports.archive, settings))
