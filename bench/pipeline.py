@@ -36,8 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from platformkit import untrained_model
 
-from avsurv.learning.calibration import Calibration, clip_scores
+from avsurv.learning.calibration import Calibration
 from avsurv.learning.modeldir import CALIBRATION, load_model
+from avsurv.learning.scores import clip_scores
 from avsurv.media import Segmenter
 from avsurv.media.segment import Clip
 from avsurv.platform.config import load_settings

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from avsurv.learning.calibration import clip_scores
+from avsurv.constants import DEFAULT_PROFILE
 from avsurv.learning.data import ClipTable, load_clips, mel_statistics
 from avsurv.learning.embed import embed_table
 from avsurv.learning.embeddings import EmbeddingSet
@@ -46,9 +46,10 @@ from avsurv.learning.encode import encode_table
 from avsurv.learning.evaluate import cross_modal_recall
 from avsurv.learning.losses import epg_labels
 from avsurv.learning.normalization import CameraStats
+from avsurv.learning.scores import clip_scores
 from avsurv.learning.train import METHODS, SUPERVISED, TrainConfig, Trainer
 from avsurv.models import AudioVisualModel, build_model
-from avsurv.models.profiles import DEFAULT_PROFILE, PROFILES
+from avsurv.models.profiles import PROFILES
 from avsurv.tasks.metrics import average_precision, precision_at_k, roc_auc
 from avsurv.tasks.novelty import site_novelty
 from avsurv.tasks.probe import train_probe

@@ -20,8 +20,9 @@ from realparts import free_port, kafka_broker, redis_server
 from avsurv.adapters.state import connect_state
 from avsurv.adapters.vectors import QdrantVectors, alias_name
 from avsurv.constants import ANOMALY_STDS
-from avsurv.learning.calibration import Calibration, clip_scores
+from avsurv.learning.calibration import Calibration
 from avsurv.learning.modeldir import CALIBRATION, load_model
+from avsurv.learning.scores import clip_scores
 from avsurv.platform.archive import ClipArchive
 from avsurv.platform.messages import ANOMALIES
 from avsurv.platform.models import LoadedModel

@@ -9,7 +9,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from avsurv.constants import AUDIO_TENSOR_SHAPE, CLIP_FRAMES_SHAPE, EMBEDDING_DIM, VIDEO_TENSOR_SHAPE
+from avsurv.constants import (
+    AUDIO_TENSOR_SHAPE,
+    CLIP_FRAMES_SHAPE,
+    DEFAULT_PROFILE,
+    EMBEDDING_DIM,
+    PROFILE_NAMES,
+    VIDEO_TENSOR_SHAPE,
+)
 from avsurv.models import (
     PROFILES,
     X3D,
@@ -20,7 +27,6 @@ from avsurv.models import (
     load_kinetics_x3d,
 )
 from avsurv.models.inputs import ForegroundInput
-from avsurv.models.profiles import DEFAULT_PROFILE
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "pytorchvideo_x3d_m_state_dict.json").read_text())
 EPG_REF = REFERENCE["x3d_m_epg_5x224_512"]
@@ -219,7 +225,7 @@ def test_audio_rejects_wrong_layout() -> None:
 
 
 def test_profiles_are_paper_tiny_and_fg() -> None:
-    assert set(PROFILES) == {"paper", "tiny", "fg"}
+    assert tuple(PROFILES) == PROFILE_NAMES == ("paper", "tiny", "fg")  # the names the settings check
     assert all(profile.name == name for name, profile in PROFILES.items())
     assert DEFAULT_PROFILE == "fg"
 

@@ -22,6 +22,7 @@ from realparts import free_port
 from avsurv.adapters.bus import InProcessBus
 from avsurv.adapters.vectors import QdrantVectors, alias_name, collection_name, point_id
 from avsurv.cli import main
+from avsurv.constants import DEFAULT_PROFILE
 from avsurv.heads import HeadSettings, TrainedHead, train_head
 from avsurv.labels import read_labels
 from avsurv.learning.distance import distance
@@ -31,7 +32,6 @@ from avsurv.learning.modeldir import load_model
 from avsurv.media import Segmenter
 from avsurv.media.decode import MediaReader
 from avsurv.media.segment import ClipFeed
-from avsurv.models.profiles import DEFAULT_PROFILE
 from avsurv.platform.archive import ClipArchive
 from avsurv.platform.config import ConfigError, load_settings
 from avsurv.platform.messages import ANOMALIES, CHUNKS, CLIPS, DEAD_LETTERS, EMBEDDINGS

@@ -12,7 +12,7 @@ import torch
 
 from avsurv.constants import AUDIO_TENSOR_SHAPE, CROP_OFFSETS, VIDEO_TENSOR_SHAPE
 from avsurv.media import Segmenter
-from avsurv.media.segment import crops
+from avsurv.models.inputs import crops
 
 DATA = Path(__file__).parent / "data"
 SLOTS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -71,9 +71,10 @@ def test_containers_and_codecs_give_full_clips_sampled_by_timestamp(tmp_path, na
 
 def test_tensor_shapes_are_as_documented(tmp_path):
     clip = segment(mg.write(tmp_path / "x.mp4", mg.Spec(duration=1.0)))[0][0]
-    assert tuple(clip.video_tensor().shape) == VIDEO_TENSOR_SHAPE == (2, 3, 5, 224, 224)
-    assert tuple(clip.audio_tensor().shape) == AUDIO_TENSOR_SHAPE == (1, 128, 64)
-    assert clip.video_tensor().dtype == torch.float32 and 0.0 <= clip.video_tensor().min() <= 1.0
+    video = crops(clip.frames)
+    assert tuple(video.shape) == VIDEO_TENSOR_SHAPE == (2, 3, 5, 224, 224)
+    assert clip.log_mel.shape == AUDIO_TENSOR_SHAPE == (1, 128, 64) and clip.log_mel.dtype == np.float32
+    assert video.dtype == torch.float32 and 0.0 <= video.min() <= 1.0
 
 
 def test_crops_are_the_left_and_right_224_columns_overlapping_by_50():

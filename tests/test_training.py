@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from avsurv.cli import main
+from avsurv.constants import DEFAULT_PROFILE
 from avsurv.errors import ModelError
 from avsurv.learning.data import CROPS, ClipTable, audio_batch, load_clips, mel_statistics, video_batch
 from avsurv.learning.distance import distance
@@ -17,8 +18,8 @@ from avsurv.learning.evaluate import cross_modal_recall
 from avsurv.learning.modeldir import CAMERA_STATS, load_model, save_checkpoint, sha256_of
 from avsurv.learning.normalization import SiteNormalization
 from avsurv.learning.train import EpochStats, TrainConfig, Trainer, _Objective, train
-from avsurv.media.segment import crops
-from avsurv.models.profiles import DEFAULT_PROFILE, PROFILES
+from avsurv.models.inputs import crops
+from avsurv.models.profiles import PROFILES
 from avsurv.synth import SceneConfig, generate_scene
 
 DEFAULT_INPUT = PROFILES[DEFAULT_PROFILE].input

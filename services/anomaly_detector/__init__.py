@@ -30,7 +30,8 @@ from avsurv.errors import ModelError
 from avsurv.heads.model import LOCALIZATION_KINDS
 from avsurv.heads.stream import HeadStream, StreamPrediction
 from avsurv.heads.training import ANOMALY_SCORE
-from avsurv.learning.calibration import Calibration, clip_scores
+from avsurv.learning.calibration import Calibration
+from avsurv.learning.scores import clip_scores
 from avsurv.platform.config import Settings
 from avsurv.platform.heads import HEADS_REFRESH_S, load_attached
 from avsurv.platform.messages import ANOMALIES, EMBEDDINGS, InvalidMessage, dead_letter, event_id, header, parse

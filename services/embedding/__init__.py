@@ -26,8 +26,9 @@ from avsurv.adapters.artifacts import Artifacts
 from avsurv.adapters.bus import Bus, CommitTracker, Message
 from avsurv.adapters.vectors import Point, QdrantVectors, alias_name, collection_name, point_id
 from avsurv.errors import ModelError
-from avsurv.learning.calibration import Calibration, clip_scores
+from avsurv.learning.calibration import Calibration
 from avsurv.learning.normalization import CameraStats, merged_per_camera, per_camera
+from avsurv.learning.scores import clip_scores
 from avsurv.media.background import Backgrounds
 from avsurv.media.segment import Clip
 from avsurv.platform.archive import ClipArchive

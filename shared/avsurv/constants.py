@@ -1,4 +1,5 @@
-"""Every constant taken from the papers, named as the papers name them.
+"""Every constant taken from the papers, named as the papers name them; and, at the end, the model
+profile and device names, which the platform's settings check without importing torch.
 
 Source: Wang et al. 2025, "Embedding-based pair generation" (EPG), section 4.1 "Data", and the
 project's decisions recorded in docs/METHOD.md. Nothing else in the code base restates these values.
@@ -110,3 +111,13 @@ SEARCH_EXCLUSION_S: Final = 60.0
 
 SEARCH_SEPARATION_S: Final = 60.0
 """Each search result is at least 1 minute from every higher-ranked result."""
+
+# --- Names the settings check (the models are in avsurv.models, which imports torch) --------------
+PROFILE_NAMES: Final = ("paper", "tiny", "fg")
+"""The model profiles, in the order of ``avsurv.models.profiles.PROFILES`` (their encoders)."""
+
+DEFAULT_PROFILE: Final = "fg"
+"""What training uses unless told otherwise: the profile measured to work on CPU (docs/RESULTS.md)."""
+
+DEVICES: Final = ("auto", "cpu", "cuda")
+"""Where models run (``avsurv.models.device.resolve_device``): ``auto`` is CUDA when torch sees a GPU."""

@@ -3,7 +3,10 @@ camera: the mean and std of the Eq. 5 score ``d(z_v, z_a)`` over clips taken as 
 threshold ``mean + stds * std`` above which a clip is anomalous. The weight ``w`` the scores were
 computed with travels with the statistics: a score is only comparable with a threshold on its own scale.
 Training writes one into the model directory; the platform's embedder fits one per camera; the
-offline ``avsurv anomalies`` and the platform's detector both read thresholds only from here."""
+offline ``avsurv anomalies`` and the platform's detector both read thresholds only from here.
+
+Plain numbers and JSON, no torch (the platform's registry holds these): the scores themselves and the fit
+on embeddings are in :mod:`avsurv.learning.scores`."""
 
 from __future__ import annotations
 
@@ -14,19 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from avsurv.constants import ANOMALY_STDS, W
 from avsurv.errors import TaskError
-from avsurv.learning.distance import distance
 
 CALIBRATION_FORMAT = "avsurv-calibration-v1"
-
-
-def clip_scores(z_v: np.ndarray, z_a: np.ndarray, w: float = W) -> np.ndarray:
-    """float64 [N]: Eq. 5 between each clip's z_v and z_a, float32 [N, D] each."""
-    with torch.no_grad():
-        return distance(torch.from_numpy(z_v).double(), torch.from_numpy(z_a).double(), w).numpy()
 
 
 @dataclass(frozen=True)
@@ -46,15 +41,6 @@ class Calibration:
             raise TaskError(f"calibration needs a finite mean and std >= 0, got {self.mean} and {self.std}")
         if not (math.isfinite(self.stds) and 0.0 <= self.w <= 1.0):
             raise TaskError(f"calibration needs finite stds and w in [0, 1], got {self.stds} and {self.w}")
-
-    @classmethod
-    def fit(cls, z_v: np.ndarray, z_a: np.ndarray, *, w: float = W, stds: float = ANOMALY_STDS,
-            model_sha256: str = "") -> Calibration:
-        """Calibration on clips taken as normal, float32 [N, D] each, all with audio."""
-        if not 0.0 <= w <= 1.0:
-            raise TaskError(f"the distance weight w must lie in [0, 1], got {w}")
-        scores = clip_scores(np.asarray(z_v, dtype=np.float32), np.asarray(z_a, dtype=np.float32), w)
-        return cls.of_scores(scores, w=w, stds=stds, model_sha256=model_sha256)
 
     @classmethod
     def of_scores(cls, scores: np.ndarray, *, w: float, stds: float = ANOMALY_STDS,

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import torch
 
+from avsurv.constants import DEVICES
 from avsurv.labels import read_labels
 from avsurv.learning.embed import embed_inputs
 from avsurv.learning.losses.pairs import RULES
 from avsurv.learning.modeldir import load_model
 from avsurv.learning.train import EPG_SWITCHES, METHODS, SCHEDULES, SUPERVISED, TrainConfig, train
 from avsurv.models import PROFILES
-from avsurv.models.device import DEVICES, resolve_device
+from avsurv.models.device import resolve_device
 
 _DEFAULT = TrainConfig()
 

@@ -32,11 +32,20 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from avsurv.constants import CLIP_FRAMES_SHAPE, EMBEDDING_DIM, LR_AUDIO, LR_VISUAL, SIGMA, WEIGHT_DECAY, W
+from avsurv.constants import (
+    CLIP_FRAMES_SHAPE,
+    DEFAULT_PROFILE,
+    DEVICES,
+    EMBEDDING_DIM,
+    LR_AUDIO,
+    LR_VISUAL,
+    SIGMA,
+    WEIGHT_DECAY,
+    W,
+)
 from avsurv.errors import ModelError
 from avsurv.labels import Labels, labels_at
 from avsurv.learning import losses
-from avsurv.learning.calibration import Calibration
 from avsurv.learning.data import ClipTable, audio_batch, load_clips, mel_statistics, video_batch
 from avsurv.learning.diagnostics import alignment_stats
 from avsurv.learning.encode import encode_audio, encode_table, encode_visual_views
@@ -50,9 +59,10 @@ from avsurv.learning.modeldir import (
     save_model,
 )
 from avsurv.learning.normalization import SiteNormalization
+from avsurv.learning.scores import fit_calibration
 from avsurv.models import build_model, load_kinetics_x3d
-from avsurv.models.device import DEVICES, autocast, resolve_device
-from avsurv.models.profiles import DEFAULT_PROFILE, PROFILES
+from avsurv.models.device import autocast, resolve_device
+from avsurv.models.profiles import PROFILES
 
 METHODS = ("epg", "tpg", "avbt", "infonce")
 """The self-supervised methods: EPG and its baselines."""
@@ -463,7 +473,7 @@ class Trainer:
         }
         sha256 = save_model(self.model, self.out_dir, config)
         z_v, z_a = encode_table(self.model, self.table, bf16=self.config.bf16)
-        calibration = Calibration.fit(z_v, z_a, w=self.config.w, model_sha256=sha256)
+        calibration = fit_calibration(z_v, z_a, w=self.config.w, model_sha256=sha256)
         calibration.save(self.out_dir / CALIBRATION)
         SiteNormalization.fit(self.table.camera_ids, z_v, z_a, model_sha256=sha256).save(self.out_dir / CAMERA_STATS)
         self.log(f"model {sha256[:12]} written to {self.out_dir}; anomaly threshold {calibration.threshold:.4f}")

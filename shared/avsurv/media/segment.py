@@ -17,12 +17,9 @@ from pathlib import Path
 
 import av
 import numpy as np
-import torch
 
 from avsurv.constants import (
     CLIP_SECONDS,
-    CROP_OFFSETS,
-    CROP_SIZE,
     FRAME_HEIGHT,
     FRAME_WIDTH,
     FRAMES_PER_CLIP,
@@ -68,20 +65,6 @@ class Clip:
     def clip_id(self) -> str:
         stamp = self.capture_time if self.capture_time is not None else self.start
         return f"{self.camera_id}:{round(stamp * 1000)}"
-
-    def video_tensor(self) -> torch.Tensor:
-        """float32 [2 crops, 3, 5, 224, 224] in [0, 1]: the left and right crops, channels first."""
-        return crops(self.frames)
-
-    def audio_tensor(self) -> torch.Tensor:
-        """float32 [1, 128, 64] log-mel."""
-        return torch.from_numpy(self.log_mel)
-
-
-def crops(frames: np.ndarray) -> torch.Tensor:
-    """[T, 224, 398, 3] uint8 frames -> float32 [2, 3, T, 224, 224]: the two overlapping crops."""
-    video = torch.from_numpy(frames).permute(3, 0, 1, 2).float().div_(255.0)  # [3, T, H, W]
-    return torch.stack([video[..., x : x + CROP_SIZE] for x in CROP_OFFSETS])
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager
 
 import torch
 
-DEVICES = ("auto", "cpu", "cuda")
+from avsurv.constants import DEVICES
 
 
 def resolve_device(name: str) -> torch.device:

@@ -20,6 +20,12 @@ from avsurv.constants import CROP_OFFSETS, CROP_SIZE
 VIEWS = 2
 
 
+def crops(frames: np.ndarray) -> torch.Tensor:
+    """[T, 224, 398, 3] uint8 frames -> float32 [2, 3, T, 224, 224]: the two overlapping crops."""
+    video = torch.from_numpy(frames).permute(3, 0, 1, 2).float().div_(255.0)  # [3, T, H, W]
+    return torch.stack([video[..., x : x + CROP_SIZE] for x in CROP_OFFSETS])
+
+
 @dataclass(frozen=True)
 class CropInput:
     """The paper's input: frames kept at 224x398, two crops."""

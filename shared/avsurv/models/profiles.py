@@ -57,8 +57,6 @@ FG = Profile(
     audio=TINY.audio,
 )
 
-DEFAULT_PROFILE = FG.name
-"""What training uses unless told otherwise: the profile measured to work on CPU (docs/RESULTS.md)."""
-
 PROFILES = MappingProxyType({profile.name: profile for profile in (PAPER, TINY, FG)})
-"""Read-only: profile name -> :class:`Profile`."""
+"""Read-only: profile name -> :class:`Profile`, one for each of ``avsurv.constants.PROFILE_NAMES`` (the
+names the settings check without importing torch), in that order."""

@@ -12,9 +12,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from avsurv.constants import ANOMALY_STDS
-from avsurv.models.device import DEVICES
-from avsurv.models.profiles import DEFAULT_PROFILE, PROFILES
+from avsurv.constants import ANOMALY_STDS, DEFAULT_PROFILE, DEVICES, PROFILE_NAMES
 
 ENV_PREFIX = "AVSURV_"
 
@@ -49,8 +47,9 @@ class Settings(BaseModel):
     train_min_clips: int = Field(300, ge=10, description="trainer: clips needed before a training round")
     train_every_s: float = Field(0.0, ge=0, description="trainer: seconds between rounds (0: only on request)")
     train_epochs: int = Field(5, ge=1, description="trainer: epochs per round")
-    train_profile: str = Field(DEFAULT_PROFILE, pattern=f"^({'|'.join(PROFILES)})$",
-                               description=f"trainer: model profile ({', '.join(PROFILES)}; default {DEFAULT_PROFILE})")
+    train_profile: str = Field(DEFAULT_PROFILE, pattern=f"^({'|'.join(PROFILE_NAMES)})$",
+                               description=f"trainer: model profile ({', '.join(PROFILE_NAMES)}; default "
+                               f"{DEFAULT_PROFILE})")
     train_method: str = Field("epg", description="trainer: epg, tpg, avbt or infonce")
     train_holdout: float = Field(0.2, gt=0, lt=1, description="trainer: share of clips held back to evaluate")
     anomaly_run_idle_s: float = Field(30.0, gt=0, description="anomaly: close a camera's open event after this "

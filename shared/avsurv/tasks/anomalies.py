@@ -19,9 +19,10 @@ import torch
 
 from avsurv.constants import ANOMALY_STDS, CLIP_SECONDS, W
 from avsurv.errors import TaskError
-from avsurv.learning.calibration import Calibration, clip_scores
+from avsurv.learning.calibration import Calibration
 from avsurv.learning.distance import pairwise_distance
 from avsurv.learning.embeddings import EmbeddingSet
+from avsurv.learning.scores import clip_scores, fit_calibration
 
 _ADJACENT_TOLERANCE_S = 1e-6
 """Clip starts are whole steps of CLIP_SECONDS; the tolerance only absorbs float rounding."""
@@ -51,9 +52,9 @@ def novelty_scores(z: np.ndarray, times: np.ndarray, *, k: int = 5, exclusion_s:
 
 
 def calibrate(embeddings: EmbeddingSet, *, w: float = W, stds: float = ANOMALY_STDS) -> Calibration:
-    """:meth:`Calibration.fit` on the training clips that have audio."""
+    """:func:`~avsurv.learning.scores.fit_calibration` on the training clips that have audio."""
     with_audio = embeddings.has_audio
-    return Calibration.fit(embeddings.z_v[with_audio], embeddings.z_a[with_audio], w=w, stds=stds,
+    return fit_calibration(embeddings.z_v[with_audio], embeddings.z_a[with_audio], w=w, stds=stds,
                            model_sha256=embeddings.model_sha256)
 
 
