@@ -77,7 +77,7 @@ def deployment(tmp_path: Path) -> Iterator[tuple[dict[str, Service], dict[str, s
                 "AVSURV_ARTIFACTS": str(tmp_path / "artifacts"), "AVSURV_CLIP_STORE": str(tmp_path / "clips"),
                 "AVSURV_KAFKA_MAX_POLL_INTERVAL_MS": "5000", "AVSURV_BATCH_SIZE": "4",
                 "AVSURV_ANOMALY_RUN_IDLE_S": str(RUN_IDLE_S), "AVSURV_REALTIME_FILES": "true",
-                "AVSURV_PARTITIONS": "2"}
+                "AVSURV_PARTITIONS": "2", "AVSURV_ANOMALY_DETECTOR": "eq5"}  # the planted calibration is Eq. 5's
         logs = tmp_path / "logs"
         logs.mkdir()
         services = {}

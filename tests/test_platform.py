@@ -40,6 +40,7 @@ from avsurv.platform.runtime import SERVICES, Runtime
 from avsurv.services.ingest import ChunkBuilder
 from avsurv.services.segmentation import chunk_events
 from avsurv.services.trainer import significantly_worse
+from avsurv.tasks.novelty import CameraHistory
 from avsurv.v1 import api_pb2, api_pb2_grpc
 from avsurv.v1 import messages_pb2 as pb
 
@@ -271,7 +272,7 @@ def test_a_model_trained_with_another_w_flags_through_the_platform_what_it_flags
     exactly `avsurv anomalies` on the same embeddings and calibration."""
     model = untrained_model(tmp_path / "model", seed=3, w=0.8)
     # Low stds so that an untrained model flags something; the detector and the offline run both use it.
-    runtime = _runtime(tmp_path, scene, None, anomaly_stds=0.5, anomaly_run_idle_s=3.0)
+    runtime = _runtime(tmp_path, scene, None, anomaly_detector="eq5", anomaly_stds=0.5, anomaly_run_idle_s=3.0)
     try:
         ports = runtime.ports
         wait_for(runtime.workers["ingest"].finished, 120, "both cameras to be read")
@@ -308,6 +309,47 @@ def test_a_model_trained_with_another_w_flags_through_the_platform_what_it_flags
         offline |= {(e["camera_id"], round(e["capture_start"], 3), round(e["capture_end"], 3), e["clips"])
                     for e in map(json.loads, (tmp_path / f"{camera}.jsonl").read_text().splitlines())}
     capsys.readouterr()
+    assert offline and platform == offline
+
+
+def test_site_novelty_flags_through_the_platform_what_its_calibration_flags_offline(
+        tmp_path: Path, scene: Path) -> None:
+    """The default detector: each clip against its camera's earlier clips in the model's space (the stored
+    ones the embedder indexed, then the live ones), with the calibration the embedder fitted per camera."""
+    model = untrained_model(tmp_path / "model", seed=4)
+    runtime = _runtime(tmp_path, scene, None, anomaly_stds=0.5, anomaly_run_idle_s=3.0, novelty_exclusion_s=5.0)
+    try:
+        ports = runtime.ports
+        assert runtime.settings.anomaly_detector == "novelty"
+        wait_for(runtime.workers["ingest"].finished, 120, "both cameras to be read")
+        wait_for(lambda: runtime.workers["segmentation"].tracker.pending() == 0, 60, "segmentation")
+        version = publish_model(model, ports.registry, ports.artifacts, ports.bus).version
+        total = len(ports.archive)
+        wait_for(lambda: runtime.workers["embedding"].clips_embedded >= total, 120, "every clip embedded")
+        wait_for(lambda: runtime.workers["anomaly-detector"].tracker.pending() == 0
+                 and not runtime.workers["anomaly-detector"].runs, 60, "every clip scored and its events closed")
+        embeddings = [pb.Embedding.FromString(v) for v in _read_all(ports.bus, EMBEDDINGS)]
+        published = [pb.AnomalyEvent.FromString(v) for v in _read_all(ports.bus, ANOMALIES)]
+        calibrations = {c: ports.registry.novelty(version, c) for c in ("cam0", "cam1")}
+    finally:
+        runtime.stop()
+    assert {e.detector for e in published} <= {"novelty"}
+    platform = {(e.header.camera_id, round(e.start_time, 3), round(e.end_time, 3)) for e in published}
+    offline = set()
+    for camera, novelty in calibrations.items():
+        assert novelty is not None and novelty.exclusion_s == 5.0 and novelty.calibration.stds == 0.5
+        mine = sorted((e for e in embeddings if e.header.camera_id == camera), key=lambda e: e.header.capture_time)
+        z_v, z_a = np.array([e.z_v for e in mine], np.float32), np.array([e.z_a for e in mine], np.float32)
+        times = np.array([e.header.capture_time for e in mine])
+        flags = []
+        for i, e in enumerate(mine):
+            score = novelty.score(z_v[i], z_a[i], times[i], CameraHistory.empty(z_v.shape[1]).added(
+                z_v[:i], z_a[:i], times[:i]))
+            flags.append(e.has_audio and score is not None and score > novelty.calibration.threshold)
+        for flagged, run in itertools.groupby(zip(flags, times, strict=True), key=lambda pair: pair[0]):
+            if flagged:
+                starts = [start for _, start in run]
+                offline.add((camera, round(starts[0], 3), round(starts[-1] + 1, 3)))
     assert offline and platform == offline
 
 

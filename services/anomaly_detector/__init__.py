@@ -1,7 +1,13 @@
 """Anomaly detector: embeddings in, anomaly events out (``avsurv.anomalies.v1``), EPG section 4.3.
 
-A clip's score is ``d(z_v, z_a)`` (Eq. 5) with the ``w`` of its model version, which the embedding
-message carries; it is anomalous above ``mean + anomaly_stds * std`` of the calibration of its camera and
+The label-free score is the one the ``anomaly_detector`` setting names (``platform.config``):
+- ``novelty`` (the default, detector ``novelty`` on its events): how unlike the camera's last half hour
+  the clip is, in sight and in sound (``avsurv.tasks.novelty``), against the camera's novelty
+  calibration in the clip's model version, which the embedder fits on the stored clips. The history is
+  read once per camera and version from the vector store, then follows the clips as they come. A camera
+  without a calibration or without a minute of history flags nothing yet.
+- ``eq5`` (detector empty): ``d(z_v, z_a)`` (Eq. 5) with the ``w`` of the clip's model version, which the
+  embedding message carries; it is anomalous above ``mean + anomaly_stds * std`` of the calibration of its camera and
 model version (``avsurv.learning.calibration``, fitted by the embedder and kept in the state store; the
 version's training calibration from its registry record when a camera has none). A calibration on
 another scale than the message's ``w`` is refused, so score and threshold always agree. Consecutive
@@ -25,6 +31,7 @@ import numpy as np
 
 from avsurv.adapters.artifacts import Artifacts
 from avsurv.adapters.bus import Bus, CommitTracker, Message
+from avsurv.adapters.vectors import QdrantVectors, collection_name
 from avsurv.constants import ANOMALY_STDS, CLIP_SECONDS, EMBEDDING_DIM
 from avsurv.errors import ModelError
 from avsurv.heads.model import LOCALIZATION_KINDS
@@ -32,12 +39,13 @@ from avsurv.heads.stream import HeadStream, StreamPrediction
 from avsurv.heads.training import ANOMALY_SCORE
 from avsurv.learning.calibration import Calibration
 from avsurv.learning.scores import clip_scores
-from avsurv.platform.config import Settings
+from avsurv.platform.config import EQ5, LABEL_FREE_DETECTORS, NOVELTY, Settings
 from avsurv.platform.heads import HEADS_REFRESH_S, load_attached
 from avsurv.platform.messages import ANOMALIES, EMBEDDINGS, InvalidMessage, dead_letter, event_id, header, parse
 from avsurv.platform.registry import HeadRecord, Registry
 from avsurv.platform.runtime import Ports, ServiceParts
 from avsurv.platform.worker import DEAD_LETTERED, PROCESSED, Worker, log
+from avsurv.tasks.novelty import NOVELTY_HISTORY, CameraHistory, NoveltyCalibration
 from avsurv.v1 import messages_pb2 as pb
 
 
@@ -86,15 +94,21 @@ class AnomalyService(Worker):
     name_ = "anomaly-detector"
 
     def __init__(self, bus: Bus, registry: Registry, artifacts: Artifacts, cache_dir: Path,
-                 run_idle_s: float, stds: float = ANOMALY_STDS) -> None:
+                 run_idle_s: float, stds: float = ANOMALY_STDS, detector: str = EQ5,
+                 vectors: QdrantVectors | None = None) -> None:
         super().__init__()
-        self.run_idle_s, self.stds = run_idle_s, stds
+        if detector not in LABEL_FREE_DETECTORS or (detector == NOVELTY and vectors is None):
+            raise ValueError(f"the label-free detector must be one of {LABEL_FREE_DETECTORS} (novelty with a "
+                             f"vector store), got {detector!r}")
+        self.run_idle_s, self.stds, self.detector, self.vectors = run_idle_s, stds, detector, vectors
         self._last_seen: dict[str, float] = {}
         self.bus, self.registry, self.artifacts, self.cache_dir = bus, registry, artifacts, cache_dir
         self.subscription = bus.subscribe("anomaly-detector", [EMBEDDINGS])
         self.tracker = CommitTracker(self.subscription)
         self.runs: dict[tuple[str, str], _Run] = {}  # (camera, detector) -> its open event
         self._calibrations: dict[tuple[str, str], Calibration | None] = {}
+        self._novelty: dict[tuple[str, str], NoveltyCalibration | None] = {}
+        self._histories: dict[tuple[str, str], CameraHistory] = {}  # (version, camera) -> its clips so far
         self.events_published = 0
         self.heads: dict[tuple[str, str], _Attached] = {}  # (camera, name) -> head
         self._heads_read = -math.inf
@@ -111,6 +125,53 @@ class AnomalyService(Worker):
             found = self.registry.calibration(version, camera_id) or (record and record.training_calibration())
             self._calibrations[key] = found.with_stds(self.stds) if found else None
         return self._calibrations[key]
+
+    def novelty(self, version: str, camera_id: str) -> NoveltyCalibration | None:
+        """The camera's novelty calibration in ``version`` (None until the embedder has fitted one)."""
+        key = (version, camera_id)
+        if self._novelty.get(key) is None:
+            self._novelty[key] = self.registry.novelty(version, camera_id)
+        return self._novelty[key]
+
+    def _history(self, version: str, camera_id: str, before: float, dim: int) -> CameraHistory:
+        """The camera's clips in ``version``'s space before ``before``: read once from the vector store (the
+        stored clips the embedder indexed, and after a restart the live ones too), then kept up to date
+        here. A camera's histories of other versions are dropped."""
+        key = (version, camera_id)
+        if key not in self._histories:
+            for old in [k for k in self._histories if k[1] == camera_id]:
+                del self._histories[old]
+            assert self.vectors is not None
+            hits = self.vectors.window(collection_name(self.registry.site, version), camera_id,
+                                       before - NOVELTY_HISTORY * CLIP_SECONDS, before - CLIP_SECONDS / 2)
+            history = CameraHistory.empty(dim)
+            if hits:
+                history = history.added(np.stack([h.z_v for h in hits]), np.stack([h.z_a for h in hits]),
+                                        np.array([float(h.payload["capture_time"]) for h in hits]))
+            self._histories[key] = history
+        return self._histories[key]
+
+    def _label_free(self, embedding: pb.Embedding, z_v: np.ndarray, z_a: np.ndarray) -> tuple[bool, float, float]:
+        """(anomalous, score, threshold) of the clip by the configured label-free detector."""
+        h, version = embedding.header, embedding.model_version
+        if self.detector == NOVELTY:
+            history = self._history(version, h.camera_id, h.capture_time, z_v.shape[1])
+            novelty = self.novelty(version, h.camera_id)
+            score = novelty.score(z_v[0], z_a[0], h.capture_time, history) if novelty else None
+            self._histories[(version, h.camera_id)] = history.added(z_v, z_a, np.array([h.capture_time]))
+            if novelty is None or score is None:
+                return False, 0.0, 0.0  # no calibration or no history yet: nothing to compare with
+            threshold = novelty.calibration.with_stds(self.stds).threshold
+            return embedding.has_audio and score > threshold, score, threshold
+        calibration = self.calibration(version, h.camera_id)
+        if calibration is not None and not math.isclose(calibration.w, embedding.w):
+            log.error("anomaly: %s of %s scored with w=%g but its calibration has w=%g: not flagged", h.clip_id,
+                      version, embedding.w, calibration.w)
+            calibration = None
+        score = float(clip_scores(z_v, z_a, embedding.w)[0])
+        if calibration is None:
+            return False, score, 0.0
+        return embedding.has_audio and score > calibration.threshold, score, calibration.threshold
 
     def step(self) -> None:
         if time.monotonic() - self._heads_read > HEADS_REFRESH_S:
@@ -171,15 +232,9 @@ class AnomalyService(Worker):
         self._holders[_slot(message)] = 1 + len(heads)
         clip = _Clip(message, h.clip_id, h.capture_time, h.site)
         z_v, z_a = np.asarray([embedding.z_v], np.float32), np.asarray([embedding.z_a], np.float32)
-        calibration = self.calibration(version, h.camera_id)
-        if calibration is not None and not math.isclose(calibration.w, embedding.w):
-            log.error("anomaly: %s of %s scored with w=%g but its calibration has w=%g: not flagged", h.clip_id,
-                      version, embedding.w, calibration.w)
-            calibration = None
-        score = float(clip_scores(z_v, z_a, embedding.w)[0])
-        anomalous = embedding.has_audio and calibration is not None and score > calibration.threshold
-        self._extend(clip, h.camera_id, "", "", version, anomalous, score,
-                     calibration.threshold if calibration else 0.0)
+        anomalous, score, threshold = self._label_free(embedding, z_v, z_a)
+        self._extend(clip, h.camera_id, "" if self.detector == EQ5 else NOVELTY, "", version, anomalous, score,
+                     threshold)
         for attached in heads:
             attached.version, attached.touched = version, time.monotonic()
             for prediction in attached.stream.add(clip, h.capture_time, z_v[0], z_a[0]):
@@ -274,6 +329,8 @@ def _slot(message: Message) -> tuple[str, int, int]:
 
 
 def build(ports: Ports, settings: Settings) -> ServiceParts:
+    if settings.anomaly_detector == NOVELTY and ports.vectors is None:
+        ports.vectors = QdrantVectors(settings.vectors_url)  # the cameras' histories
     return ServiceParts(worker=AnomalyService(ports.bus, ports.registry, ports.artifacts,
                                               settings.data_dir / "model-cache", settings.anomaly_run_idle_s,
-                                              settings.anomaly_stds))
+                                              settings.anomaly_stds, settings.anomaly_detector, ports.vectors))

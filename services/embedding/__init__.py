@@ -3,8 +3,10 @@
 Hot-swap: when the registry names a new target version, a background thread loads it (checksum
 verified; a version that fails to load is skipped and the old one keeps serving), creates its collection,
 re-embeds every stored clip into it while live batches are written to both collections, calibrates the
-anomaly score per camera for it, and only then flips the site's alias and activates the version. The
-live loop changes model between batches, so a search sees one version, and no clip is dropped.
+anomaly scores per camera for it (Eq. 5, ``avsurv.learning.calibration``, and site novelty,
+``avsurv.tasks.novelty``, both on the camera's stored clips), and only then flips the site's alias and
+activates the version. The live loop changes model between batches, so a search sees one version, and no
+clip is dropped.
 
 Per model version and camera, the embedder also keeps the running mean and variance of the embeddings
 (``avsurv.learning.normalization.CameraStats``, for per-camera normalization): the backfill computes them
@@ -25,7 +27,7 @@ import numpy as np
 from avsurv.adapters.artifacts import Artifacts
 from avsurv.adapters.bus import Bus, CommitTracker, Message
 from avsurv.adapters.vectors import Point, QdrantVectors, alias_name, collection_name, point_id
-from avsurv.errors import ModelError
+from avsurv.errors import ModelError, TaskError
 from avsurv.learning.calibration import Calibration
 from avsurv.learning.normalization import CameraStats, merged_per_camera, per_camera
 from avsurv.learning.scores import clip_scores
@@ -38,6 +40,7 @@ from avsurv.platform.models import LoadedModel, load_version
 from avsurv.platform.registry import Registry
 from avsurv.platform.runtime import Ports, ServiceParts
 from avsurv.platform.worker import DEAD_LETTERED, PROCESSED, Worker, log
+from avsurv.tasks.novelty import NOVELTY_HISTORY, NoveltyCalibration
 from avsurv.v1 import messages_pb2 as pb
 
 BACKFILL_BATCH = 32
@@ -75,6 +78,7 @@ class _Swap(threading.Thread):
         s.vectors.ensure_collection(self.collection)
         self.model = model
         scores: dict[str, list[float]] = {}
+        stored: dict[str, list[tuple[float, np.ndarray, np.ndarray]]] = {}  # camera -> (time, z_v, z_a)
         started = time.monotonic()
         ids = s.archive.clip_ids()
         iterator = iter(ids)
@@ -88,13 +92,15 @@ class _Swap(threading.Thread):
             clips = [clip_from_message(m) for m in messages]
             z_v, z_a = model.embed(clips, history)
             s.vectors.upsert(self.collection, self.version, points_for(clips, messages, z_v, z_a))
-            for clip, score in zip(clips, clip_scores(z_v, z_a, model.w), strict=True):
+            for i, (clip, score) in enumerate(zip(clips, clip_scores(z_v, z_a, model.w), strict=True)):
                 if clip.has_audio:
                     scores.setdefault(clip.camera_id, []).append(float(score))
+                stored.setdefault(clip.camera_id, []).append((float(clip.capture_time or clip.start), z_v[i], z_a[i]))
             batch_stats = per_camera([clip.camera_id for clip in clips], z_v, z_a)
             self.camera_stats = merged_per_camera(self.camera_stats, batch_stats)
             self.backfilled += len(chunk)
         self._calibrate(scores, model)
+        self._fit_novelty(stored, model)
         for camera, stats in self.camera_stats.items():
             s.registry.set_camera_stats(self.version, camera, stats)
         log.info("embedding: model %s indexed %d stored clips in %.1f s", self.version, len(ids),
@@ -109,6 +115,23 @@ class _Swap(threading.Thread):
                 calibration = Calibration.of_scores(np.asarray(values[-settings.calibration_clips:]), w=model.w,
                                                     stds=settings.anomaly_stds, model_sha256=model.sha256)
                 self.service.registry.set_calibration(self.version, camera, calibration)
+
+
+    def _fit_novelty(self, stored: dict[str, list[tuple[float, np.ndarray, np.ndarray]]], model: LoadedModel) -> None:
+        """Per camera, the site novelty of its latest NOVELTY_HISTORY stored clips, each against those before
+        it; a camera without enough history gets none yet (its clips are not flagged by novelty)."""
+        settings = self.service.settings
+        for camera, rows in stored.items():
+            rows = sorted(rows, key=lambda row: row[0])[-NOVELTY_HISTORY:]
+            times = np.array([row[0] for row in rows])
+            z_v, z_a = np.stack([row[1] for row in rows]), np.stack([row[2] for row in rows])
+            try:
+                novelty = NoveltyCalibration.fit(z_v, z_a, times, w=model.w, stds=settings.anomaly_stds,
+                                                 exclusion_s=settings.novelty_exclusion_s, model_sha256=model.sha256)
+            except TaskError as error:
+                log.info("embedding: no novelty calibration of %s for %s yet: %s", camera, self.version, error)
+                continue
+            self.service.registry.set_novelty(self.version, camera, novelty)
 
 
 class EmbeddingService(Worker):

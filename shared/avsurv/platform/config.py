@@ -13,8 +13,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from avsurv.constants import ANOMALY_STDS, DEFAULT_PROFILE, DEVICES, PROFILE_NAMES
+from avsurv.tasks.novelty import NOVELTY_EXCLUSION_S
 
 ENV_PREFIX = "AVSURV_"
+NOVELTY, EQ5 = "novelty", "eq5"
+LABEL_FREE_DETECTORS = (NOVELTY, EQ5)
+"""The anomaly detector's label-free scores: site novelty (``avsurv.tasks.novelty``: unlike anything the
+camera showed before, in sight and sound) or the paper's d(z_v, z_a) (Eq. 5: sound that does not fit the
+picture). Novelty is the default: on the site benchmark its ROC-AUC on the worst camera is well above
+Eq. 5's, which falls below chance there (docs/RESULTS.md, "Site scale")."""
 
 
 class Settings(BaseModel):
@@ -55,6 +62,12 @@ class Settings(BaseModel):
     anomaly_run_idle_s: float = Field(30.0, gt=0, description="anomaly: close a camera's open event after this "
                                       "long without clips (longer than a restart upstream, or events split)")
     calibration_clips: int = Field(120, ge=10, description="anomaly: clips per camera to calibrate a new version")
+    anomaly_detector: str = Field(NOVELTY, pattern=f"^({'|'.join(LABEL_FREE_DETECTORS)})$",
+                                  description="anomaly: the label-free score, novelty (each modality against the "
+                                  "camera's own last half hour) or eq5 (d(z_v, z_a), EPG)")
+    novelty_exclusion_s: float = Field(NOVELTY_EXCLUSION_S, ge=0, description="anomaly: novelty compares a clip "
+                                       "with the camera's clips at least this long before it (its own event's "
+                                       "seconds are not history)")
     anomaly_stds: float = Field(ANOMALY_STDS, gt=0, description="anomaly: a clip is anomalous above the mean + "
                                 "this many std of its camera's calibration (EPG: 2)")
 
