@@ -8,7 +8,9 @@ import itertools
 import json
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -36,6 +38,7 @@ from avsurv.platform.archive import ClipArchive
 from avsurv.platform.config import ConfigError, load_settings
 from avsurv.platform.messages import ANOMALIES, CHUNKS, CLIPS, DEAD_LETTERS, EMBEDDINGS
 from avsurv.platform.models import load_version, publish_model
+from avsurv.platform.registry import Registry
 from avsurv.platform.runtime import SERVICES, Runtime
 from avsurv.services.ingest import ChunkBuilder
 from avsurv.services.segmentation import chunk_events
@@ -43,6 +46,8 @@ from avsurv.services.trainer import significantly_worse
 from avsurv.tasks.novelty import CameraHistory
 from avsurv.v1 import api_pb2, api_pb2_grpc
 from avsurv.v1 import messages_pb2 as pb
+
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -265,19 +270,16 @@ def test_the_trainer_learns_on_site_and_its_model_is_swapped_in(tmp_path: Path, 
         runtime.stop()
 
 
-def test_a_model_trained_with_another_w_flags_through_the_platform_what_it_flags_offline(
-        tmp_path: Path, scene: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """One contract per model version: the detector scores with the version's w (carried by the embedding
-    message) on the scale of the calibration the embedder fitted with that w, so the platform's events are
-    exactly `avsurv anomalies` on the same embeddings and calibration."""
-    model = untrained_model(tmp_path / "model", seed=3, w=0.8)
-    # Low stds so that an untrained model flags something; the detector and the offline run both use it.
-    runtime = _runtime(tmp_path, scene, None, anomaly_detector="eq5", anomaly_stds=0.5, anomaly_run_idle_s=3.0)
+def _scored_after_publishing(tmp_path: Path, scene: Path, model: Path, read: Callable[[Registry, str], T],
+                             **settings: object) -> tuple[str, list[pb.Embedding], list[pb.AnomalyEvent], T]:
+    """Runs the platform on the scene and publishes ``model`` once every clip is stored (so the backfill
+    calibrates each camera before any clip is scored); returns the version, the embeddings and anomaly
+    events published, and what ``read`` takes from the registry for that version before the platform stops."""
+    runtime = _runtime(tmp_path, scene, None, anomaly_run_idle_s=3.0, **settings)
     try:
         ports = runtime.ports
         wait_for(runtime.workers["ingest"].finished, 120, "both cameras to be read")
         wait_for(lambda: runtime.workers["segmentation"].tracker.pending() == 0, 60, "segmentation")
-        # Published once every clip is stored: the backfill calibrates each camera before any clip is scored.
         version = publish_model(model, ports.registry, ports.artifacts, ports.bus).version
         total = len(ports.archive)
         wait_for(lambda: runtime.workers["embedding"].clips_embedded >= total, 120, "every clip embedded")
@@ -285,10 +287,22 @@ def test_a_model_trained_with_another_w_flags_through_the_platform_what_it_flags
                  and not runtime.workers["anomaly-detector"].runs, 60, "every clip scored and its events closed")
         embeddings = [pb.Embedding.FromString(v) for v in _read_all(ports.bus, EMBEDDINGS)]
         published = [pb.AnomalyEvent.FromString(v) for v in _read_all(ports.bus, ANOMALIES)]
-        record, calibrations = ports.registry.model(version), {c: ports.registry.calibration(version, c)
-                                                               for c in ("cam0", "cam1")}
+        return version, embeddings, published, read(ports.registry, version)
     finally:
         runtime.stop()
+
+
+def test_a_model_trained_with_another_w_flags_through_the_platform_what_it_flags_offline(
+        tmp_path: Path, scene: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One contract per model version: the detector scores with the version's w (carried by the embedding
+    message) on the scale of the calibration the embedder fitted with that w, so the platform's events are
+    exactly `avsurv anomalies` on the same embeddings and calibration."""
+    model = untrained_model(tmp_path / "model", seed=3, w=0.8)
+    # Low stds so that an untrained model flags something; the detector and the offline run both use it.
+    version, embeddings, published, (record, calibrations) = _scored_after_publishing(
+        tmp_path, scene, model, lambda registry, version: (
+            registry.model(version), {c: registry.calibration(version, c) for c in ("cam0", "cam1")}),
+        anomaly_detector="eq5", anomaly_stds=0.5)
     assert {(e.model_version, e.w, e.profile) for e in embeddings} == {(version, 0.8, "tiny")}
     assert record is not None and record.w == 0.8
     platform = {(e.header.camera_id, round(e.start_time, 3), round(e.end_time, 3), len(e.clip_ids))
@@ -317,22 +331,10 @@ def test_site_novelty_flags_through_the_platform_what_its_calibration_flags_offl
     """The default detector: each clip against its camera's earlier clips in the model's space (the stored
     ones the embedder indexed, then the live ones), with the calibration the embedder fitted per camera."""
     model = untrained_model(tmp_path / "model", seed=4)
-    runtime = _runtime(tmp_path, scene, None, anomaly_stds=0.5, anomaly_run_idle_s=3.0, novelty_exclusion_s=5.0)
-    try:
-        ports = runtime.ports
-        assert runtime.settings.anomaly_detector == "novelty"
-        wait_for(runtime.workers["ingest"].finished, 120, "both cameras to be read")
-        wait_for(lambda: runtime.workers["segmentation"].tracker.pending() == 0, 60, "segmentation")
-        version = publish_model(model, ports.registry, ports.artifacts, ports.bus).version
-        total = len(ports.archive)
-        wait_for(lambda: runtime.workers["embedding"].clips_embedded >= total, 120, "every clip embedded")
-        wait_for(lambda: runtime.workers["anomaly-detector"].tracker.pending() == 0
-                 and not runtime.workers["anomaly-detector"].runs, 60, "every clip scored and its events closed")
-        embeddings = [pb.Embedding.FromString(v) for v in _read_all(ports.bus, EMBEDDINGS)]
-        published = [pb.AnomalyEvent.FromString(v) for v in _read_all(ports.bus, ANOMALIES)]
-        calibrations = {c: ports.registry.novelty(version, c) for c in ("cam0", "cam1")}
-    finally:
-        runtime.stop()
+    assert load_settings(environ={}).anomaly_detector == "novelty"
+    _, embeddings, published, calibrations = _scored_after_publishing(
+        tmp_path, scene, model, lambda registry, version: {c: registry.novelty(version, c) for c in ("cam0", "cam1")},
+        anomaly_stds=0.5, novelty_exclusion_s=5.0)
     assert {e.detector for e in published} <= {"novelty"}
     platform = {(e.header.camera_id, round(e.start_time, 3), round(e.end_time, 3)) for e in published}
     offline = set()

@@ -5,14 +5,13 @@ ceiling all label clips with it, so it sits below every floor that uses it."""
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from avsurv.errors import TaskError
+from avsurv.errors import TaskError, read_json
 
 SCENE_FORMAT = "avsurv-scene-v1"
 UNLABELLED = ""
@@ -46,10 +45,7 @@ def read_per_second(path: str | Path, field: str, value: Callable[[Path, Any], s
 
 
 def _ground_truth(path: Path, field: str, value: Callable[[Path, Any], str]) -> Labels:
-    try:
-        truth = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise TaskError(f"{path}: not JSON ({error})") from None
+    truth = read_json(path, "label")
     if not isinstance(truth, dict) or truth.get("format") != SCENE_FORMAT:
         raise TaskError(f"{path}: not a ground-truth file (format must be {SCENE_FORMAT!r})")
     try:

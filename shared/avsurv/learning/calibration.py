@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from avsurv.constants import ANOMALY_STDS, W
-from avsurv.errors import TaskError
+from avsurv.errors import TaskError, read_json
 
 CALIBRATION_FORMAT = "avsurv-calibration-v1"
 
@@ -72,12 +72,7 @@ class Calibration:
     @classmethod
     def load(cls, path: str | Path) -> Calibration:
         path = Path(path)
-        if not path.is_file():
-            raise TaskError(f"{path}: no such calibration file")
-        try:
-            data = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise TaskError(f"{path}: not JSON ({error})") from None
+        data = read_json(path, "calibration")
         try:
             return cls.from_dict(data)
         except TaskError as error:

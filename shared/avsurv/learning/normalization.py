@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from avsurv.errors import TaskError
+from avsurv.errors import TaskError, read_json
 from avsurv.learning.embeddings import EmbeddingSet
 
 MODALITIES = ("visual", "audio")
@@ -177,12 +177,7 @@ class SiteNormalization:
     def load(cls, path: str | Path) -> SiteNormalization:
         """Reads a file written by :meth:`save`; any problem raises a one-line TaskError naming the file."""
         path = Path(path)
-        if not path.is_file():
-            raise TaskError(f"{path}: no such camera statistics file")
-        try:
-            data = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise TaskError(f"{path}: not JSON ({error})") from None
+        data = read_json(path, "camera statistics")
         if not isinstance(data, dict) or data.get("format") != STATS_FORMAT:
             raise TaskError(f"{path}: not a camera statistics file (format must be {STATS_FORMAT!r})")
         if not isinstance(data.get("cameras"), dict) or not isinstance(data.get("model_sha256"), str):
