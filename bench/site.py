@@ -11,9 +11,10 @@ last 900 s of every camera:
   macro-F1 of visual features on ``visual_label``, audio on ``audio_label``, audio-visual on ``label``;
   under the paper's normalization (cam0's scaler for every camera) and per camera (each camera's
   embeddings standardized with their own mean and std, no labels) side by side;
-- anomaly detection per camera: ROC-AUC and average precision of the paper's d(z_v, z_a) (Eq. 5, what
-  the platform runs), of the novelty detector (``avsurv.tasks.novelty.site_novelty``) and of the
-  trivial embedding-size activity score (PAPER_NOTES: random encoders' embeddings grow with activity);
+- anomaly detection per camera: ROC-AUC and average precision of the paper's d(z_v, z_a) (Eq. 5, the
+  platform's ``anomaly_detector: eq5``), of site novelty (``avsurv.tasks.novelty.site_novelty``, the
+  platform's default) and of the trivial embedding-size activity score (docs/METHOD.md: random encoders'
+  embeddings grow with activity);
 - event search on each camera's held-back part: P@1, P@5, mAP (relevant: same ``label``), audio-visual;
 - cross-modal retrieval on cam0's held-back clips: R@1, R@5 among 100.
 Baselines in the same run: the most frequent class of cam0's training part, the randomly initialised
@@ -448,10 +449,11 @@ def markdown(results: dict[str, Any], command: str) -> str:
             lines.append(f"| {kind} ({field}) | {name} | | | " + " | ".join(
                 f"{100 * scores[c]['accuracy']:.1f} / {100 * scores[c]['macro_f1']:.1f}" for c in CAMERAS) + " |")
     lines += ["", "### Anomaly detection (held-back clips with audio; ROC-AUC / average precision, %)", "",
-              "`av`: the paper's d(z_v, z_a) (Eq. 5), what the platform's anomaly detector runs; `novelty`: "
-              "`avsurv.tasks.novelty.site_novelty` (each modality against the camera's own earlier clips; not yet "
-              "in the platform); `size`: the trivial activity score |z_v| + |z_a|. `supervised` was trained on "
-              "`visual_label`.", "",
+              "`av`: the paper's d(z_v, z_a) (Eq. 5), the platform's `anomaly_detector: eq5`; `novelty`: "
+              "`avsurv.tasks.novelty.site_novelty` (each modality against the camera's own earlier clips; the "
+              "platform's default detector, which fits the statistics and medians on each camera's stored clips "
+              "where this score uses the whole recording); `size`: the trivial activity score |z_v| + |z_a|. "
+              "`supervised` was trained on `visual_label`.", "",
               "| method | detector | " + " | ".join(CAMERAS) + " |", "|---|---|" + "---|" * len(CAMERAS)]
     for method in methods:
         for detector in DETECTORS:

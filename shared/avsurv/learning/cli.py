@@ -107,15 +107,20 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kinetics-weights", type=Path,
                    help="start F_v from a local Kinetics-400 X3D-M file (.pyth or .safetensors; paper profile)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out after its last saved epoch")
-    p.add_argument("--device", default=d.device, choices=DEVICES,
-                   help=f"auto: a CUDA GPU when torch sees one, else the CPU; cuda fails without one; a resumed run "
-                   f"may use another device (default {d.device})")
     p.add_argument("--bf16", action="store_true",
                    help="on CUDA, run the encoders under bf16 autocast (measured slower for fg on an H200; the CPU "
                         "never uses bf16)")
+    _add_running(p, d.device, "; a resumed run may use another device")
+    p.set_defaults(func=run_train)
+
+
+def _add_running(p: argparse.ArgumentParser, device: str, note: str = "") -> None:
+    """Where and how visibly a command runs: device, CPU threads, progress bars."""
+    p.add_argument("--device", default=device, choices=DEVICES,
+                   help=f"auto: a CUDA GPU when torch sees one, else the CPU; cuda fails without one{note} "
+                   f"(default {device})")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch, 0 = all cores (default 0)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.set_defaults(func=run_train)
 
 
 def run_embed(args: argparse.Namespace) -> int:
@@ -139,11 +144,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, required=True, help="model directory from avsurv train (required)")
     p.add_argument("--out", type=Path, required=True, help="embeddings file to write, .npz (required)")
     p.add_argument("--batch-size", type=int, default=32, help="clips per forward pass (default 32)")
-    p.add_argument("--device", default="auto", choices=DEVICES,
-                   help="auto: a CUDA GPU when torch sees one, else the CPU; cuda fails without one "
-                   "(default auto)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch, 0 = all cores (default 0)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_running(p, "auto")
     p.set_defaults(func=run_embed)
 
 
