@@ -16,6 +16,7 @@ import numpy as np
 
 from avsurv.adapters.artifacts import Artifacts
 from avsurv.adapters.vectors import Hit, QdrantVectors, alias_name, point_id
+from avsurv.clipids import clip_id as make_clip_id
 from avsurv.constants import SEARCH_EXCLUSION_S, SEARCH_SEPARATION_S
 from avsurv.errors import MediaError, TaskError
 from avsurv.learning.embeddings import EmbeddingSet
@@ -120,7 +121,8 @@ class SearchServicer(api_pb2_grpc.EventSearchServicer):
         if kind == "clip_at":
             if not request.clip_at.camera_id:
                 raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "clip_at needs a camera_id")
-            clip_id = f"{request.clip_at.camera_id}:{math.floor(request.clip_at.capture_time) * 1000}"
+            # the clip holding that instant: clips start on whole seconds of capture time
+            clip_id = make_clip_id(request.clip_at.camera_id, math.floor(request.clip_at.capture_time))
         elif kind == "clip_id":
             clip_id = request.clip_id
         else:

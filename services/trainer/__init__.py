@@ -18,6 +18,7 @@ import numpy as np
 
 from avsurv.adapters.artifacts import Artifacts
 from avsurv.adapters.bus import Bus
+from avsurv.clipids import parse_clip_id
 from avsurv.learning.data import ClipTable, table_from_clips
 from avsurv.learning.encode import encode_table
 from avsurv.learning.evaluate import cross_modal_recall
@@ -39,8 +40,9 @@ EVAL_CANDIDATES = 100
 def split_holdout(clip_ids: list[str], share: float) -> tuple[list[str], list[str]]:
     """Per camera, the most recent ``share`` of its clips is held back (ids are in capture order)."""
     train, held = [], []
-    for camera in dict.fromkeys(clip_id.rpartition(":")[0] for clip_id in clip_ids):
-        own = [c for c in clip_ids if c.rpartition(":")[0] == camera]
+    cameras = [parse_clip_id(clip_id)[0] for clip_id in clip_ids]
+    for camera in dict.fromkeys(cameras):
+        own = [c for c, of in zip(clip_ids, cameras, strict=True) if of == camera]
         cut = len(own) - max(1, round(len(own) * share))
         train += own[:cut]
         held += own[cut:]

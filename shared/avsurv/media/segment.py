@@ -18,6 +18,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from avsurv.clipids import clip_id
 from avsurv.constants import (
     CLIP_SECONDS,
     FRAME_HEIGHT,
@@ -63,8 +64,7 @@ class Clip:
 
     @property
     def clip_id(self) -> str:
-        stamp = self.capture_time if self.capture_time is not None else self.start
-        return f"{self.camera_id}:{round(stamp * 1000)}"
+        return clip_id(self.camera_id, self.capture_time if self.capture_time is not None else self.start)
 
 
 @dataclass(frozen=True)

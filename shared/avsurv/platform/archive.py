@@ -8,6 +8,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from avsurv.clipids import clip_id as make_clip_id
+from avsurv.clipids import parse_clip_id
 from avsurv.media.segment import Clip
 from avsurv.platform.messages import clip_from_message
 from avsurv.v1 import messages_pb2 as pb
@@ -19,10 +21,10 @@ class ClipArchive:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, clip_id: str) -> Path:
-        camera, _, stamp = clip_id.rpartition(":")
-        if not camera or not stamp.lstrip("-").isdigit() or "/" in camera or camera.startswith("."):
+        camera, stamp = parse_clip_id(clip_id)
+        if "/" in camera or camera.startswith("."):
             raise ValueError(f"not a clip id: {clip_id!r}")
-        return self.root / camera / f"{int(stamp):015d}.pb"
+        return self.root / camera / f"{stamp:015d}.pb"
 
     def put(self, message: pb.Clip) -> str:
         """Stores the clip (idempotent) and returns its URI."""
@@ -43,7 +45,7 @@ class ClipArchive:
     def clip_ids(self, camera_id: str | None = None) -> list[str]:
         """Stored clip ids in capture order (per camera), every camera or one."""
         cameras = [camera_id] if camera_id else sorted(p.name for p in self.root.iterdir() if p.is_dir())
-        return [f"{camera}:{int(path.stem)}" for camera in cameras
+        return [make_clip_id(camera, int(path.stem) / 1000) for camera in cameras
                 for path in sorted((self.root / camera).glob("*.pb"))]
 
     def clips(self, clip_ids: list[str]) -> Iterator[Clip]:

@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from avsurv.clipids import parse_clip_id
 from avsurv.platform.config import load_settings
 from avsurv.platform.runtime import SERVICES, Runtime
 from avsurv.synth import SceneConfig, generate_scene
@@ -161,7 +162,7 @@ def _queries(runtime: Runtime, truth: dict) -> list[tuple[str, str]]:
     frequency: Counter[str] = Counter()
     for camera in truth["seconds"]:
         clip_ids = runtime.ports.archive.clip_ids(camera)
-        seconds = [_truth_at(truth, camera, int(clip_id.rpartition(":")[2]) / 1000) for clip_id in clip_ids]
+        seconds = [_truth_at(truth, camera, parse_clip_id(clip_id)[1] / 1000) for clip_id in clip_ids]
         labels = [None if second["anomaly"] else second["label"] for second in seconds]
         for label, run in itertools.groupby(zip(labels, clip_ids, strict=True), key=lambda pair: pair[0]):
             if label is None or label == BACKGROUND:  # None: an anomalous second
