@@ -26,7 +26,7 @@ from avsurv.platform.config import Settings, without_credentials
 from avsurv.platform.models import LoadedModel, load_version
 from avsurv.platform.registry import ModelRecord, Registry
 from avsurv.platform.runtime import Ports, ServiceParts
-from avsurv.tasks.search import search
+from avsurv.tasks.search import DEFAULT_TOP_K, search
 from avsurv.v1 import api_pb2, api_pb2_grpc
 from avsurv.v1 import messages_pb2 as pb
 
@@ -103,7 +103,7 @@ class SearchServicer(api_pb2_grpc.EventSearchServicer):
             return response
         index = _index(list(hits.values()))
         results = search(index, z_v, z_a, capture, camera, query_capture_time=capture, mode=mode,
-                         top_k=request.top_k or 10,
+                         top_k=request.top_k or DEFAULT_TOP_K,
                          exclusion_s=request.exclusion_s if request.HasField("exclusion_s") else SEARCH_EXCLUSION_S,
                          separation_s=request.separation_s if request.HasField("separation_s") else SEARCH_SEPARATION_S,
                          w=self._record(version).w)

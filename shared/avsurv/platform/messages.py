@@ -11,7 +11,7 @@ from google.protobuf.message import Message
 
 from avsurv.adapters.bus import Bus
 from avsurv.adapters.bus import Message as BusMessage
-from avsurv.constants import FRAME_HEIGHT, FRAME_WIDTH, N_MELS
+from avsurv.constants import FRAME_HEIGHT, FRAME_WIDTH, FRAMES_PER_CLIP, MEL_FRAMES, N_MELS
 from avsurv.media.clipstore import decode_jpeg, encode_jpeg
 from avsurv.media.segment import Clip
 from avsurv.v1 import messages_pb2 as pb
@@ -24,7 +24,6 @@ MODELS = "avsurv.models.v1"
 DEAD_LETTERS = "avsurv.deadletter.v1"
 TOPICS = (CHUNKS, CLIPS, EMBEDDINGS, ANOMALIES, MODELS, DEAD_LETTERS)
 
-LOG_MEL_FRAMES = 64
 M = TypeVar("M", bound=Message)
 
 
@@ -60,9 +59,10 @@ def clip_to_message(clip: Clip, site: str, media_uri: str = "") -> pb.Clip:
 
 def clip_from_message(message: pb.Clip, source: str = "") -> Clip:
     """The core clip of a message (frames decoded); capture time is the header's."""
-    if len(message.frames_jpeg) != 5:
-        raise InvalidMessage(f"clip {message.header.clip_id} has {len(message.frames_jpeg)} frames, expected 5")
-    if len(message.log_mel_f16) != N_MELS * LOG_MEL_FRAMES * 2:
+    if len(message.frames_jpeg) != FRAMES_PER_CLIP:
+        raise InvalidMessage(f"clip {message.header.clip_id} has {len(message.frames_jpeg)} frames, "
+                             f"expected {FRAMES_PER_CLIP}")
+    if len(message.log_mel_f16) != N_MELS * MEL_FRAMES * 2:
         raise InvalidMessage(f"clip {message.header.clip_id} has a log-mel of {len(message.log_mel_f16)} bytes")
     try:
         frames = np.stack([decode_jpeg(data) for data in message.frames_jpeg])
@@ -70,7 +70,7 @@ def clip_from_message(message: pb.Clip, source: str = "") -> Clip:
         raise InvalidMessage(f"clip {message.header.clip_id} has a frame that is not a JPEG: {error}") from error
     if frames.shape != (5, FRAME_HEIGHT, FRAME_WIDTH, 3):
         raise InvalidMessage(f"clip {message.header.clip_id} has frames of shape {list(frames.shape[1:])}")
-    log_mel = np.frombuffer(message.log_mel_f16, "<f2").astype(np.float32).reshape(1, N_MELS, LOG_MEL_FRAMES)
+    log_mel = np.frombuffer(message.log_mel_f16, "<f2").astype(np.float32).reshape(1, N_MELS, MEL_FRAMES)
     h = message.header
     return Clip(camera_id=h.camera_id, start=h.capture_time, capture_time=h.capture_time,
                 source=source or message.media_uri, has_audio=message.has_audio, frames=frames, log_mel=log_mel)

@@ -32,7 +32,7 @@ from avsurv.tasks.probe import (
     default_label_field,
     evaluate_probe,
 )
-from avsurv.tasks.search import MODES, SearchResult, find_clip, parse_query, search_by_clip
+from avsurv.tasks.search import DEFAULT_TOP_K, MODES, SearchResult, find_clip, parse_query, search_by_clip
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -146,7 +146,8 @@ def register_search(subparsers: argparse._SubParsersAction) -> None:
                         help="embeddings holding the query clip (default: the --index files)")
     parser.add_argument("--mode", choices=MODES, default="av",
                         help="av (mean of visual and audio distance), audio or visual (default av)")
-    parser.add_argument("--top-k", type=int, default=5, metavar="K", help="number of results (default 5)")
+    parser.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, metavar="K",
+                        help=f"number of results (default {DEFAULT_TOP_K})")
     parser.add_argument("--exclusion", type=float, default=SEARCH_EXCLUSION_S, metavar="S",
                         help="drop results less than S seconds from the query, 0 disables "
                         f"(default {SEARCH_EXCLUSION_S:g})")

@@ -29,6 +29,8 @@ from avsurv.learning.distance import pairwise_distance
 from avsurv.learning.embeddings import EmbeddingSet
 
 MODES = ("av", "audio", "visual")
+DEFAULT_TOP_K = 5
+"""Results of a search when the caller names no number (the CLI and the gRPC API alike)."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ def search(
     *,
     query_capture_time: float | None = None,
     mode: str = "av",
-    top_k: int = 5,
+    top_k: int = DEFAULT_TOP_K,
     exclusion_s: float = SEARCH_EXCLUSION_S,
     separation_s: float = SEARCH_SEPARATION_S,
     w: float = W,
