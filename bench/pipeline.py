@@ -80,7 +80,8 @@ def run_platform(videos: list[Path], model: Path, bus: str, data: Path, realtime
     a live run may cut one less per camera, as its clip grid follows the wall clock."""
     cameras = {video.stem: str(video) for video in videos}
     settings = load_settings(environ={}, data_dir=data, model=str(model), cameras=cameras, grpc_port=0, bus=bus,
-                             realtime_files=realtime, anomaly_run_idle_s=IDLE_S, kafka_max_poll_interval_ms=5000)
+                             realtime_files=realtime, anomaly_run_idle_s=IDLE_S, kafka_max_poll_interval_ms=5000,
+                             anomaly_detector="eq5")  # the planted calibration (make_model) is Eq. 5's
     runtime = Runtime(SERVICES, settings, embedded=True)
     started = time.perf_counter()
     runtime.start()
