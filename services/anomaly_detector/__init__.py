@@ -7,11 +7,13 @@ The label-free score is the one the ``anomaly_detector`` setting names (``platfo
   read once per camera and version from the vector store, then follows the clips as they come. A camera
   without a calibration or without a minute of history flags nothing yet.
 - ``eq5`` (detector empty): ``d(z_v, z_a)`` (Eq. 5) with the ``w`` of the clip's model version, which the
-  embedding message carries; it is anomalous above ``mean + anomaly_stds * std`` of the calibration of its camera and
-model version (``avsurv.learning.calibration``, fitted by the embedder and kept in the state store; the
-version's training calibration from its registry record when a camera has none). A calibration on
-another scale than the message's ``w`` is refused, so score and threshold always agree. Consecutive
-anomalous clips of a camera merge into one event, published when the run ends. Event ids are
+  embedding message carries, against the calibration of its camera and model version
+  (``avsurv.learning.calibration``, fitted by the embedder and kept in the state store; the version's
+  training calibration from its registry record when a camera has none). A calibration on another scale
+  than the message's ``w`` is refused, so score and threshold always agree.
+
+Either way a clip with audio is anomalous above ``mean + anomaly_stds * std`` of its calibration, and
+consecutive anomalous clips of a camera merge into one event, published when the run ends. Event ids are
 deterministic, and an event already stored is not published again, so a replay after a restart repeats
 nothing; offsets are committed once a clip's event is out.
 
@@ -62,7 +64,7 @@ class _Clip:
 @dataclass
 class _Run:
     camera_id: str
-    detector: str  # "" for d(z_v, z_a), else HeadRecord.detector
+    detector: str  # "" for d(z_v, z_a), "novelty", else HeadRecord.detector
     label: str
     version: str
     threshold: float
