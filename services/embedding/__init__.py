@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from itertools import islice
 from pathlib import Path
 
@@ -78,7 +79,8 @@ class _Swap(threading.Thread):
         s.vectors.ensure_collection(self.collection)
         self.model = model
         scores: dict[str, list[float]] = {}
-        stored: dict[str, list[tuple[float, np.ndarray, np.ndarray]]] = {}  # camera -> (time, z_v, z_a)
+        # camera -> its latest stored clips (time, z_v, z_a), bounded: a site may store days of clips
+        stored: dict[str, deque[tuple[float, np.ndarray, np.ndarray]]] = {}
         started = time.monotonic()
         ids = s.archive.clip_ids()
         iterator = iter(ids)
@@ -95,7 +97,8 @@ class _Swap(threading.Thread):
             for i, (clip, score) in enumerate(zip(clips, clip_scores(z_v, z_a, model.w), strict=True)):
                 if clip.has_audio:
                     scores.setdefault(clip.camera_id, []).append(float(score))
-                stored.setdefault(clip.camera_id, []).append((float(clip.capture_time or clip.start), z_v[i], z_a[i]))
+                stored.setdefault(clip.camera_id, deque(maxlen=NOVELTY_HISTORY)).append(
+                    (float(clip.capture_time or clip.start), z_v[i], z_a[i]))
             batch_stats = per_camera([clip.camera_id for clip in clips], z_v, z_a)
             self.camera_stats = merged_per_camera(self.camera_stats, batch_stats)
             self.backfilled += len(chunk)
@@ -116,13 +119,13 @@ class _Swap(threading.Thread):
                                                     stds=settings.anomaly_stds, model_sha256=model.sha256)
                 self.service.registry.set_calibration(self.version, camera, calibration)
 
-
-    def _fit_novelty(self, stored: dict[str, list[tuple[float, np.ndarray, np.ndarray]]], model: LoadedModel) -> None:
-        """Per camera, the site novelty of its latest NOVELTY_HISTORY stored clips, each against those before
-        it; a camera without enough history gets none yet (its clips are not flagged by novelty)."""
+    def _fit_novelty(self, stored: dict[str, deque[tuple[float, np.ndarray, np.ndarray]]],
+                     model: LoadedModel) -> None:
+        """Per camera, the site novelty of its latest stored clips (the clip store lists them in capture
+        order), each against those before it; a camera without enough history gets none yet (its clips
+        are not flagged by novelty)."""
         settings = self.service.settings
         for camera, rows in stored.items():
-            rows = sorted(rows, key=lambda row: row[0])[-NOVELTY_HISTORY:]
             times = np.array([row[0] for row in rows])
             z_v, z_a = np.stack([row[1] for row in rows]), np.stack([row[2] for row in rows])
             try:
