@@ -28,7 +28,7 @@ import torch
 from avsurv.constants import AUDIO_TENSOR_SHAPE, FRAME_HEIGHT, FRAME_WIDTH, FRAMES_PER_CLIP, VIDEO_TENSOR_SHAPE
 from avsurv.media.segment import Clip
 from avsurv.models import PROFILES, build_model, count_parameters
-from avsurv.platform.models import LoadedModel
+from avsurv.platform.model_versions import LoadedModel
 
 Step = Callable[[torch.nn.Module, torch.Tensor], None]
 

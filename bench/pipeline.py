@@ -43,7 +43,7 @@ from avsurv.media import Segmenter
 from avsurv.media.segment import Clip
 from avsurv.platform.config import load_settings
 from avsurv.platform.messages import ANOMALIES
-from avsurv.platform.models import LoadedModel
+from avsurv.platform.model_versions import LoadedModel
 from avsurv.platform.runtime import SERVICES, Runtime
 from avsurv.synth import SceneConfig, generate_scene
 from avsurv.v1 import messages_pb2 as pb

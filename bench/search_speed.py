@@ -43,7 +43,7 @@ from avsurv.adapters.state import close_state, connect_state
 from avsurv.adapters.vectors import Point, QdrantVectors, alias_name, collection_name
 from avsurv.constants import EMBEDDING_DIM
 from avsurv.learning.embeddings import EmbeddingSet
-from avsurv.platform.models import publish_model
+from avsurv.platform.model_versions import publish_model
 from avsurv.platform.registry import Registry
 from avsurv.services.search import CANDIDATES, SearchServicer
 from avsurv.tasks.search import search

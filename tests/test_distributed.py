@@ -25,7 +25,7 @@ from avsurv.learning.modeldir import CALIBRATION, load_model
 from avsurv.learning.scores import clip_scores
 from avsurv.platform.archive import ClipArchive
 from avsurv.platform.messages import ANOMALIES
-from avsurv.platform.models import LoadedModel
+from avsurv.platform.model_versions import LoadedModel
 from avsurv.platform.registry import Registry
 from avsurv.platform.runtime import SERVICES
 from avsurv.v1 import api_pb2, api_pb2_grpc

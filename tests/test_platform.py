@@ -37,7 +37,7 @@ from avsurv.media.segment import ClipFeed
 from avsurv.platform.archive import ClipArchive
 from avsurv.platform.config import ConfigError, load_settings
 from avsurv.platform.messages import ANOMALIES, CHUNKS, CLIPS, DEAD_LETTERS, EMBEDDINGS
-from avsurv.platform.models import load_version, publish_model
+from avsurv.platform.model_versions import load_version, publish_model
 from avsurv.platform.registry import Registry
 from avsurv.platform.runtime import SERVICES, Runtime
 from avsurv.services.ingest import ChunkBuilder

@@ -17,7 +17,7 @@ consecutive anomalous clips of a camera merge into one event, published when the
 deterministic, and an event already stored is not published again, so a replay after a restart repeats
 nothing; offsets are committed once a clip's event is out.
 
-Heads attached to a camera (``avsurv.platform.heads``) see the same embeddings through a ``HeadStream``
+Heads attached to a camera (``avsurv.platform.head_attachments``) see the same embeddings through a ``HeadStream``
 each; consecutive clips a head gives the same event label make one event of that head (``detector``).
 A clip's offset is committed once every detector is done with it.
 """
@@ -42,7 +42,7 @@ from avsurv.heads.training import ANOMALY_SCORE
 from avsurv.learning.calibration import Calibration
 from avsurv.learning.scores import clip_scores
 from avsurv.platform.config import EQ5, LABEL_FREE_DETECTORS, NOVELTY, Settings
-from avsurv.platform.heads import HEADS_REFRESH_S, load_attached
+from avsurv.platform.head_attachments import HEADS_REFRESH_S, load_attached
 from avsurv.platform.messages import ANOMALIES, EMBEDDINGS, InvalidMessage, dead_letter, event_id, header, parse
 from avsurv.platform.registry import HeadRecord, Registry
 from avsurv.platform.runtime import Ports, ServiceParts

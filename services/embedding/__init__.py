@@ -37,7 +37,7 @@ from avsurv.media.segment import Clip
 from avsurv.platform.archive import ClipArchive
 from avsurv.platform.config import Settings
 from avsurv.platform.messages import CLIPS, EMBEDDINGS, InvalidMessage, clip_from_message, dead_letter, parse
-from avsurv.platform.models import LoadedModel, load_version
+from avsurv.platform.model_versions import LoadedModel, load_version
 from avsurv.platform.registry import Registry
 from avsurv.platform.runtime import Ports, ServiceParts
 from avsurv.platform.worker import DEAD_LETTERED, PROCESSED, Worker, log

@@ -23,7 +23,7 @@ from avsurv.learning.embeddings import EmbeddingSet
 from avsurv.media import Segmenter
 from avsurv.media.background import Backgrounds
 from avsurv.platform.config import Settings, without_credentials
-from avsurv.platform.models import LoadedModel, load_version
+from avsurv.platform.model_versions import LoadedModel, load_version
 from avsurv.platform.registry import ModelRecord, Registry
 from avsurv.platform.runtime import Ports, ServiceParts
 from avsurv.tasks.search import DEFAULT_TOP_K, search

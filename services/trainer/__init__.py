@@ -29,7 +29,7 @@ from avsurv.models.inputs import VisualInput
 from avsurv.models.profiles import PROFILES
 from avsurv.platform.archive import ClipArchive
 from avsurv.platform.config import Settings
-from avsurv.platform.models import load_version, publish_model
+from avsurv.platform.model_versions import load_version, publish_model
 from avsurv.platform.registry import Registry
 from avsurv.platform.runtime import Ports, ServiceParts
 from avsurv.platform.worker import Worker, log

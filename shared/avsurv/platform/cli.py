@@ -18,7 +18,7 @@ from avsurv.clisupport import reports_errors
 from avsurv.errors import TaskError
 from avsurv.heads.training import TrainedHead
 from avsurv.platform.config import ConfigError, Settings, group_heads, load_settings
-from avsurv.platform.heads import HEADS_REFRESH_S, NAME_PATTERN, attach_head, event_labels
+from avsurv.platform.head_attachments import HEADS_REFRESH_S, NAME_PATTERN, attach_head, event_labels
 from avsurv.platform.registry import Registry
 from avsurv.platform.runtime import SERVICES, Runtime
 

@@ -51,7 +51,7 @@ class ModelRecord:
 
 @dataclass
 class HeadRecord:
-    """A trained head attached to a camera (``avsurv.platform.heads``): ``labels`` are the head's labels
+    """A trained head attached to a camera (``avsurv.platform.head_attachments``): ``labels`` are the head's labels
     that make events."""
 
     camera_id: str

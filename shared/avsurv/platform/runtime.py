@@ -94,12 +94,12 @@ def open_ports(settings: Settings, embedded: bool) -> Ports:
     # Imported here: reading a model or head directory loads torch, which only a process told to
     # publish one needs.
     if settings.model and not ports.registry.models():
-        from avsurv.platform.models import publish_model
+        from avsurv.platform.model_versions import publish_model
 
         record = publish_model(Path(settings.model), ports.registry, ports.artifacts, ports.bus)
         log.info("published %s as the first model version %s", settings.model, record.version)
     if settings.heads:
-        from avsurv.platform.heads import attach_head
+        from avsurv.platform.head_attachments import attach_head
 
         for camera_id, directories in settings.heads.items():
             for directory in directories:
