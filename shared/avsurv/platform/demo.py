@@ -88,7 +88,8 @@ def run_demo(args: argparse.Namespace) -> int:
             control = api_pb2_grpc.ControlStub(channel)
             for step, epochs in ((3, args.first_epochs), (4, args.second_epochs)):
                 status = _train_round(runtime, control, epochs)
-                print(f"{step}. training round ({epochs} epoch{'s' if epochs > 1 else ''} of EPG): {status.state}: "
+                print(f"{step}. training round ({epochs} epoch{'s' if epochs > 1 else ''} of "
+                      f"{settings.train_method.upper()}): {status.state}: "
                       f"{status.detail}")
             models = control.ListModels(api_pb2.ListModelsRequest()).models
             print("   model versions: " + ", ".join(
