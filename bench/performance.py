@@ -152,9 +152,10 @@ PARTS: dict[str, Callable[[Settings, Path, Log], dict[str, Any]]] = {
 
 
 @contextmanager
-def torch_threads() -> Iterator[None]:
+def torch_threads(n: int = THREADS) -> Iterator[None]:
+    """``n`` torch threads inside, the old count back after."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(n)
     try:
         yield
     finally:

@@ -63,17 +63,6 @@ class Table:
         return Table(int(mask.sum()))
 
 
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """A known thread count around a test (so that "restored" means something), then the old one back."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 # -- embedder (encoder_speed.py) -------------------------------------------------------------------------
 
 
@@ -136,7 +125,7 @@ def test_segmentation_figures_are_video_seconds_over_each_paths_planted_wall_tim
     monkeypatch.setattr(segment_speed, "decode_only", decode_only)
     monkeypatch.setattr(segment_speed, "naive", lambda path: 8.0)
     monkeypatch.setattr(segment_speed, "ours", lambda path: (2.0, 4))
-    with torch_threads(2):
+    with performance.torch_threads(2):  # a known count, so that "restored" means something
         r = segment_speed.measure(4.0, keep=tmp_path / "kept.mp4")
         assert torch.get_num_threads() == 2  # restored after measuring on one thread
     assert threads == [1]
@@ -459,7 +448,7 @@ def test_run_times_every_part_on_one_torch_thread_in_its_own_scratch_directory(m
     monkeypatch.setattr(performance, "PARTS", {name: part(name, float(i + 1))
                                                for i, name in enumerate(performance.PARTS)})
     monkeypatch.setattr(performance, "plots", lambda results, out: drawn.append(out.is_dir()) or {"search": "s.png"})
-    with torch_threads(2):
+    with performance.torch_threads(2):  # a known count, so that "restored" means something
         results = performance.run(True, tmp_path / "out", log=lambda _: None)
         assert torch.get_num_threads() == 2
         full = performance.run(False, tmp_path / "full", log=lambda _: None)
