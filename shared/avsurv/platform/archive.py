@@ -8,8 +8,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from avsurv.clipids import check_camera_id, parse_clip_id
 from avsurv.clipids import clip_id as make_clip_id
-from avsurv.clipids import parse_clip_id
 from avsurv.media.segment import Clip
 from avsurv.platform.messages import clip_from_message
 from avsurv.v1 import messages_pb2 as pb
@@ -22,8 +22,10 @@ class ClipArchive:
 
     def path(self, clip_id: str) -> Path:
         camera, stamp = parse_clip_id(clip_id)
-        if "/" in camera or camera.startswith("."):
-            raise ValueError(f"not a clip id: {clip_id!r}")
+        try:
+            check_camera_id(camera)
+        except ValueError as error:
+            raise ValueError(f"not a clip id: {clip_id!r}: {error}") from None
         return self.root / camera / f"{stamp:015d}.pb"
 
     def put(self, message: pb.Clip) -> str:

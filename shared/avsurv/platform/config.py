@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from avsurv.clipids import check_camera_id
 from avsurv.constants import ANOMALY_STDS, DEFAULT_PROFILE, DEVICES, PROFILE_NAMES
 from avsurv.tasks.novelty import NOVELTY_EXCLUSION_S
 
@@ -36,6 +37,20 @@ class Settings(BaseModel):
     clip_store: str = Field("", description="directory of stored clips; empty: data_dir/clips")
     model: str = Field("", description="initial model directory, published as the first version if none exists")
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port of the search service (0: any free port)")
+    grpc_host: str = Field("", description="gRPC bind address; empty: 127.0.0.1 for avsurv run and the demo (one "
+                           "machine), [::] for avsurv serve (a container reached over its network)")
+    grpc_tls_cert: str = Field("", description="PEM certificate chain file: gRPC over TLS (with grpc_tls_key)")
+    grpc_tls_key: str = Field("", description="PEM private key file of grpc_tls_cert")
+    api_read_token: SecretStr = Field(SecretStr(""), description="bearer token for the API's reads (set any "
+                                      "token and every API call needs one)")
+    api_control_token: SecretStr = Field(SecretStr(""), description="bearer token for everything, including the "
+                                         "Control calls that change the platform")
+    api_tokens_file: str = Field("", description="file of 'read TOKEN' / 'control TOKEN' lines, added to the "
+                                 "token settings (several per scope: rotation)")
+    api_camera_schemes: list[str] = Field(["rtsp", "rtsps", "http", "https"], description="URL schemes of camera "
+                                          "sources the control API accepts")
+    api_camera_roots: list[str] = Field(default_factory=list, description="directories whose files the control "
+                                        "API accepts as camera sources (none: no files)")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus metrics port (0: none)")
     partitions: int = Field(4, ge=1, description="partitions per topic when the services create them")
     kafka_max_poll_interval_ms: int = Field(300_000, ge=1_000, description="Kafka consumer max poll interval")
@@ -72,6 +87,19 @@ class Settings(BaseModel):
                                        "seconds are not history)")
     anomaly_stds: float = Field(ANOMALY_STDS, gt=0, description="anomaly: a clip is anomalous above the mean + "
                                 "this many std of its camera's calibration (EPG: 2)")
+
+    @field_validator("cameras")
+    @classmethod
+    def _camera_ids(cls, cameras: dict[str, str]) -> dict[str, str]:
+        for camera_id in cameras:
+            check_camera_id(camera_id)  # the clip store refuses any other: its clips would be lost
+        return cameras
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if bool(self.grpc_tls_cert) != bool(self.grpc_tls_key):
+            raise ValueError("grpc_tls_cert and grpc_tls_key go together")
+        return self
 
     @property
     def vectors_url(self) -> str:
@@ -165,4 +193,9 @@ def _parse_heads(raw: str) -> dict[str, list[str]]:
     return group_heads(_pairs(raw, "heads", "CAMERA=DIR"))
 
 
-_PARSERS = {"cameras": _parse_cameras, "heads": _parse_heads}
+def _parse_list(raw: str) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+_PARSERS = {"cameras": _parse_cameras, "heads": _parse_heads, "api_camera_schemes": _parse_list,
+            "api_camera_roots": _parse_list}
