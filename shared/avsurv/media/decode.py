@@ -3,11 +3,13 @@
 One code path serves files (mp4, mkv, webm, avi, ...) and streams (rtsp, http, ...): PyAV demuxes both.
 Times are the media's own presentation times in seconds. Damage never raises past this module: a packet
 that does not decode is counted and skipped, a demuxer error ends reading with the reason kept, and only
-an input that cannot be opened at all raises :class:`MediaError` with a one-line message.
+an input that cannot be opened at all raises :class:`MediaError` with a one-line message. Frames larger
+than ``MAX_FRAME_PIXELS`` are refused before the decoder allocates them.
 """
 
 from __future__ import annotations
 
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +25,13 @@ from avsurv.errors import MediaError
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 AUDIO_JUMP_TOLERANCE_S = 0.02
 """A jump in audio timestamps larger than this is a gap (or overlap): the resampler restarts there."""
+MIN_AVERAGE_FPS = 1.0
+"""An average frame rate below this comes from a timestamp jump in the file (frames over its whole duration),
+not from the camera: the stream's base rate is taken instead, so frames are not held on screen for minutes."""
+MAX_FRAME_PIXELS = 8192 * 4608
+"""The largest video frame decoded (8K, above the 7680x4320 of the largest camera sensors). FFmpeg refuses a
+frame that claims more before allocating it, and it counts as undecodable: one damaged header cannot make the
+decoder allocate gigabytes per frame."""
 
 
 
@@ -69,9 +78,27 @@ def _reason(error: Exception) -> str:
 
 
 def _open_options(source: str) -> dict[str, str]:
+    # max_pixels also reaches the decoders that probe the streams while the input is opened (where the
+    # container lists its streams before probing: MPEG-TS does not, and is capped from the first decode)
+    options = {"max_pixels": str(MAX_FRAME_PIXELS)}
     if source.lower().startswith(("rtsp://", "rtsps://")):
-        return {"rtsp_transport": "tcp"}  # UDP drops packets on busy networks; TCP is what cameras allow
-    return {}
+        options["rtsp_transport"] = "tcp"  # UDP drops packets on busy networks; TCP is what cameras allow
+    return options
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a media file, or None for a regular file. A fifo or a device would
+    block the open until a writer appears, so only regular files are read."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as error:
+        return f"cannot be examined ({_reason(error)})"
+    kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a named pipe (fifo)", stat.S_ISSOCK: "a socket",
+             stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device"}
+    kind = next((name for test, name in kinds.items() if test(mode)), None)
+    return f"is {kind}, not a regular file" if kind else None
 
 
 def _creation_epoch(metadata: dict[str, str]) -> float | None:
@@ -96,10 +123,12 @@ class MediaReader:
         self.decode_errors = 0
         self.first_error: str | None = None
         self.end_reason: str | None = None
+        self.notes: list[str] = []
+        """What was ignored while opening (an audio stream without a decoder) or reading."""
         network = is_network_source(self.source)
-        if not network and not Path(self.source).is_file():
-            what = "is a directory" if Path(self.source).is_dir() else "does not exist"
-            raise MediaError(f"cannot open {self.source!r}: the file {what}")
+        problem = None if network else _not_a_file(Path(self.source))
+        if problem:
+            raise MediaError(f"cannot open {self.source!r}: the file {problem}")
         try:
             self._container = av.open(
                 self.source, options=_open_options(self.source), timeout=timeout_s if network else None
@@ -107,19 +136,34 @@ class MediaReader:
         except (av.FFmpegError, OSError, ValueError) as error:
             raise MediaError(f"cannot open {self.source!r}: {_reason(error)}") from None
         try:
-            self._video = self._container.streams.video[0]
-        except IndexError:
+            self._video, self._audio = self._pick_streams()
+        except MediaError:
             self._container.close()
-            raise MediaError(f"cannot use {self.source!r}: it has no video stream") from None
-        audio_streams = self._container.streams.audio
-        self._audio = audio_streams[0] if audio_streams else None
+            raise
+        self._video.codec_context.options = {"max_pixels": str(MAX_FRAME_PIXELS)}
         self._video.thread_type = "AUTO"
         self._video.thread_count = threads
         self.info = self._describe(network)
 
+    def _pick_streams(self) -> tuple[av.VideoStream, av.AudioStream | None]:
+        """The first video stream, and the first audio stream that has a decoder. A stream has no codec
+        context when its header names no codec FFmpeg decodes (e.g. a damaged codec id)."""
+        streams = self._container.streams
+        if not streams.video:
+            raise MediaError(f"cannot use {self.source!r}: it has no video stream")
+        video = streams.video[0]
+        if video.codec_context is None:
+            raise MediaError(f"cannot use {self.source!r}: its video stream names no codec that can be decoded")
+        audio = next((s for s in streams.audio if s.codec_context is not None), None)
+        if streams.audio and audio is None:
+            self.notes.append("the audio stream names no codec that can be decoded: it is ignored")
+        return video, audio
+
     def _describe(self, network: bool) -> MediaInfo:
         container, video, audio = self._container, self._video, self._audio
-        rate = video.average_rate or video.guessed_rate
+        rate = video.average_rate
+        if not rate or rate < MIN_AVERAGE_FPS:
+            rate = video.guessed_rate or rate
         epoch = time.time() if network else _creation_epoch(dict(container.metadata))
         return MediaInfo(
             source=self.source,
@@ -175,6 +219,9 @@ class MediaReader:
                 else:
                     yield from audio.push(frame)
         yield from audio.flush()
+        if audio.format_changes:
+            self.notes.append(f"the audio format (rate, channels or sample format) changed {audio.format_changes}"
+                              " times mid-stream; each part was resampled on its own")
 
     def close(self) -> None:
         self._container.close()
@@ -187,7 +234,8 @@ class MediaReader:
 
 
 class _AudioTimeline:
-    """Resamples decoded audio to 44.1 kHz mono, restarting the resampler at every timestamp jump.
+    """Resamples decoded audio to 44.1 kHz mono, restarting the resampler at every timestamp jump and
+    every change of format (a damaged MP3 frame can carry another sample rate; a resampler takes one).
 
     Output chunk times are derived from the start of each continuous run plus the samples produced,
     so resampler latency never shifts audio against video.
@@ -195,19 +243,25 @@ class _AudioTimeline:
 
     def __init__(self) -> None:
         self._resampler: av.AudioResampler | None = None
-        self._layout = ""
+        self._format: tuple[str, int, str] | None = None  # layout, rate and sample format of the run
         self._run_start = 0.0
         self._consumed_s = 0.0  # input seconds pushed into the current run
         self._produced = 0  # output samples emitted for the current run
+        self.format_changes = 0
 
     def push(self, frame: av.AudioFrame) -> Iterator[AudioChunk]:
         expected = self._run_start + self._consumed_s
         t = frame.time if frame.time is not None else expected
         jumped = abs(t - expected) > AUDIO_JUMP_TOLERANCE_S
-        if self._resampler is None or jumped or frame.layout.name != self._layout:
+        audio_format = (frame.layout.name, frame.sample_rate, frame.format.name)
+        changed = self._format is not None and audio_format != self._format
+        if self._resampler is None or jumped or changed:
             yield from self.flush()
-            self._resampler = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=SAMPLE_RATE)
-            self._layout, self._run_start, self._consumed_s, self._produced = frame.layout.name, t, 0.0, 0
+            self.format_changes += changed
+            # packed output: PyAV finds planar planes by walking extended_data to a null pointer; with 8
+            # planes (AV_NUM_DATA_POINTERS) there is none, it reads linesize as pointers and crashes
+            self._resampler = av.AudioResampler(format="flt", layout=frame.layout.name, rate=SAMPLE_RATE)
+            self._format, self._run_start, self._consumed_s, self._produced = audio_format, t, 0.0, 0
         self._consumed_s += frame.samples / frame.sample_rate
         frame.pts = None  # times are tracked here; the resampler must not reorder or pad by pts
         yield from self._emit(self._resampler.resample(frame))
@@ -219,7 +273,8 @@ class _AudioTimeline:
 
     def _emit(self, frames: list[av.AudioFrame]) -> Iterator[AudioChunk]:
         for out in frames:
-            samples = out.to_ndarray().astype(np.float32).mean(axis=0)  # mean of channels, as librosa
+            interleaved = out.to_ndarray().reshape(-1, out.layout.nb_channels)
+            samples = interleaved.astype(np.float32).mean(axis=1)  # mean of channels, as librosa
             if samples.size:
                 yield AudioChunk(self._run_start + self._produced / SAMPLE_RATE, samples)
                 self._produced += samples.size

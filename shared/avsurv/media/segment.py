@@ -6,6 +6,10 @@ clip, frames are sampled by timestamp at the middle of each 1/5 s slot (0.1, 0.3
 on screen at that instant, which makes sampling independent of the source frame rate (25, 29.97, 30 fps or
 variable). A clip needs all five frames; audio that covers less than ``MIN_AUDIO_COVERAGE`` of the second
 gives a clip with ``has_audio = False``. Clips that cannot be made are reported with their reason.
+
+Memory stays bounded whatever the timestamps say: a forward jump longer than ``MAX_GAP_S`` is not walked
+second by second, audio far ahead of the video is dropped, and frames whose timestamps go back are dropped;
+each is noted in the report.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from avsurv.constants import (
     SAMPLE_RATE,
     VIDEO_FPS,
 )
+from avsurv.errors import MediaError
 from avsurv.media.decode import AudioChunk, MediaInfo, MediaReader, VideoSample
 from avsurv.media.logmel import log_mel
 
@@ -42,6 +47,13 @@ MIN_AUDIO_ONLY_COVERAGE = 0.1
 
 AUDIO_LAG_LIMIT_S = 5.0
 """How far video may run ahead of audio before clips are finished without waiting for their audio."""
+
+MAX_GAP_S = 60.0
+"""The longest gap in the video timestamps that is bridged second by second, each second skipped with its
+reason. A longer forward jump (a camera that was off for a while, a damaged or wrapped timestamp) ends the
+clips open before it as if the video had ended there and resumes cutting at the new time, with one note:
+walking it would hold one open clip (about 220 kB) per second of the gap, gigabytes for an hour. For the same
+reason audio more than this far ahead of the video is dropped, with a note."""
 
 CLIP_SAMPLES = int(SAMPLE_RATE * CLIP_SECONDS)
 
@@ -149,9 +161,11 @@ class Segmenter:
             epoch = self._capture_start if self._capture_start is not None else reader.info.capture_epoch
             state = _ClipAssembler(self, epoch, reader.has_audio, reader.info.fps)
             yield from state.run(reader)
-            self._note_reader_problems(reader)
             if state.next_slot is None:
-                self.report.notes.append("no video frame could be decoded: no clips")
+                first = f" (first error: {reader.first_error})" if reader.first_error else ""
+                raise MediaError(f"cannot use {self.source!r}: no video frame could be decoded{first}")
+            self._note_reader_problems(reader)
+            state.note_dropped()
 
     def _note_reader_problems(self, reader: MediaReader) -> None:
         if reader.decode_errors:
@@ -163,6 +177,7 @@ class Segmenter:
             self.report.notes.append(reader.end_reason)
         if not reader.has_audio:
             self.report.notes.append("the input has no audio track: every clip has has_audio = False")
+        self.report.notes.extend(reader.notes)
 
 
 class ClipFeed:
@@ -192,6 +207,7 @@ class ClipFeed:
     def end(self) -> list[Clip]:
         """The input ended: finishes every open clip."""
         self._state.on_video_end()
+        self._state.note_dropped()
         return list(self._state.finish_ready(final=True))
 
 
@@ -225,6 +241,9 @@ class _ClipAssembler:
         self.frame_period = 1.0 / fps if fps else 0.0
         self.video_time = -math.inf
         self.audio_time = -math.inf
+        self.frames_back = 0  # video frames dropped because their timestamps went back or repeated
+        self.first_back = ""
+        self.early_audio_s = 0.0  # audio dropped for lying more than MAX_GAP_S ahead of the video
 
     # -- the grid -------------------------------------------------------------------------------
     def clip_index(self, t: float) -> int:
@@ -257,8 +276,12 @@ class _ClipAssembler:
         yield from self.finish_ready(final=True)
 
     def on_video(self, sample: VideoSample) -> None:
-        if sample.time <= self.video_time:
-            return  # a repeated or backwards timestamp from a damaged stream
+        if sample.time <= self.video_time:  # a repeated or backwards timestamp from a damaged stream
+            self.frames_back += 1
+            self.first_back = self.first_back or f"{sample.time:.2f} s after {self.video_time:.2f} s"
+            return
+        if self.next_slot is not None and sample.time - self.video_time > MAX_GAP_S:
+            self.jump(sample.time)
         if self.next_slot is None:
             self.start_video(sample.time)
         assert self.next_slot is not None
@@ -266,6 +289,15 @@ class _ClipAssembler:
             self.fill_slot(self.next_slot, gap_until=sample.time)
             self.next_slot += 1
         self.on_screen, self.on_screen_rgb, self.video_time = sample, None, sample.time
+
+    def jump(self, t: float) -> None:
+        """Resumes cutting at ``t`` after a gap too long to walk: the clips before it end as at the end of
+        the video, and the seconds between are neither clips nor skipped seconds."""
+        self.owner.report.notes.append(
+            f"video timestamps jump from {self.video_time:.2f} s to {t:.2f} s, more than {MAX_GAP_S:g} s:"
+            " the seconds between have no video and are not listed one by one")
+        self.on_video_end()
+        self.next_slot, self.on_screen, self.on_screen_rgb = None, None, None
 
     def start_video(self, t: float) -> None:
         first_index = self.clip_index(t)
@@ -298,6 +330,9 @@ class _ClipAssembler:
             self.clip(last_clip).missing_reason = f"video ends at {self.on_screen.time:.2f} s, inside this clip"
 
     def on_audio(self, chunk: AudioChunk) -> None:
+        if chunk.time - self.video_time > MAX_GAP_S and self.next_slot is not None:
+            self.early_audio_s += chunk.samples.size / SAMPLE_RATE  # its clips would wait for video for ever
+            return
         first = round((chunk.time - self.phase) * SAMPLE_RATE)
         end = first + chunk.samples.size
         for index in range(first // CLIP_SAMPLES, (end - 1) // CLIP_SAMPLES + 1):
@@ -309,6 +344,16 @@ class _ClipAssembler:
             pending.audio[lo - base : hi - base] = chunk.samples[lo - first : hi - first]
             pending.covered[lo - base : hi - base] = True
         self.audio_time = max(self.audio_time, chunk.time + chunk.samples.size / SAMPLE_RATE)
+
+    def note_dropped(self) -> None:
+        """Notes the video frames and audio that were dropped for their timestamps."""
+        notes = self.owner.report.notes
+        if self.frames_back:
+            notes.append(f"{self.frames_back} video frames were dropped because their timestamps went back or"
+                         f" repeated (first: {self.first_back})")
+        if self.early_audio_s:
+            notes.append(f"{self.early_audio_s:.1f} s of audio was dropped: it lay more than {MAX_GAP_S:g} s"
+                         " ahead of the video")
 
     # -- emitting -------------------------------------------------------------------------------
     def ready(self, index: int) -> bool:
