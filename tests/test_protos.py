@@ -41,5 +41,5 @@ def test_the_services_have_their_methods() -> None:
     assert services["Anomalies"].methods_by_name["Watch"].server_streaming
     assert set(services["Control"].methods_by_name) == {
         "AddCamera", "RemoveCamera", "ListCameras", "TriggerTraining", "GetTrainingStatus", "ListModels",
-        "ActivateModel", "RollbackModel"}
+        "ActivateModel", "RollbackModel", "CancelTraining"}
     assert hasattr(api_pb2_grpc, "EventSearchStub") and hasattr(api_pb2_grpc, "add_ControlServicer_to_server")

@@ -5,7 +5,6 @@ the runtime's (every service's server answers them)."""
 from __future__ import annotations
 
 import math
-import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -30,11 +29,12 @@ from avsurv.tasks.search import DEFAULT_TOP_K, search
 from avsurv.v1 import api_pb2, api_pb2_grpc
 from avsurv.v1 import messages_pb2 as pb
 
+from . import limits
+
 CANDIDATES = 512
 """Nearest points fetched per modality before exclusion, separation and the exact Eq. 5 re-ranking."""
 MODES = {api_pb2.SEARCH_MODE_UNSPECIFIED: "av", api_pb2.SEARCH_MODE_AUDIO_VISUAL: "av",
          api_pb2.SEARCH_MODE_AUDIO: "audio", api_pb2.SEARCH_MODE_VISUAL: "visual"}
-CAMERA_ID = r"^[A-Za-z0-9_.-]+$"
 Context = grpc.ServicerContext
 
 
@@ -45,13 +45,13 @@ class _Abort(Exception):
 
 
 def _handled(method: Callable) -> Callable:
-    """Turns :class:`_Abort` and task errors into gRPC statuses with a clear message."""
+    """Turns :class:`_Abort`, refused requests and task errors into gRPC statuses with a clear message."""
     def wrapper(self: object, request: object, context: Context) -> object:
         try:
             return method(self, request, context)
         except _Abort as error:
             context.abort(error.code, error.detail)
-        except (TaskError, MediaError) as error:
+        except (limits.RequestError, TaskError, MediaError) as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
     wrapper.__name__, wrapper.__doc__ = method.__name__, method.__doc__
     return wrapper
@@ -82,14 +82,15 @@ class SearchServicer(api_pb2_grpc.EventSearchServicer):
 
     @_handled
     def Search(self, request: api_pb2.SearchRequest, context: Context) -> api_pb2.SearchResponse:
+        limits.check_search(request)
+        mode = MODES.get(request.mode)
+        if mode is None:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown search mode {request.mode}")
         site = self.registry.site
         collection = self.vectors.alias_target(alias_name(site))
         if collection is None:
             raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, "no model version is indexed yet")
         version = collection.removeprefix(f"avsurv_{site}_")  # the concrete collection: one version
-        mode = MODES.get(request.mode)
-        if mode is None:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown search mode {request.mode}")
         z_v, z_a, camera, capture = self._query(request, collection, version)
         hits: dict[str, Hit] = {}
         for using in ("visual", "audio") if mode == "av" else (mode,):
@@ -119,8 +120,6 @@ class SearchServicer(api_pb2_grpc.EventSearchServicer):
         if kind == "media":
             return self._media_query(request.media, version)
         if kind == "clip_at":
-            if not request.clip_at.camera_id:
-                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "clip_at needs a camera_id")
             # the clip holding that instant: clips start on whole seconds of capture time
             clip_id = make_clip_id(request.clip_at.camera_id, math.floor(request.clip_at.capture_time))
         elif kind == "clip_id":
@@ -129,7 +128,8 @@ class SearchServicer(api_pb2_grpc.EventSearchServicer):
             raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "a search needs a clip_id, clip_at or media query")
         found = self.vectors.retrieve(collection, [point_id(clip_id, version)])
         if not found:
-            raise _Abort(grpc.StatusCode.NOT_FOUND, f"clip {clip_id} is not indexed in model version {version}")
+            raise _Abort(grpc.StatusCode.NOT_FOUND,
+                         f"clip {limits.echo(clip_id)} is not indexed in model version {version}")
         hit = found[0]
         return hit.z_v, hit.z_a, str(hit.payload["camera_id"]), float(hit.payload["capture_time"])
 
@@ -164,6 +164,7 @@ class AnomaliesServicer(api_pb2_grpc.AnomaliesServicer):
 
     @_handled
     def List(self, request: api_pb2.ListAnomaliesRequest, context: Context) -> api_pb2.ListAnomaliesResponse:
+        limits.check_list(request)
         events = [pb.AnomalyEvent.FromString(p) for p in self.registry.events(
             request.start_time if request.HasField("start_time") else None,
             request.end_time if request.HasField("end_time") else None, limit=-1)]
@@ -172,6 +173,10 @@ class AnomaliesServicer(api_pb2_grpc.AnomaliesServicer):
         return api_pb2.ListAnomaliesResponse(events=chosen[: request.limit or 100])
 
     def Watch(self, request: api_pb2.WatchAnomaliesRequest, context: Context) -> Iterator[pb.AnomalyEvent]:
+        try:
+            limits.check_filters(request.camera_ids, request.detectors)
+        except limits.RequestError as error:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         live = self.registry.live_events()
         try:
             while context.is_active():
@@ -193,8 +198,8 @@ def _chosen(event: pb.AnomalyEvent,
 
 
 class ControlServicer(api_pb2_grpc.ControlServicer):
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
+    def __init__(self, registry: Registry, settings: Settings) -> None:
+        self.registry, self.settings = registry, settings
 
     def _camera(self, camera_id: str) -> api_pb2.Camera:
         wanted = self.registry.wanted_cameras()
@@ -207,16 +212,16 @@ class ControlServicer(api_pb2_grpc.ControlServicer):
 
     @_handled
     def AddCamera(self, request: api_pb2.AddCameraRequest, context: Context) -> api_pb2.Camera:
-        if not re.match(CAMERA_ID, request.camera_id) or not request.source:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "a camera needs an id of letters, digits, '_', '-', '.' "
-                         "and a source")
-        self.registry.want_camera(request.camera_id, request.source)
-        return self._camera(request.camera_id)
+        camera_id = limits.check_camera("camera_id", request.camera_id)
+        source = limits.check_camera_source(request.source, self.settings.api_camera_schemes,
+                                            self.settings.api_camera_roots)
+        self.registry.want_camera(camera_id, source)
+        return self._camera(camera_id)
 
     @_handled
     def RemoveCamera(self, request: api_pb2.RemoveCameraRequest, context: Context) -> api_pb2.Camera:
-        if not self.registry.drop_camera(request.camera_id):
-            raise _Abort(grpc.StatusCode.NOT_FOUND, f"no camera {request.camera_id!r}")
+        if not self.registry.drop_camera(limits.check_text("camera_id", request.camera_id)):
+            raise _Abort(grpc.StatusCode.NOT_FOUND, f"no camera {limits.echo(request.camera_id)}")
         return api_pb2.Camera(camera_id=request.camera_id, status="removed")
 
     @_handled
@@ -233,6 +238,7 @@ class ControlServicer(api_pb2_grpc.ControlServicer):
 
     @_handled
     def TriggerTraining(self, request: api_pb2.TriggerTrainingRequest, context: Context) -> api_pb2.TrainingStatus:
+        limits.check_trigger(request)
         if request.site and request.site != self.registry.site:
             raise _Abort(grpc.StatusCode.NOT_FOUND, f"this deployment serves site {self.registry.site!r}")
         self.registry.request_training(request.epochs)
@@ -242,10 +248,20 @@ class ControlServicer(api_pb2_grpc.ControlServicer):
     def GetTrainingStatus(self, request: api_pb2.TrainingStatusRequest, context: Context) -> api_pb2.TrainingStatus:
         return self._training()
 
+    @_handled
+    def CancelTraining(self, request: api_pb2.CancelTrainingRequest, context: Context) -> api_pb2.TrainingStatus:
+        cancelled = self.registry.cancel_training()
+        if cancelled is None:
+            raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, "no training round is requested or running")
+        if cancelled == "requested":  # the trainer never saw it: its status is ours to set
+            self.registry.set_trainer_status(**{**self.registry.trainer_status(), "state": "cancelled",
+                                                "detail": "the requested round was cancelled before it started"})
+        return self._training()  # a running round reports "cancelled" when it stops, after its epoch
+
     def _version(self, version: str) -> api_pb2.ModelVersion:
         record = self.registry.model(version)
         if record is None:
-            raise _Abort(grpc.StatusCode.NOT_FOUND, f"no model version {version!r}")
+            raise _Abort(grpc.StatusCode.NOT_FOUND, f"no model version {limits.echo(version)}")
         return api_pb2.ModelVersion(
             model_version=record.version, sha256=record.sha256, created_time=record.created_time,
             active=record.version == self.registry.active_version(), indexed=record.indexed, metrics=record.metrics)
@@ -256,16 +272,15 @@ class ControlServicer(api_pb2_grpc.ControlServicer):
 
     @_handled
     def ActivateModel(self, request: api_pb2.ActivateModelRequest, context: Context) -> api_pb2.ModelVersion:
-        version = self._version(request.model_version)  # NOT_FOUND first
+        version = self._version(limits.check_text("model_version", request.model_version))  # NOT_FOUND first
         self.registry.set_target(request.model_version)
         return version
 
     @_handled
     def RollbackModel(self, request: api_pb2.RollbackModelRequest, context: Context) -> api_pb2.ModelVersion:
-        previous = self.registry.pop_previous()
+        previous = self.registry.roll_back()
         if previous is None:
             raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, "no earlier active version to roll back to")
-        self.registry.set_target(previous)
         return self._version(previous)
 
 
@@ -275,4 +290,4 @@ def build(ports: Ports, settings: Settings) -> ServiceParts:
     search = SearchServicer(ports.vectors, ports.registry, ports.artifacts, settings.data_dir / "model-cache",
                             settings.device)
     return ServiceParts(servicers={"EventSearch": search, "Anomalies": AnomaliesServicer(ports.registry),
-                                   "Control": ControlServicer(ports.registry)})
+                                   "Control": ControlServicer(ports.registry, settings)})

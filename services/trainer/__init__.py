@@ -3,7 +3,8 @@ clip store holds ``train_min_clips`` clips, it trains a model (EPG by default) o
 the most recent ``train_holdout`` share of each camera, compares it with the active model on those
 held-back clips (cross-modal recall@5), and publishes it unless it is significantly worse (by more than
 1.96 standard errors of the active model's recall on that many clips). The embedder then
-indexes, calibrates and hot-swaps it.
+indexes, calibrates and hot-swaps it. A round cancelled through the control API stops after its current
+epoch, publishes nothing and leaves no scratch files.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import math
 import shutil
 import tempfile
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +38,10 @@ from avsurv.platform.runtime import Ports, ServiceParts
 from avsurv.platform.worker import Worker, log
 
 EVAL_CANDIDATES = 100
+
+
+class Cancelled(Exception):
+    """The round was cancelled through the control API."""
 
 
 def split_holdout(clip_ids: list[str], share: float) -> tuple[list[str], list[str]]:
@@ -106,7 +113,27 @@ class TrainerService(Worker):
         self.train_round(requested or s.train_epochs)
 
     def train_round(self, epochs: int) -> str | None:
-        """One round; returns the published version, or None if the model was rejected or failed."""
+        """One round; returns the published version, or None if the model was rejected, failed or was
+        cancelled."""
+        round_id = uuid.uuid4().hex
+        self.registry.start_round(round_id)
+        try:
+            return self._train(epochs, round_id)
+        except Cancelled as cancelled:
+            self._status("cancelled", str(cancelled))
+            return None
+        finally:
+            self.registry.end_round()
+
+    def _checkpoint(self, round_id: str, epochs: int) -> Callable[[str], None]:
+        """The training log: the trainer calls it after every epoch, where a cancelled round stops."""
+        def log_epoch(line: str) -> None:
+            log.info(line)
+            if self.registry.round_cancelled(round_id):
+                raise Cancelled(f"cancelled during a round of {epochs} epochs")
+        return log_epoch
+
+    def _train(self, epochs: int, round_id: str) -> str | None:
         s = self.settings
         train_ids, held_ids = split_holdout(self.archive.clip_ids(), s.train_holdout)
         self._status("training", f"{len(train_ids)} clips, {epochs} epochs of {s.train_method}")
@@ -116,7 +143,8 @@ class TrainerService(Worker):
         try:
             config = TrainConfig(profile=s.train_profile, method=s.train_method, epochs=epochs,
                                  seed=self.rounds, device=s.device)
-            trainer = Trainer(train_table, scratch / "model", config, progress=False, log=log.info)
+            trainer = Trainer(train_table, scratch / "model", config, progress=False,
+                              log=self._checkpoint(round_id, epochs))
             trainer.run()
             self.rounds += 1
             self._status("evaluating", f"{len(held_ids)} held-back clips")
@@ -135,6 +163,8 @@ class TrainerService(Worker):
             self._status("published", f"{record.version}: held-back recall@5 {new:.3f}"
                          + (f" (active {current:.3f})" if current is not None else ""))
             return record.version
+        except Cancelled:
+            raise
         except Exception as error:
             self._status("failed", f"{type(error).__name__}: {error}")
             raise

@@ -135,14 +135,20 @@ class Registry:
     def set_target(self, version: str) -> None:
         if self.model(version) is None:
             raise KeyError(f"unknown model version {version!r}")
-        self.state.set(self._key("models", "target"), version)
+        pipe = self.state.pipeline()
+        pipe.set(self._key("models", "target"), version)
+        pipe.delete(self._key("models", "rollback"))  # a new target supersedes a pending rollback
+        pipe.execute()
 
     def activate(self, version: str) -> None:
-        """Makes ``version`` active and remembers the previous one for rollback."""
+        """Makes ``version`` active and remembers the previous one for rollback, unless ``version`` is the
+        target of a rollback: then the previous one was rolled back from, and the history walks back."""
         previous = self.active_version()
+        rollback = self.state.get(self._key("models", "rollback"))
         pipe = self.state.pipeline()
-        if previous and previous != version:
+        if previous and previous != version and rollback != version.encode():
             pipe.rpush(self._key("models", "history"), previous)
+        pipe.delete(self._key("models", "rollback"))
         pipe.set(self._key("models", "active"), version)
         pipe.execute()
 
@@ -150,9 +156,18 @@ class Registry:
         raw = self.state.lindex(self._key("models", "history"), -1)
         return raw.decode() if raw else None
 
-    def pop_previous(self) -> str | None:
+    def roll_back(self) -> str | None:
+        """Targets the version active before the current one and takes it off the history; None if there
+        is none. Each rollback goes one version further back."""
         raw = self.state.rpop(self._key("models", "history"))
-        return raw.decode() if raw else None
+        if raw is None:
+            return None
+        previous = raw.decode()
+        pipe = self.state.pipeline()
+        pipe.set(self._key("models", "target"), previous)
+        pipe.set(self._key("models", "rollback"), previous)
+        pipe.execute()
+        return previous
 
     # -- calibration -----------------------------------------------------------------------------
     def set_calibration(self, version: str, camera_id: str, calibration: Calibration) -> None:
@@ -225,6 +240,26 @@ class Registry:
     def request_training(self, epochs: int = 0) -> None:
         """Asks for a training round (``epochs`` 0: the configured number)."""
         self.state.set(self._key("trainer", "requested"), epochs)
+
+    def start_round(self, round_id: str) -> None:
+        """The trainer's round ``round_id`` is running (what :meth:`cancel_training` cancels)."""
+        self.state.set(self._key("trainer", "running"), round_id)
+
+    def end_round(self) -> None:
+        self.state.delete(self._key("trainer", "running"), self._key("trainer", "cancel"))
+
+    def cancel_training(self) -> str | None:
+        """Drops a pending request and asks the running round to stop: "requested", "running" (both:
+        "running"), or None when there was nothing to cancel."""
+        dropped = self.state.delete(self._key("trainer", "requested"))
+        running = self.state.get(self._key("trainer", "running"))
+        if running is not None:
+            self.state.set(self._key("trainer", "cancel"), running)  # names the round: never a later one
+            return "running"
+        return "requested" if dropped else None
+
+    def round_cancelled(self, round_id: str) -> bool:
+        return self.state.get(self._key("trainer", "cancel")) == round_id.encode()
 
     def take_training_request(self) -> int | None:
         """The pending request's epochs (0: configured), or None when nothing is asked for."""

@@ -135,11 +135,11 @@ def serve_grpc(port: int, servicers: dict[str, object], health_checks: dict[str,
 
     def refresh() -> None:
         statuses = {name: check() for name, check in health_checks.items()}
+        # The API's services by their full names, which standard probes ask for, as the whole server.
+        statuses.update(dict.fromkeys(["", *names], all(statuses.values())))
         for name, ok in statuses.items():
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING if ok
                                 else health_pb2.HealthCheckResponse.NOT_SERVING)
-        health_servicer.set("", health_pb2.HealthCheckResponse.SERVING if all(statuses.values())
-                            else health_pb2.HealthCheckResponse.NOT_SERVING)
 
     refresh()
     return server, bound, refresh

@@ -176,6 +176,10 @@ class TrainingStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class CancelTrainingRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class ModelVersion(_message.Message):
     __slots__ = ("model_version", "sha256", "created_time", "active", "indexed", "metrics")
     class MetricsEntry(_message.Message):

@@ -249,6 +249,11 @@ class ControlStub:
                 request_serializer=avsurv_dot_v1_dot_api__pb2.TrainingStatusRequest.SerializeToString,
                 response_deserializer=avsurv_dot_v1_dot_api__pb2.TrainingStatus.FromString,
                 _registered_method=True)
+        self.CancelTraining = channel.unary_unary(
+                '/avsurv.v1.Control/CancelTraining',
+                request_serializer=avsurv_dot_v1_dot_api__pb2.CancelTrainingRequest.SerializeToString,
+                response_deserializer=avsurv_dot_v1_dot_api__pb2.TrainingStatus.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/avsurv.v1.Control/ListModels',
                 request_serializer=avsurv_dot_v1_dot_api__pb2.ListModelsRequest.SerializeToString,
@@ -299,6 +304,14 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelTraining(self, request, context):
+        """Drops a pending training request and stops the running round after its current epoch (state
+        "cancelled"; nothing is published). FAILED_PRECONDITION when nothing is requested or running.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListModels(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -344,6 +357,11 @@ def add_ControlServicer_to_server(servicer, server):
             'GetTrainingStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTrainingStatus,
                     request_deserializer=avsurv_dot_v1_dot_api__pb2.TrainingStatusRequest.FromString,
+                    response_serializer=avsurv_dot_v1_dot_api__pb2.TrainingStatus.SerializeToString,
+            ),
+            'CancelTraining': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelTraining,
+                    request_deserializer=avsurv_dot_v1_dot_api__pb2.CancelTrainingRequest.FromString,
                     response_serializer=avsurv_dot_v1_dot_api__pb2.TrainingStatus.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
@@ -496,6 +514,33 @@ class Control:
             target,
             '/avsurv.v1.Control/GetTrainingStatus',
             avsurv_dot_v1_dot_api__pb2.TrainingStatusRequest.SerializeToString,
+            avsurv_dot_v1_dot_api__pb2.TrainingStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelTraining(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/avsurv.v1.Control/CancelTraining',
+            avsurv_dot_v1_dot_api__pb2.CancelTrainingRequest.SerializeToString,
             avsurv_dot_v1_dot_api__pb2.TrainingStatus.FromString,
             options,
             channel_credentials,
