@@ -28,7 +28,8 @@ from avsurv.adapters.bus import Bus, InProcessBus
 from avsurv.adapters.kafka_bus import KafkaBus
 from avsurv.adapters.state import close_state, connect_state
 from avsurv.platform.archive import ClipArchive
-from avsurv.platform.config import Settings
+from avsurv.platform.auth import TokenInterceptor, configured_tokens
+from avsurv.platform.config import ConfigError, Settings
 from avsurv.platform.messages import TOPICS
 from avsurv.platform.registry import Registry
 from avsurv.platform.worker import Worker
@@ -114,13 +115,32 @@ def build_service(name: str, ports: Ports, settings: Settings) -> ServiceParts:
     return module.build(ports, settings)
 
 
+def bind_address(settings: Settings, embedded: bool) -> str:
+    """``grpc_host`` if set; else loopback for one machine's process (``avsurv run``, the demo) and every
+    interface for ``avsurv serve`` (a container, reached over its network)."""
+    return settings.grpc_host or ("127.0.0.1" if embedded else "[::]")
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS from the configured certificate chain and key files, None without them."""
+    if not settings.grpc_tls_cert:
+        return None
+    try:
+        pair = (Path(settings.grpc_tls_key).read_bytes(), Path(settings.grpc_tls_cert).read_bytes())
+    except OSError as error:
+        raise ConfigError(f"cannot read the gRPC TLS files: {error}") from None
+    return grpc.ssl_server_credentials([pair])
+
+
 def serve_grpc(port: int, servicers: dict[str, object], health_checks: dict[str, Callable[[], bool]],
-               host: str = "[::]") -> tuple[grpc.Server, int, Callable[[], None]]:
-    """Starts a gRPC server with the given API servicers, health checking and reflection. Returns the
-    server, its port and a function that refreshes the health statuses from ``health_checks``."""
+               host: str = "127.0.0.1", credentials: grpc.ServerCredentials | None = None,
+               interceptors: Sequence[grpc.ServerInterceptor] = ()) -> tuple[grpc.Server, int, Callable[[], None]]:
+    """Starts a gRPC server with the given API servicers, health checking and reflection, over TLS when
+    given ``credentials``. Returns the server, its port and a function that refreshes the health statuses
+    from ``health_checks``."""
     limits = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
               ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=limits)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=limits, interceptors=interceptors)
     adders = {"EventSearch": api_pb2_grpc.add_EventSearchServicer_to_server,
               "Anomalies": api_pb2_grpc.add_AnomaliesServicer_to_server,
               "Control": api_pb2_grpc.add_ControlServicer_to_server}
@@ -130,7 +150,8 @@ def serve_grpc(port: int, servicers: dict[str, object], health_checks: dict[str,
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [api_pb2.DESCRIPTOR.services_by_name[n].full_name for n in servicers]
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     server.start()
 
     def refresh() -> None:
@@ -164,7 +185,11 @@ class Runtime:
         # A service without a loop (search) is healthy while the process serves.
         checks = {f"avsurv.{name}": p.worker.healthy if p.worker is not None else self._serving
                   for name, p in parts.items()}
-        self.server, self.port, self._refresh_health = serve_grpc(settings.grpc_port, servicers, checks)
+        tokens, self.host = configured_tokens(settings), bind_address(settings, embedded)
+        self.server, self.port, self._refresh_health = serve_grpc(
+            settings.grpc_port, servicers, checks, self.host, server_credentials(settings),
+            [TokenInterceptor(tokens)] if tokens else [])
+        self.secured = f"{'TLS' if settings.grpc_tls_cert else 'no TLS'}, {'tokens' if tokens else 'no tokens'}"
         self.serves_api = bool(servicers)
         if settings.metrics_port:
             start_http_server(settings.metrics_port)
@@ -177,7 +202,8 @@ class Runtime:
             worker.start()
         self._refresh_health()
         threading.Thread(target=self._watch_health, name="health", daemon=True).start()
-        log.info("gRPC (health, reflection%s) on port %d", ", API" if self.serves_api else "", self.port)
+        log.info("gRPC (health, reflection%s; %s) on %s port %d", ", API" if self.serves_api else "", self.secured,
+                 self.host, self.port)
 
     def drained(self) -> bool:
         """Every worker has done what it was given (see :meth:`Worker.drained`)."""
