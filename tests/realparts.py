@@ -4,6 +4,7 @@ a free loopback port and is stopped when the test is done."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import time
@@ -36,13 +37,14 @@ def _wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 20.0
 
 
 @contextmanager
-def _server(command: list[str], port: int) -> Iterator[None]:
-    """Runs ``command`` until the block ends, once it listens on ``port``."""
+def _server(command: list[str], port: int) -> Iterator[subprocess.Popen]:
+    """Runs ``command`` until the block ends, once it listens on ``port``; yields its process."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for_port(port, process)
-        yield
+        yield process
     finally:
+        process.send_signal(signal.SIGCONT)  # a test may have paused it
         process.terminate()
         try:
             process.wait(timeout=10)
@@ -54,10 +56,17 @@ def _server(command: list[str], port: int) -> Iterator[None]:
 @contextmanager
 def kafka_broker() -> Iterator[str]:
     """A fresh in-memory Tansu broker; yields its bootstrap address."""
+    with kafka_broker_process() as (address, _):
+        yield address
+
+
+@contextmanager
+def kafka_broker_process() -> Iterator[tuple[str, subprocess.Popen]]:
+    """:func:`kafka_broker`, also yielding the broker's process (to stall it with SIGSTOP)."""
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
-    with _server([str(TANSU), "broker", "--listener-url", url, "--advertised-listener-url", url], port):
-        yield f"127.0.0.1:{port}"
+    with _server([str(TANSU), "broker", "--listener-url", url, "--advertised-listener-url", url], port) as process:
+        yield f"127.0.0.1:{port}", process
 
 
 @contextmanager

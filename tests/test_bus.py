@@ -4,12 +4,14 @@ same topics."""
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import Consumer, Producer
-from realparts import kafka_broker
+from realparts import kafka_broker, kafka_broker_process
 
 from avsurv.adapters.bus import Bus, InProcessBus, Message, Subscription
 from avsurv.adapters.kafka_bus import KafkaBus
@@ -152,3 +154,30 @@ def test_an_independent_kafka_client_reads_and_writes_the_same_topics(broker: st
     subscription.close()
     bus.close()
     assert {(m.key, m.value) for m in got} == {("cam0", b"from kafka-python"), ("cam1", b"from librdkafka")}
+
+
+def test_flush_returns_only_once_a_message_sent_while_the_broker_stalled_is_stored() -> None:
+    """Issue 14: with the broker paused past the producer's delivery timeout, flush used to return as if
+    the send had succeeded, and the caller then committed its input: the message was lost."""
+    with kafka_broker_process() as (address, process):
+        bus = KafkaBus(address, partitions=1, max_poll_interval_ms=5_000, delivery_timeout_ms=2_000)
+        topic = "avsurv.stall.v1"
+        bus.ensure_topics([topic])
+        bus.publish(topic, "cam0", b"before")
+        bus.flush()
+        process.send_signal(signal.SIGSTOP)
+        bus.publish(topic, "cam0", b"during")
+        flushed = threading.Event()
+        flusher = threading.Thread(target=lambda: (bus.flush(), flushed.set()), daemon=True)
+        flusher.start()
+        flusher.join(6.0)  # three delivery timeouts
+        stalled_flush_returned = flushed.is_set()
+        process.send_signal(signal.SIGCONT)
+        flusher.join(60.0)
+        assert not stalled_flush_returned, "flush returned while the message was not stored"
+        assert flushed.is_set()
+        subscription = bus.subscribe("g-stall", [topic])
+        got = {m.value for m in drain(subscription, 2)}
+        subscription.close()
+        bus.close()
+        assert got == {b"before", b"during"}

@@ -2,31 +2,67 @@
 
 Producers wait for every in-sync replica (``acks="all"``); consumers never auto-commit, so an offset is
 committed only when the service says its work is durable (at-least-once).
+
+**Decision**: ``flush`` returns only once every message published since the last flush is stored. A send
+that the producer gave up on (its ``delivery_timeout_ms`` passed while the broker was stalled or away) is
+sent again, in publishing order, until the broker takes it; an error no retry can fix (a message too
+large, no authorization) raises :class:`DeliveryError`. Either way the caller's next step, committing its
+input or recording what it published, only happens after its output is durable. A message the broker
+stored but could not acknowledge in time is sent twice: consumers already take duplicates (at-least-once).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Sequence
 from contextlib import suppress
+from dataclasses import dataclass
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
+from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata
 
 from avsurv.adapters.bus import Message
 
 MAX_MESSAGE_BYTES = 1_000_000
 """Kafka's default message size limit; clip payloads stay far below it."""
+DELIVERY_TIMEOUT_MS = 120_000
+"""How long the producer tries one send before ``flush`` sends it again (the client's default)."""
+RESEND_BACKOFF_S = (0.5, 5.0)
+"""Wait before sending undelivered messages again: doubling from the first value up to the second."""
+
+log = logging.getLogger("avsurv")
+
+
+class DeliveryError(RuntimeError):
+    """A published message that no retry can deliver (e.g. too large, not authorized)."""
+
+
+@dataclass(frozen=True)
+class _Send:
+    topic: str
+    key: bytes
+    value: bytes
+    future: FutureRecordMetadata
 
 
 class KafkaBus:
     def __init__(self, bootstrap_servers: str, *, partitions: int = 4, replication_factor: int = 1,
-                 client_id: str = "avsurv", max_poll_interval_ms: int = 300_000) -> None:
+                 client_id: str = "avsurv", max_poll_interval_ms: int = 300_000,
+                 delivery_timeout_ms: int = DELIVERY_TIMEOUT_MS) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.partitions, self.replication_factor = partitions, replication_factor
         self.client_id, self.max_poll_interval_ms = client_id, max_poll_interval_ms
+        self.delivery_timeout_ms = delivery_timeout_ms
         self._producer: KafkaProducer | None = None
+        self._unflushed: list[_Send] = []
+        # Services of one process share the bus: a flush delivers every message published before it, the
+        # other threads' too, and a publish waits while a flush sends messages again.
+        self._lock = threading.RLock()
 
     def ensure_topics(self, topics: Sequence[str]) -> None:
         """Creates the topics that do not exist yet (idempotent)."""
@@ -42,17 +78,48 @@ class KafkaBus:
     def _producer_client(self) -> KafkaProducer:
         if self._producer is None:
             self._producer = KafkaProducer(bootstrap_servers=self.bootstrap_servers, client_id=self.client_id,
-                                           acks="all", linger_ms=5, max_request_size=MAX_MESSAGE_BYTES)
+                                           acks="all", linger_ms=5, max_request_size=MAX_MESSAGE_BYTES,
+                                           delivery_timeout_ms=self.delivery_timeout_ms,
+                                           request_timeout_ms=min(30_000, self.delivery_timeout_ms - 100))
         return self._producer
+
+    def _new_producer(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=0)
+            self._producer = None
 
     def publish(self, topic: str, key: str, value: bytes) -> None:
         if len(value) > MAX_MESSAGE_BYTES:
             raise ValueError(f"message of {len(value)} bytes for {topic} exceeds {MAX_MESSAGE_BYTES}")
-        self._producer_client().send(topic, key=key.encode(), value=value)
+        with self._lock:
+            self._send(topic, key.encode(), value)
+
+    def _send(self, topic: str, key: bytes, value: bytes) -> None:
+        self._unflushed.append(_Send(topic, key, value, self._producer_client().send(topic, key=key, value=value)))
 
     def flush(self) -> None:
-        if self._producer is not None:
-            self._producer.flush()
+        """Returns once every message published since the last flush is stored (see the module's decision)."""
+        with self._lock:
+            self._deliver()
+
+    def _deliver(self) -> None:
+        backoff = RESEND_BACKOFF_S[0]
+        while self._unflushed:
+            self._producer_client().flush()
+            sends, self._unflushed = self._unflushed, []
+            failed = [send for send in sends if send.future.failed()]
+            fatal = [send for send in failed if not send.future.retriable()]
+            if fatal:
+                raise DeliveryError(f"{len(fatal)} message(s) to {fatal[0].topic} cannot be delivered: "
+                                    f"{_reason(fatal[0].future.exception)}")
+            if failed:
+                log.warning("kafka: %d message(s) not delivered (%s); sending them again in %.1f s", len(failed),
+                            _reason(failed[0].future.exception), backoff)
+                time.sleep(backoff)
+                backoff = min(2 * backoff, RESEND_BACKOFF_S[1])
+                self._new_producer()  # an expired send leaves an idempotent producer's sequence out of step
+                for send in failed:
+                    self._send(send.topic, send.key, send.value)
 
     def subscribe(self, group: str, topics: Sequence[str]) -> KafkaSubscription:
         consumer = KafkaConsumer(
@@ -65,10 +132,23 @@ class KafkaBus:
         return KafkaSubscription(consumer)
 
     def close(self) -> None:
+        """Waits one delivery timeout at most: shutting down must not hang on a broker that is gone."""
+        with self._lock:
+            self._close_producer()
+
+    def _close_producer(self) -> None:
         if self._producer is not None:
             self._producer.flush()
+            lost = sum(not send.future.succeeded() for send in self._unflushed)
+            if lost:  # every service flushes before it commits, so their inputs are redone after a restart
+                log.error("kafka: closing with %d undelivered message(s); their inputs stay uncommitted", lost)
+            self._unflushed = []
             self._producer.close()
             self._producer = None
+
+
+def _reason(error: BaseException | None) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 class KafkaSubscription:
