@@ -49,9 +49,9 @@ def _token_lines(path: Path) -> list[tuple[str, str]]:
         raise ConfigError(f"cannot read api_tokens_file {path}: {error.strerror}") from None
     pairs = []
     for number, line in enumerate(lines, 1):
-        scope, _, token = line.strip().partition(" ")
         if not line.strip() or line.lstrip().startswith("#"):
             continue
+        scope, _, token = line.strip().partition(" ")
         if scope not in SCOPES or not token.strip():
             # the line number only: the line may hold a token
             raise ConfigError(f"{path}:{number}: a line is 'read TOKEN' or 'control TOKEN'")
