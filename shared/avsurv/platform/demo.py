@@ -32,6 +32,9 @@ SEARCH_QUERIES = 5
 """Example searches: one per recurring class of the scene, the most frequent first."""
 SEARCH_K = 5
 """Results per example search, scored as precision@SEARCH_K."""
+DEMO_EXCLUSION_S = 10.0
+"""Seconds around a clip that its searches and its novelty leave out (the API's 60 s default would leave
+little of a 90 s scene)."""
 
 
 def _wait(condition: Any, timeout_s: float, what: str) -> None:
@@ -75,8 +78,11 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"1. scene: {truth_path.parent} ({config.duration_s:.0f} s, {config.cameras} cameras) rendered in "
           f"{time.perf_counter() - started:.0f} s")
     cameras = {c["camera_id"]: str(truth_path.parent / c["file"]) for c in truth["cameras"]}
+    # A 60 s novelty exclusion (the platform's) would leave only the last half minute of a 90 s scene
+    # scorable: the demo compares a clip with its camera's clips 10 s or more before it, as its searches do.
     settings = load_settings(args.config, data_dir=out / "platform", cameras=cameras, grpc_port=args.grpc_port,
-                             bus="inprocess://", train_min_clips=min(60, int(args.duration)))
+                             bus="inprocess://", train_min_clips=min(60, int(args.duration)),
+                             novelty_exclusion_s=DEMO_EXCLUSION_S)
     runtime = Runtime(SERVICES, settings, embedded=True)
     runtime.start()
     try:
@@ -126,7 +132,7 @@ def _report(channel: grpc.Channel, runtime: Runtime, truth: dict, out: Path) -> 
     queries, found, version = _queries(runtime, truth), [], ""
     print(f"6. search: {len(queries)} example queries (one per recurring class of the scene), top {SEARCH_K}:")
     for clip_id, label in queries:
-        response = search.Search(api_pb2.SearchRequest(clip_id=clip_id, top_k=SEARCH_K, exclusion_s=10,
+        response = search.Search(api_pb2.SearchRequest(clip_id=clip_id, top_k=SEARCH_K, exclusion_s=DEMO_EXCLUSION_S,
                                                        separation_s=5))
         version = response.model_version
         found.append([_truth_at(truth, r.camera_id, r.capture_time)["label"] for r in response.results])
