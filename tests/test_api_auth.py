@@ -14,7 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from avsurv.platform.auth import configured_tokens
+from avsurv.platform.auth import configured_tokens, operator_channel
 from avsurv.platform.config import ConfigError, load_settings
 from avsurv.platform.runtime import Runtime, bind_address
 from avsurv.v1 import api_pb2, api_pb2_grpc
@@ -177,3 +177,14 @@ def test_one_process_listens_on_loopback_unless_told_otherwise(secured: tuple[Ru
     assert bind_address(load_settings(environ={"AVSURV_GRPC_HOST": "0.0.0.0"}), embedded=True) == "0.0.0.0"
     with pytest.raises(ConfigError, match="go together"):
         load_settings(environ={}, grpc_tls_cert="server.crt")
+
+
+def test_the_operator_channel_speaks_tls_and_the_control_token(secured: tuple[Runtime, bytes, str]) -> None:
+    """What the demo calls through: the API serves TLS only and every call needs a token."""
+    runtime, _, _ = secured
+    with operator_channel(runtime.settings, runtime.port) as channel:
+        for name, (call, request) in calls(channel).items():
+            try:
+                call(request, timeout=10)
+            except grpc.RpcError as error:
+                assert error.code() not in DENIED | {grpc.StatusCode.UNAVAILABLE}, name

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health
@@ -101,3 +102,32 @@ def _refusal(handler: grpc.RpcMethodHandler | None, code: grpc.StatusCode, detai
     if handler.request_streaming:
         return grpc.stream_unary_rpc_method_handler(abort)
     return grpc.unary_stream_rpc_method_handler(abort)
+
+
+def operator_channel(settings: Settings, port: int, host: str = "127.0.0.1") -> grpc.Channel:
+    """A channel to this platform's own API as its operator (the demo): over TLS, trusting the configured
+    certificate, when the API serves TLS; with a control token when tokens are configured."""
+    target = f"{host}:{port}"
+    if settings.grpc_tls_cert:
+        credentials = grpc.ssl_channel_credentials(Path(settings.grpc_tls_cert).read_bytes())
+        channel = grpc.secure_channel(target, credentials)
+    else:
+        channel = grpc.insecure_channel(target)
+    control = configured_tokens(settings).get(CONTROL)
+    return grpc.intercept_channel(channel, _Bearer(control[0])) if control else channel
+
+
+class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds ``authorization: Bearer TOKEN`` to every call."""
+
+    def __init__(self, token: str) -> None:
+        self._metadata = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: Any) -> Any:
+        return details._replace(metadata=[*(details.metadata or ()), self._metadata])
+
+    def intercept_unary_unary(self, continuation: Callable, details: Any, request: object) -> object:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Callable, details: Any, request: object) -> object:
+        return continuation(self._details(details), request)

@@ -21,6 +21,7 @@ import grpc
 import numpy as np
 
 from avsurv.clipids import parse_clip_id
+from avsurv.platform.auth import operator_channel
 from avsurv.platform.config import load_settings
 from avsurv.platform.runtime import SERVICES, Runtime
 from avsurv.synth import SceneConfig, generate_scene
@@ -90,7 +91,7 @@ def run_demo(args: argparse.Namespace) -> int:
         _wait(lambda: runtime.workers["segmentation"].tracker.pending() == 0, 600, "segmentation")
         print(f"2. platform: {len(runtime.ports.archive)} clips ingested and segmented; gRPC API on port "
               f"{runtime.port}; data under {settings.data_dir}")
-        with grpc.insecure_channel(f"127.0.0.1:{runtime.port}") as channel:
+        with operator_channel(settings, runtime.port) as channel:
             control = api_pb2_grpc.ControlStub(channel)
             for step, epochs in ((3, args.first_epochs), (4, args.second_epochs)):
                 status = _train_round(runtime, control, epochs)
