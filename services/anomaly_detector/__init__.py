@@ -219,6 +219,9 @@ class AnomalyService(Worker):
             if len(embedding.z_v) != EMBEDDING_DIM or len(embedding.z_a) != EMBEDDING_DIM:
                 raise InvalidMessage(f"embedding of sizes {len(embedding.z_v)}/{len(embedding.z_a)}, "
                                      f"expected {EMBEDDING_DIM}")
+            if self.registry.model(embedding.model_version) is None:
+                raise InvalidMessage(f"embedding of model version {embedding.model_version[:80]!r}, which the "
+                                     "registry does not hold")
         except InvalidMessage as error:
             dead_letter(self.bus, message, str(error), self.name_, self.registry.site)
             DEAD_LETTERED.labels(self.name_).inc()

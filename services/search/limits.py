@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from avsurv.clipids import MAX_CAMERA_ID_CHARS, check_camera_id, parse_clip_id
+from avsurv.clipids import MAX_CAMERA_ID_CHARS, MAX_TIME_S, check_camera_id, parse_clip_id
 from avsurv.v1 import api_pb2
 
 MAX_TOP_K = 100
@@ -27,8 +27,6 @@ MAX_LIST_LIMIT = 10_000
 """Events per Anomalies.List response (0: 100)."""
 MAX_WINDOW_S = 7 * 86_400.0
 """Search exclusion and separation."""
-MAX_TIME_S = 4_102_444_800.0
-"""Capture times are epoch seconds (or media seconds): up to 2100-01-01, either sign."""
 MAX_MEDIA_OFFSET_S = 3_600.0
 """Second of an uploaded query clip (a short media file)."""
 MAX_ECHO_CHARS = 80

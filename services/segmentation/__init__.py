@@ -29,8 +29,6 @@ def chunk_events(chunk: pb.Chunk) -> list[VideoSample | AudioChunk]:
         video = [VideoSample(f.media_time, decode_jpeg(f.jpeg)) for f in chunk.frames]
     except Exception as error:  # Pillow raises several types for damaged JPEG
         raise InvalidMessage(f"chunk {chunk.session}/{chunk.sequence} has a frame that is not a JPEG") from error
-    if any(len(a.pcm_f32le) % 4 for a in chunk.audio):
-        raise InvalidMessage(f"chunk {chunk.session}/{chunk.sequence} has audio that is not whole float samples")
     audio = [AudioChunk(a.media_time, np.frombuffer(a.pcm_f32le, "<f4").astype(np.float32)) for a in chunk.audio]
     return sorted([*video, *audio], key=lambda e: e.time)
 
@@ -64,8 +62,6 @@ class SegmentationService(Worker):
     def _process(self, message: Message) -> None:
         try:
             chunk = parse(pb.Chunk, message.value)
-            if not chunk.header.camera_id or not chunk.session:
-                raise InvalidMessage("chunk without camera id or session")
             events = chunk_events(chunk)
         except InvalidMessage as error:
             dead_letter(self.bus, message, str(error), self.name_, self.site)

@@ -29,6 +29,10 @@ def parse_clip_id(value: str) -> tuple[str, int]:
     return camera, int(stamp)
 
 
+MAX_TIME_S = 4_102_444_800.0
+"""Capture times are epoch seconds (or media seconds): up to 2100-01-01, either sign."""
+
+
 def check_camera_id(camera_id: str) -> str:
     """``camera_id`` if it is a valid camera id, else ValueError with the reason."""
     if not 0 < len(camera_id) <= MAX_CAMERA_ID_CHARS:

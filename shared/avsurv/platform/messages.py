@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from typing import TypeVar
 
@@ -11,6 +12,7 @@ from google.protobuf.message import Message
 
 from avsurv.adapters.bus import Bus
 from avsurv.adapters.bus import Message as BusMessage
+from avsurv.clipids import MAX_TIME_S, check_camera_id, parse_clip_id
 from avsurv.constants import FRAME_HEIGHT, FRAME_WIDTH, FRAMES_PER_CLIP, MEL_FRAMES, N_MELS
 from avsurv.media.clipstore import decode_jpeg, encode_jpeg
 from avsurv.media.segment import Clip
@@ -27,6 +29,10 @@ TOPICS = (CHUNKS, CLIPS, EMBEDDINGS, ANOMALIES, MODELS, DEAD_LETTERS)
 M = TypeVar("M", bound=Message)
 
 
+MAX_FPS = 1000.0
+"""A chunk's frame rate; cameras give tens."""
+
+
 class InvalidMessage(ValueError):
     """A payload that cannot be used; it goes to the dead-letter topic with this reason."""
 
@@ -37,7 +43,9 @@ def header(site: str, camera_id: str = "", clip_id: str = "", capture_time: floa
 
 
 def parse(message_type: type, payload: bytes):
-    """Decodes a payload and checks its schema version; raises :class:`InvalidMessage` otherwise."""
+    """Decodes a payload and checks its schema version, camera id and capture time, and the fields of a
+    chunk, clip or embedding (finite times, samples and vectors; a clip id of its camera; w in [0, 1]);
+    raises :class:`InvalidMessage` with the reason otherwise."""
     try:
         message = message_type.FromString(payload)
     except Exception as error:  # protobuf raises DecodeError and, for some inputs, others
@@ -45,7 +53,57 @@ def parse(message_type: type, payload: bytes):
     version = message.header.schema_version
     if version != pb.SCHEMA_VERSION_1:
         raise InvalidMessage(f"{message_type.__name__} has schema version {version}, this service reads 1")
+    try:
+        check_camera_id(message.header.camera_id)
+    except ValueError as error:
+        raise InvalidMessage(f"{message_type.__name__}: {error}") from None
+    _check_time("header.capture_time", message.header.capture_time)
+    check = _CHECKS.get(message_type)
+    if check is not None:
+        check(message)
     return message
+
+
+def _check_time(name: str, value: float) -> None:
+    if not (math.isfinite(value) and abs(value) <= MAX_TIME_S):
+        raise InvalidMessage(f"{name} must be a finite time of at most {MAX_TIME_S:g} s either way, got {value}")
+
+
+def _check_chunk(chunk: pb.Chunk) -> None:
+    if not chunk.session:
+        raise InvalidMessage("chunk without a session")
+    _check_time("chunk capture_epoch", chunk.capture_epoch)
+    if not (math.isfinite(chunk.fps) and 0 <= chunk.fps <= MAX_FPS):
+        raise InvalidMessage(f"chunk fps must lie in [0, {MAX_FPS:g}], got {chunk.fps}")
+    for piece in [*chunk.frames, *chunk.audio]:
+        _check_time("chunk media_time", piece.media_time)
+    if any(len(a.pcm_f32le) % 4 for a in chunk.audio):
+        raise InvalidMessage(f"chunk {chunk.session}/{chunk.sequence} has audio that is not whole float samples")
+    if not all(np.isfinite(np.frombuffer(a.pcm_f32le, "<f4")).all() for a in chunk.audio):
+        raise InvalidMessage(f"chunk {chunk.session}/{chunk.sequence} has audio samples that are not finite")
+
+
+def _check_clip(clip: pb.Clip) -> None:
+    try:
+        camera, _ = parse_clip_id(clip.header.clip_id)
+    except ValueError as error:
+        raise InvalidMessage(f"clip: {error}") from None
+    if camera != clip.header.camera_id:
+        raise InvalidMessage(f"clip {clip.header.clip_id[:80]!r} is not of camera {clip.header.camera_id!r}")
+    if len(clip.log_mel_f16) % 2 or not np.isfinite(np.frombuffer(clip.log_mel_f16, "<f2")).all():
+        raise InvalidMessage(f"clip {clip.header.clip_id} has a log-mel that is not finite float16 values")
+
+
+def _check_embedding(embedding: pb.Embedding) -> None:
+    if not embedding.model_version:
+        raise InvalidMessage(f"embedding of {embedding.header.clip_id} names no model version")
+    if not (np.isfinite(embedding.z_v).all() and np.isfinite(embedding.z_a).all()):
+        raise InvalidMessage(f"embedding of {embedding.header.clip_id} has values that are not finite")
+    if not 0.0 <= embedding.w <= 1.0:  # NaN fails too
+        raise InvalidMessage(f"embedding of {embedding.header.clip_id} has w {embedding.w}, outside [0, 1]")
+
+
+_CHECKS = {pb.Chunk: _check_chunk, pb.Clip: _check_clip, pb.Embedding: _check_embedding}
 
 
 def clip_to_message(clip: Clip, site: str, media_uri: str = "") -> pb.Clip:
