@@ -52,6 +52,8 @@ class Settings(BaseModel):
     api_camera_roots: list[str] = Field(default_factory=list, description="directories whose files the control "
                                         "API accepts as camera sources (none: no files)")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus metrics port (0: none)")
+    dashboard_port: int = Field(8080, ge=0, le=65535, description="web dashboard port of avsurv run and the demo, "
+                                "on the gRPC bind address (0: none; services/dashboard)")
     partitions: int = Field(4, ge=1, description="partitions per topic when the services create them")
     kafka_max_poll_interval_ms: int = Field(300_000, ge=1_000, description="Kafka consumer max poll interval")
     batch_size: int = Field(32, ge=1, description="clips per embedding batch")
