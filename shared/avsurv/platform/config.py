@@ -25,6 +25,10 @@ picture). Novelty is the default: on the site benchmark its ROC-AUC on the worst
 Eq. 5's, which falls below chance there (docs/RESULTS.md, "Site scale")."""
 
 
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -56,6 +60,22 @@ class Settings(BaseModel):
                                 "on the gRPC bind address (0: none; services/dashboard)")
     partitions: int = Field(4, ge=1, description="partitions per topic when the services create them")
     kafka_max_poll_interval_ms: int = Field(300_000, ge=1_000, description="Kafka consumer max poll interval")
+    kafka_replication_factor: int = Field(1, ge=1, description="replicas of each topic the services create (3 "
+                                          "on a production cluster of at least 3 brokers)")
+    kafka_security_protocol: str = Field("PLAINTEXT", pattern=f"^({'|'.join(KAFKA_PROTOCOLS)})$",
+                                         description="Kafka clients: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+    kafka_sasl_mechanism: str = Field("", pattern=f"^({'|'.join(KAFKA_SASL_MECHANISMS)})?$",
+                                      description="Kafka SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+    kafka_sasl_username: str = Field("", description="Kafka SASL user")
+    kafka_sasl_password: SecretStr = Field(SecretStr(""), description="Kafka SASL password (masked when printed)")
+    kafka_ssl_cafile: str = Field("", description="PEM CA bundle that verifies the brokers (SSL, SASL_SSL); empty: "
+                                  "the system's")
+    state_password: SecretStr = Field(SecretStr(""), description="Redis password (AUTH), kept out of the state URL "
+                                      "(masked when printed)")
+    state_tls_cafile: str = Field("", description="PEM CA bundle that verifies a rediss:// state server")
+    vectors_api_key: SecretStr = Field(SecretStr(""), description="Qdrant server API key (masked when printed)")
+    vectors_replication_factor: int = Field(1, ge=1, description="replicas of each collection the services create "
+                                            "on a Qdrant cluster")
     batch_size: int = Field(32, ge=1, description="clips per embedding batch")
     batch_wait_s: float = Field(0.5, gt=0, description="longest wait to fill an embedding batch")
     device: str = Field("auto", pattern=f"^({'|'.join(DEVICES)})$", description="where the embedding, search and "
@@ -102,6 +122,24 @@ class Settings(BaseModel):
         if bool(self.grpc_tls_cert) != bool(self.grpc_tls_key):
             raise ValueError("grpc_tls_cert and grpc_tls_key go together")
         return self
+
+    @model_validator(mode="after")
+    def _kafka_sasl(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+                self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password.get_secret_value()):
+            raise ValueError(f"{self.kafka_security_protocol} needs kafka_sasl_mechanism, kafka_sasl_username and "
+                             "kafka_sasl_password")
+        return self
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """The security settings as kafka-python client arguments (admin, producer and consumer alike)."""
+        options: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol.startswith("SASL_"):
+            options.update(sasl_mechanism=self.kafka_sasl_mechanism, sasl_plain_username=self.kafka_sasl_username,
+                           sasl_plain_password=self.kafka_sasl_password.get_secret_value())
+        if self.kafka_ssl_cafile:
+            options["ssl_cafile"] = self.kafka_ssl_cafile
+        return options
 
     @property
     def vectors_url(self) -> str:
