@@ -13,6 +13,13 @@ Per model version and camera, the embedder also keeps the running mean and varia
 over the stored clips, then every live batch of the serving version is merged in and the camera's stats
 are written to the registry, so a restart goes on from them. Live clips embedded by a version still
 being prepared are not counted: the stored clips stand for the camera's history.
+
+With ``normalization: camera`` those statistics standardize every vector the embedder writes and publishes
+(``SiteNormalization``: a camera with fewer than ``MIN_CLIPS`` clips takes the site's pooled statistics),
+so search, the detector's history and its calibrations all see one space per version. The backfill first
+indexes the stored clips as embedded, and once it has the cameras' statistics standardizes them in place
+(read back from the collection), with any live clips written meanwhile; live clips of the serving version
+are standardized with the statistics that include their batch. A new version recomputes all of it.
 """
 
 from __future__ import annotations
@@ -27,10 +34,10 @@ import numpy as np
 
 from avsurv.adapters.artifacts import Artifacts
 from avsurv.adapters.bus import Bus, CommitTracker, Message
-from avsurv.adapters.vectors import Point, QdrantVectors, alias_name, collection_name, point_id
+from avsurv.adapters.vectors import Hit, Point, QdrantVectors, alias_name, collection_name, point_id
 from avsurv.errors import ModelError, TaskError
 from avsurv.learning.calibration import Calibration
-from avsurv.learning.normalization import CameraStats, merged_per_camera, per_camera
+from avsurv.learning.normalization import CAMERA, CameraStats, SiteNormalization, merged_per_camera, per_camera
 from avsurv.learning.scores import clip_scores
 from avsurv.media.background import Backgrounds
 from avsurv.media.segment import Clip
@@ -45,13 +52,28 @@ from avsurv.tasks.novelty import NOVELTY_HISTORY, NoveltyCalibration
 from avsurv.v1 import messages_pb2 as pb
 
 BACKFILL_BATCH = 32
+STANDARDIZED = "standardized"
+"""Payload flag of a point whose vectors are standardized: a clip the live loop wrote as embedded while the
+backfill standardized it is standardized once, never twice."""
+Stored = deque[tuple[float, np.ndarray, np.ndarray, bool]]
+"""A camera's latest stored clips for its calibrations: (capture time, z_v, z_a, has audio)."""
 
 
-def points_for(clips: list[Clip], messages: list[pb.Clip], z_v: np.ndarray, z_a: np.ndarray) -> list[Point]:
+def points_for(clips: list[Clip], messages: list[pb.Clip], z_v: np.ndarray, z_a: np.ndarray,
+               standardized: bool = False) -> list[Point]:
     return [Point(clip.clip_id, z_v[i], z_a[i], {
         "camera_id": clip.camera_id, "capture_time": float(clip.capture_time or clip.start),
-        "has_audio": bool(clip.has_audio), "media_uri": messages[i].media_uri,
+        "has_audio": bool(clip.has_audio), "media_uri": messages[i].media_uri, STANDARDIZED: standardized,
     }) for i, clip in enumerate(clips)]
+
+
+def standardized_points(hits: list[Hit], normalization: SiteNormalization) -> list[Point]:
+    """The points of ``hits`` (as indexed) with their vectors standardized per camera."""
+    if not hits:
+        return []
+    z_v, z_a = normalization.standardize_rows([h.payload["camera_id"] for h in hits],
+                                              np.stack([h.z_v for h in hits]), np.stack([h.z_a for h in hits]))
+    return [Point(h.payload["clip_id"], z_v[i], z_a[i], {**h.payload, STANDARDIZED: True}) for i, h in enumerate(hits)]
 
 
 class _Swap(threading.Thread):
@@ -66,6 +88,9 @@ class _Swap(threading.Thread):
         self.cancelled = threading.Event()
         self.backfilled = 0
         self.camera_stats: dict[str, CameraStats] = {}
+        self.normalization: SiteNormalization | None = None  # set once the stored clips are standardized
+        self._unstandardized: list[str] = []  # live clips written as embedded while normalizing
+        self._unstandardized_lock = threading.Lock()
 
     def run(self) -> None:
         s = self.service
@@ -78,31 +103,17 @@ class _Swap(threading.Thread):
             return
         s.vectors.ensure_collection(self.collection)
         self.model = model
-        scores: dict[str, list[float]] = {}
-        # camera -> its latest stored clips (time, z_v, z_a), bounded: a site may store days of clips
-        stored: dict[str, deque[tuple[float, np.ndarray, np.ndarray]]] = {}
         started = time.monotonic()
         ids = s.archive.clip_ids()
-        iterator = iter(ids)
-        # The stored clips replay each camera's history in their own backgrounds: the live loop meanwhile
-        # embeds newer clips with this model from another thread, into the live stream's.
-        history = Backgrounds()
-        while chunk := list(islice(iterator, BACKFILL_BATCH)):
-            if self.cancelled.is_set() or s.stopping.is_set():
-                return
-            messages = [s.archive.get(clip_id) for clip_id in chunk]
-            clips = [clip_from_message(m) for m in messages]
-            z_v, z_a = model.embed(clips, history)
-            s.vectors.upsert(self.collection, self.version, points_for(clips, messages, z_v, z_a))
-            for i, (clip, score) in enumerate(zip(clips, clip_scores(z_v, z_a, model.w), strict=True)):
-                if clip.has_audio:
-                    scores.setdefault(clip.camera_id, []).append(float(score))
-                stored.setdefault(clip.camera_id, deque(maxlen=NOVELTY_HISTORY)).append(
-                    (float(clip.capture_time or clip.start), z_v[i], z_a[i]))
-            batch_stats = per_camera([clip.camera_id for clip in clips], z_v, z_a)
-            self.camera_stats = merged_per_camera(self.camera_stats, batch_stats)
-            self.backfilled += len(chunk)
-        self._calibrate(scores, model)
+        stored = self._index(model, ids)
+        if stored is None:
+            return
+        if s.normalize and self.camera_stats:
+            self.normalization = SiteNormalization.of_cameras(self.camera_stats, model.sha256)
+            self.restandardize(ids)
+            self.restandardize_live()
+            stored = {camera: _standardized(camera, rows, self.normalization) for camera, rows in stored.items()}
+        self._calibrate(stored, model)
         self._fit_novelty(stored, model)
         for camera, stats in self.camera_stats.items():
             s.registry.set_camera_stats(self.version, camera, stats)
@@ -110,22 +121,72 @@ class _Swap(threading.Thread):
                  time.monotonic() - started)
         self.ready = True
 
-    def _calibrate(self, scores: dict[str, list[float]], model: LoadedModel) -> None:
+    def _index(self, model: LoadedModel, ids: list[str]) -> dict[str, Stored] | None:
+        """Embeds and indexes the stored clips as the model gives them, gathering each camera's statistics;
+        returns each camera's latest ones for the calibrations (None when cancelled)."""
+        s = self.service
+        keep = max(NOVELTY_HISTORY, s.settings.calibration_clips)  # bounded: a site may store days of clips
+        stored: dict[str, Stored] = {}
+        iterator = iter(ids)
+        # The stored clips replay each camera's history in their own backgrounds: the live loop meanwhile
+        # embeds newer clips with this model from another thread, into the live stream's.
+        history = Backgrounds()
+        while chunk := list(islice(iterator, BACKFILL_BATCH)):
+            if self.cancelled.is_set() or s.stopping.is_set():
+                return None
+            messages = [s.archive.get(clip_id) for clip_id in chunk]
+            clips = [clip_from_message(m) for m in messages]
+            z_v, z_a = model.embed(clips, history)
+            s.vectors.upsert(self.collection, self.version, points_for(clips, messages, z_v, z_a))
+            for i, clip in enumerate(clips):
+                stored.setdefault(clip.camera_id, deque(maxlen=keep)).append(
+                    (float(clip.capture_time or clip.start), z_v[i], z_a[i], bool(clip.has_audio)))
+            batch_stats = per_camera([clip.camera_id for clip in clips], z_v, z_a)
+            self.camera_stats = merged_per_camera(self.camera_stats, batch_stats)
+            self.backfilled += len(chunk)
+        return stored
+
+    def wrote_live(self, clip_ids: list[str]) -> None:
+        """Live clips just written to this version's collection as the model gave them."""
+        with self._unstandardized_lock:
+            self._unstandardized += clip_ids
+
+    def restandardize(self, clip_ids: list[str]) -> None:
+        """Rewrites these clips' points of the collection standardized with the final statistics."""
+        assert self.normalization is not None
+        vectors = self.service.vectors
+        iterator = iter(clip_ids)
+        while chunk := list(islice(iterator, BACKFILL_BATCH)):
+            hits = vectors.retrieve(self.collection, [point_id(clip_id, self.version) for clip_id in chunk])
+            points = standardized_points([h for h in hits if not h.payload.get(STANDARDIZED)], self.normalization)
+            if points:
+                vectors.upsert(self.collection, self.version, points)
+
+    def restandardize_live(self) -> None:
+        """Standardizes the live clips written so far (the service calls it again under its batch lock)."""
+        with self._unstandardized_lock:
+            clip_ids, self._unstandardized = self._unstandardized, []
+        self.restandardize(clip_ids)
+
+    def _calibrate(self, stored: dict[str, Stored], model: LoadedModel) -> None:
         """Per camera, the calibration of the score over its most recent stored clips with audio."""
         settings = self.service.settings
-        for camera, values in scores.items():
-            if len(values) >= 2:
-                calibration = Calibration.of_scores(np.asarray(values[-settings.calibration_clips:]), w=model.w,
-                                                    stds=settings.anomaly_stds, model_sha256=model.sha256)
+        for camera, rows in stored.items():
+            with_audio = [row for row in rows if row[3]][-settings.calibration_clips:]
+            if len(with_audio) >= 2:
+                scores = clip_scores(np.stack([row[1] for row in with_audio]),
+                                     np.stack([row[2] for row in with_audio]), model.w)
+                calibration = Calibration.of_scores(np.asarray(scores), w=model.w, stds=settings.anomaly_stds,
+                                                    model_sha256=model.sha256)
                 self.service.registry.set_calibration(self.version, camera, calibration)
 
-    def _fit_novelty(self, stored: dict[str, deque[tuple[float, np.ndarray, np.ndarray]]],
-                     model: LoadedModel) -> None:
+    def _fit_novelty(self, stored: dict[str, Stored], model: LoadedModel) -> None:
         """Per camera, the site novelty of its latest stored clips (the clip store lists them in capture
         order), each against those before it; a camera without enough history gets none yet (its clips
         are not flagged by novelty)."""
         settings = self.service.settings
-        for camera, rows in stored.items():
+        for camera, all_rows in stored.items():
+            rows = list(all_rows)[-NOVELTY_HISTORY:]
             times = np.array([row[0] for row in rows])
             z_v, z_a = np.stack([row[1] for row in rows]), np.stack([row[2] for row in rows])
             try:
@@ -137,6 +198,12 @@ class _Swap(threading.Thread):
             self.service.registry.set_novelty(self.version, camera, novelty)
 
 
+def _standardized(camera: str, rows: Stored, normalization: SiteNormalization) -> Stored:
+    z_v, z_a = normalization.stats_for(camera).standardize(np.stack([row[1] for row in rows]),
+                                                           np.stack([row[2] for row in rows]))
+    return deque(((row[0], z_v[i], z_a[i], row[3]) for i, row in enumerate(rows)), maxlen=rows.maxlen)
+
+
 class EmbeddingService(Worker):
     name_ = "embedding"
 
@@ -145,6 +212,7 @@ class EmbeddingService(Worker):
         super().__init__()
         self.bus, self.vectors, self.registry, self.artifacts = bus, vectors, registry, artifacts
         self.archive, self.settings = archive, settings
+        self.normalize = settings.normalization == CAMERA
         self.cache_dir = Path(settings.data_dir) / "model-cache"
         self.subscription = bus.subscribe("embedding", [CLIPS])
         self.tracker = CommitTracker(self.subscription)
@@ -185,6 +253,8 @@ class EmbeddingService(Worker):
             self.vectors.set_alias(alias_name(self.settings.site), swap.collection)
             self.registry.mark_indexed(swap.version)
             self.registry.activate(swap.version)
+            if swap.normalization is not None:
+                swap.restandardize_live()  # those written since its backfill; no more come while we hold the lock
             previous, self.serving, self.swap = self.serving, swap.model, None
             self.camera_stats = swap.camera_stats
         log.info("embedding: hot-swapped %s -> %s", previous.version if previous else "nothing", swap.version)
@@ -233,12 +303,20 @@ class EmbeddingService(Worker):
         targets = [self.serving] + ([self.swap.model] if self.swap is not None and self.swap.model else [])
         for model in targets:
             z_v, z_a = model.embed(list(clips))
+            if model is self.serving:
+                self._update_stats(clips, z_v, z_a, model.version)
+                if self.normalize:
+                    normalization = SiteNormalization.of_cameras(self.camera_stats, model.sha256)
+                    z_v, z_a = normalization.standardize_rows([clip.camera_id for clip in clips], z_v, z_a)
             collection = collection_name(self.settings.site, model.version)
             self.vectors.ensure_collection(collection)
-            self.vectors.upsert(collection, model.version, points_for(list(clips), list(clip_messages), z_v, z_a))
+            standardized = self.normalize and model is self.serving
+            self.vectors.upsert(collection, model.version,
+                                points_for(list(clips), list(clip_messages), z_v, z_a, standardized))
             if model is self.serving:
                 self._publish(clip_messages, z_v, z_a, model)
-                self._update_stats(clips, z_v, z_a, model.version)
+            elif self.normalize and self.swap is not None:
+                self.swap.wrote_live([clip.clip_id for clip in clips])
         for message in messages:
             self.tracker.done(message)
         self.clips_embedded += len(clips)

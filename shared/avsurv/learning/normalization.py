@@ -38,6 +38,10 @@ MIN_CLIPS = 60
 EPS = 1e-5
 """Added to the variance before the square root, so a constant dimension stays finite (BatchNorm's value)."""
 STATS_FORMAT = "avsurv-camera-stats-v1"
+CAMERA, NONE = "camera", "none"
+NORMALIZATIONS = (CAMERA, NONE)
+"""The platform's ``normalization`` setting: the embedder stores and publishes each camera's embeddings
+standardized with that camera's statistics (``camera``), or as the model gives them (``none``)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -151,6 +155,17 @@ class SiteNormalization:
         pooled = CameraStats.of(z_v, z_a) if reference is None else reference
         return cls(pooled, per_camera(camera_ids, z_v, z_a), model_sha256)
 
+    @classmethod
+    def of_cameras(cls, cameras: Mapping[str, CameraStats], model_sha256: str = "") -> SiteNormalization:
+        """From each camera's statistics; the reference is all of them pooled (merged exactly)."""
+        if not cameras:
+            raise TaskError("site normalization needs the statistics of at least one camera")
+        stats = list(cameras.values())
+        reference = stats[0]
+        for other in stats[1:]:
+            reference = reference.merged(other)
+        return cls(reference, dict(cameras), model_sha256)
+
     def stats_for(self, camera_id: str) -> CameraStats:
         """The camera's own statistics once it has ``MIN_CLIPS`` clips, else the reference ones."""
         own = self.cameras.get(camera_id)
@@ -158,11 +173,18 @@ class SiteNormalization:
 
     def standardize(self, embeddings: EmbeddingSet) -> EmbeddingSet:
         """A copy whose z_v and z_a are standardized with each clip's camera's statistics."""
-        z_v, z_a = embeddings.z_v.copy(), embeddings.z_a.copy()
-        for camera in np.unique(embeddings.camera_id):
-            rows = embeddings.camera_id == camera
-            z_v[rows], z_a[rows] = self.stats_for(str(camera)).standardize(z_v[rows], z_a[rows])
+        z_v, z_a = self.standardize_rows(embeddings.camera_id, embeddings.z_v, embeddings.z_a)
         return replace(embeddings, z_v=z_v, z_a=z_a)
+
+    def standardize_rows(self, camera_ids: Sequence[str] | np.ndarray, z_v: np.ndarray,
+                         z_a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float32 copies of ``z_v`` and ``z_a`` [N, D], each row standardized with its camera's statistics."""
+        cameras = np.asarray(camera_ids, dtype=np.str_)
+        out_v, out_a = np.array(z_v, dtype=np.float32), np.array(z_a, dtype=np.float32)
+        for camera in np.unique(cameras):
+            rows = cameras == camera
+            out_v[rows], out_a[rows] = self.stats_for(str(camera)).standardize(out_v[rows], out_a[rows])
+        return out_v, out_a
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": STATS_FORMAT, "model_sha256": self.model_sha256, "reference": self.reference.to_dict(),

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from avsurv.clipids import check_camera_id
 from avsurv.constants import ANOMALY_STDS, DEFAULT_PROFILE, DEVICES, PROFILE_NAMES
+from avsurv.learning.normalization import NONE, NORMALIZATIONS
 from avsurv.tasks.novelty import NOVELTY_EXCLUSION_S
 
 ENV_PREFIX = "AVSURV_"
@@ -107,6 +108,9 @@ class Settings(BaseModel):
     novelty_exclusion_s: float = Field(NOVELTY_EXCLUSION_S, ge=0, description="anomaly: novelty compares a clip "
                                        "with the camera's clips at least this long before it (its own event's "
                                        "seconds are not history)")
+    normalization: str = Field(NONE, pattern=f"^({'|'.join(NORMALIZATIONS)})$", description="embedding: camera "
+                               "(store, search and score each camera's embeddings standardized with its own running "
+                               "mean and std; the site's pooled ones while it has under a minute of clips) or none")
     anomaly_stds: float = Field(ANOMALY_STDS, gt=0, description="anomaly: a clip is anomalous above the mean + "
                                 "this many std of its camera's calibration (EPG: 2)")
 
