@@ -159,6 +159,27 @@ def test_a_camera_with_too_few_clips_is_standardized_with_the_reference() -> Non
     assert abs(standardized.z_v.mean()) > 1  # the reference keeps the camera's own shift
 
 
+def test_site_normalization_of_the_cameras_pools_them_for_the_reference() -> None:
+    """The platform's embedder keeps only per-camera statistics: the reference is their exact merge, and each
+    row is standardized with its camera's (or, for a young camera, the reference's) statistics."""
+    z_v, z_a = clouds(2 * MIN_CLIPS + 5, seed=8, offset=3.0)
+    cameras = np.array(["a"] * MIN_CLIPS + ["b"] * 5 + ["c"] * MIN_CLIPS)
+    rng = np.random.default_rng(9)
+    order = rng.permutation(len(cameras))  # rows of several cameras interleaved, as in a live batch
+    site = SiteNormalization.of_cameras(per_camera(cameras, z_v, z_a))
+    pooled = CameraStats.of(z_v, z_a)
+    assert site.reference.count == pooled.count
+    np.testing.assert_allclose(site.reference.var["audio"], pooled.var["audio"], rtol=1e-9)
+    out_v, out_a = site.standardize_rows(cameras[order], z_v[order], z_a[order])
+    for row, original in enumerate(order):
+        stats = site.reference if cameras[original] == "b" else site.cameras[str(cameras[original])]
+        expected = stats.standardize(z_v[original][None], z_a[original][None])
+        np.testing.assert_allclose(out_v[row], expected[0][0], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(out_a[row], expected[1][0], rtol=1e-6, atol=1e-6)
+    with pytest.raises(TaskError, match="at least one camera"):
+        SiteNormalization.of_cameras({})
+
+
 def planted(n: int, seed: int, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Classes and clips at their class centre plus noise, in both modalities."""
     rng = np.random.default_rng(seed)
