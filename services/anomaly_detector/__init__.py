@@ -17,6 +17,15 @@ consecutive anomalous clips of a camera merge into one event, published when the
 deterministic, and an event already stored is not published again, so a replay after a restart repeats
 nothing; offsets are committed once a clip's event is out.
 
+**Decision** (each event on the topic once, for consumers that de-duplicate nothing): an outbox keyed by
+event id. The id goes into the state store's pending set before the event is published, and leaves it once
+the event is recorded. A detector that died in between finds the id pending when the replay closes the same
+run, and reads the tail of the anomalies topic (``READ_BACK`` messages of each partition) for it: published
+already, it is only recorded; not there, it is published. Kafka transactions would do the same for Kafka only
+(the in-process bus has none, and the registry write is outside any Kafka transaction anyway). A step that
+fails (the state store or the broker away) starts over as a restart would: it forgets what is in flight and
+rejoins the group, which hands back every uncommitted embedding.
+
 Heads attached to a camera (``avsurv.platform.head_attachments``) see the same embeddings through a ``HeadStream``
 each; consecutive clips a head gives the same event label make one event of that head (``detector``).
 A clip's offset is committed once every detector is done with it.
@@ -26,13 +35,15 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from avsurv.adapters.artifacts import Artifacts
-from avsurv.adapters.bus import Bus, CommitTracker, Message
+from avsurv.adapters.bus import Bus, CommitTracker, Message, Subscription
 from avsurv.adapters.vectors import QdrantVectors, collection_name
 from avsurv.constants import ANOMALY_STDS, CLIP_SECONDS, EMBEDDING_DIM
 from avsurv.errors import ModelError
@@ -49,6 +60,10 @@ from avsurv.platform.runtime import Ports, ServiceParts
 from avsurv.platform.worker import DEAD_LETTERED, PROCESSED, Worker, log
 from avsurv.tasks.novelty import NOVELTY_HISTORY, CameraHistory, NoveltyCalibration
 from avsurv.v1 import messages_pb2 as pb
+
+READ_BACK = 1_000
+"""Messages of each anomalies partition read back for an event pending since a death: far more than the
+events published between a detector's death and its restart."""
 
 
 @dataclass(frozen=True)
@@ -105,8 +120,9 @@ class AnomalyService(Worker):
         self.run_idle_s, self.stds, self.detector, self.vectors = run_idle_s, stds, detector, vectors
         self._last_seen: dict[str, float] = {}
         self.bus, self.registry, self.artifacts, self.cache_dir = bus, registry, artifacts, cache_dir
-        self.subscription = bus.subscribe("anomaly-detector", [EMBEDDINGS])
-        self.tracker = CommitTracker(self.subscription)
+        self._pending = f"avsurv:{registry.site}:events:pending"  # the outbox: ids published, not yet recorded
+        self.subscription: Subscription | None = None
+        self._join()
         self.runs: dict[tuple[str, str], _Run] = {}  # (camera, detector) -> its open event
         self._calibrations: dict[tuple[str, str], Calibration | None] = {}
         self._novelty: dict[tuple[str, str], NoveltyCalibration | None] = {}
@@ -175,7 +191,35 @@ class AnomalyService(Worker):
             return False, score, 0.0
         return embedding.has_audio and score > calibration.threshold, score, calibration.threshold
 
+    def _join(self) -> None:
+        self.subscription = self.bus.subscribe("anomaly-detector", [EMBEDDINGS])
+        self.tracker = CommitTracker(self.subscription)
+
     def step(self) -> None:
+        try:
+            self._step()
+        except Exception:
+            self._start_over()
+            raise
+
+    def _start_over(self) -> None:
+        """Forgets the embeddings in flight and leaves the group, so that the next step rejoins it and gets
+        every uncommitted one again (a failed step may have dropped some of those it polled)."""
+        if self.subscription is not None:
+            with suppress(Exception):  # the broker may be away: the group drops the member anyway
+                self.subscription.close()
+            self.subscription = None
+        self.runs.clear()
+        self._holders.clear()
+        self._last_seen.clear()
+        self._histories.clear()
+        self.heads.clear()  # their streams hold clips of the forgotten messages
+        self._heads_read = -math.inf
+
+    def _step(self) -> None:
+        if self.subscription is None:
+            self._join()
+        assert self.subscription is not None
         if time.monotonic() - self._heads_read > HEADS_REFRESH_S:
             self._read_heads()
         messages = self.subscription.poll(timeout_s=0.5, max_messages=64)
@@ -302,7 +346,6 @@ class AnomalyService(Worker):
             self.tracker.done(message)
 
     def _close(self, run: _Run) -> None:
-        del self.runs[(run.camera_id, run.detector)]
         identifier = event_id(run.camera_id, run.start, run.version, run.detector)
         event = pb.AnomalyEvent(
             header=header(run.site, run.camera_id, run.clip_ids[0], run.start), event_id=identifier,
@@ -311,22 +354,40 @@ class AnomalyService(Worker):
             detector=run.detector, label=run.label,
         )
         payload = event.SerializeToString()
-        if not self.registry.has_event(identifier):  # a replayed run is not published twice
-            self.bus.publish(ANOMALIES, run.camera_id, payload)
-            self.bus.flush()
-            self.registry.record_event(identifier, run.start, payload)
+        if not self.registry.has_event(identifier) and self._publish_once(identifier, run.camera_id, payload):
             self.events_published += 1
             log.info("anomaly (%s): %s %.1f-%.1f peak %.3f > %.3f", f"{run.detector} {run.label}" if run.detector
                      else "d(z_v, z_a)", run.camera_id, run.start, run.last + 1, run.peak_score, run.threshold)
+        self.registry.record_event(identifier, run.start, payload)  # a replayed run is not published twice
+        self.registry.state.srem(self._pending, identifier)
+        del self.runs[(run.camera_id, run.detector)]
         for message in run.messages:
             self._release(message)
 
+    def _publish_once(self, identifier: str, camera_id: str, payload: bytes) -> bool:
+        """Publishes the event, unless a detector that died before recording it had (the outbox)."""
+        if self.registry.state.sismember(self._pending, identifier) and self._landed(identifier, camera_id):
+            log.info("anomaly: event %s was published before a restart: recorded, not published again", identifier)
+            return False
+        self.registry.state.sadd(self._pending, identifier)
+        self.bus.publish(ANOMALIES, camera_id, payload)
+        self.bus.flush()
+        return True
+
+    def _landed(self, identifier: str, camera_id: str) -> bool:
+        for value in self.bus.recent(ANOMALIES, camera_id, READ_BACK):
+            with suppress(DecodeError):  # anyone may write to the topic
+                if pb.AnomalyEvent.FromString(value).event_id == identifier:
+                    return True
+        return False
+
     def drained(self) -> bool:
         """Every embedding given is scored and every event it opened is closed."""
-        return self.tracker.drained() and not self.runs
+        return self.subscription is not None and self.tracker.drained() and not self.runs
 
     def close(self) -> None:
-        self.subscription.close()  # open runs stay uncommitted: the next detector rebuilds them
+        if self.subscription is not None:
+            self.subscription.close()  # open runs stay uncommitted: the next detector rebuilds them
 
 
 def _slot(message: Message) -> tuple[str, int, int]:

@@ -46,6 +46,11 @@ class Bus(Protocol):
 
     def subscribe(self, group: str, topics: Sequence[str]) -> Subscription: ...
 
+    def recent(self, topic: str, key: str, limit: int) -> list[bytes]:
+        """The values published with ``key`` among the last ``limit`` messages of each of ``topic``'s
+        partitions, oldest first: what a publisher that died reads back to learn whether its send landed."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -91,6 +96,10 @@ class InProcessBus:
             for topic in topics:
                 self._log(topic)
         return InProcessSubscription(self, group, list(topics))
+
+    def recent(self, topic: str, key: str, limit: int) -> list[bytes]:
+        with self._changed:
+            return [m.value for log in self._log(topic) for m in log[-limit:] if m.key == key]
 
     def end_offsets(self, topic: str) -> list[int]:
         with self._changed:

@@ -16,9 +16,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
@@ -34,6 +35,8 @@ DELIVERY_TIMEOUT_MS = 120_000
 """How long the producer tries one send before ``flush`` sends it again (the client's default)."""
 RESEND_BACKOFF_S = (0.5, 5.0)
 """Wait before sending undelivered messages again: doubling from the first value up to the second."""
+READ_BACK_TIMEOUT_S = 30.0
+"""How long :meth:`KafkaBus.recent` may take to read a topic's tail before it gives up (raises)."""
 
 log = logging.getLogger("avsurv")
 
@@ -53,8 +56,11 @@ class _Send:
 class KafkaBus:
     def __init__(self, bootstrap_servers: str, *, partitions: int = 4, replication_factor: int = 1,
                  client_id: str = "avsurv", max_poll_interval_ms: int = 300_000,
-                 delivery_timeout_ms: int = DELIVERY_TIMEOUT_MS) -> None:
+                 delivery_timeout_ms: int = DELIVERY_TIMEOUT_MS, security: Mapping[str, Any] | None = None) -> None:
+        """``security``: kafka-python's security arguments (``security_protocol``, ``sasl_*``, ``ssl_cafile``),
+        given to every client."""
         self.bootstrap_servers = bootstrap_servers
+        self.security = dict(security or {})
         self.partitions, self.replication_factor = partitions, replication_factor
         self.client_id, self.max_poll_interval_ms = client_id, max_poll_interval_ms
         self.delivery_timeout_ms = delivery_timeout_ms
@@ -66,7 +72,7 @@ class KafkaBus:
 
     def ensure_topics(self, topics: Sequence[str]) -> None:
         """Creates the topics that do not exist yet (idempotent)."""
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id=self.client_id)
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id=self.client_id, **self.security)
         try:
             missing = sorted(set(topics) - set(admin.list_topics()))
             for topic in missing:
@@ -80,7 +86,8 @@ class KafkaBus:
             self._producer = KafkaProducer(bootstrap_servers=self.bootstrap_servers, client_id=self.client_id,
                                            acks="all", linger_ms=5, max_request_size=MAX_MESSAGE_BYTES,
                                            delivery_timeout_ms=self.delivery_timeout_ms,
-                                           request_timeout_ms=min(30_000, self.delivery_timeout_ms - 100))
+                                           request_timeout_ms=min(30_000, self.delivery_timeout_ms - 100),
+                                           **self.security)
         return self._producer
 
     def _new_producer(self) -> None:
@@ -128,8 +135,31 @@ class KafkaBus:
             session_timeout_ms=min(10_000, self.max_poll_interval_ms), heartbeat_interval_ms=1_000,
             fetch_max_bytes=8 * MAX_MESSAGE_BYTES, max_partition_fetch_bytes=2 * MAX_MESSAGE_BYTES,
             fetch_max_wait_ms=100,  # the default 500 ms idles every stage of the pipeline in turn
+            **self.security,
         )
         return KafkaSubscription(consumer)
+
+    def recent(self, topic: str, key: str, limit: int) -> list[bytes]:
+        """The values published with ``key`` among the last ``limit`` messages of each partition of ``topic``
+        (a consumer of no group reads them); raises :class:`DeliveryError` if the tail cannot be read."""
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap_servers, client_id=self.client_id,
+                                 enable_auto_commit=False, fetch_max_wait_ms=100)
+        try:
+            partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            consumer.assign(partitions)
+            ends, starts = consumer.end_offsets(partitions), consumer.beginning_offsets(partitions)
+            for partition in partitions:
+                consumer.seek(partition, max(starts[partition], ends[partition] - limit))
+            values: list[bytes] = []
+            deadline = time.monotonic() + READ_BACK_TIMEOUT_S
+            while any(consumer.position(p) < ends[p] for p in partitions):
+                if time.monotonic() > deadline:
+                    raise DeliveryError(f"could not read back the last {limit} messages of {topic}")
+                for partition, records in consumer.poll(timeout_ms=500).items():
+                    values += [r.value for r in records if r.offset < ends[partition] and r.key == key.encode()]
+            return values
+        finally:
+            consumer.close(autocommit=False)
 
     def close(self) -> None:
         """Waits one delivery timeout at most: shutting down must not hang on a broker that is gone."""
