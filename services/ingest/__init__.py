@@ -1,9 +1,10 @@
 """Ingest: one reader thread per camera decodes its source and publishes chunks (``avsurv.chunks.v1``).
 
 A chunk holds ``chunk_seconds`` of media: the frames on screen at the clip sampling instants (5 per
-second, resized to 398x224, JPEG) and all the audio (44.1 kHz mono float PCM). Network sources reconnect with
-exponential back-off after an error or a stall; every connection is a new session, so the segmenter
-never joins the timelines of two connections. Files end as "finished".
+second, resized to 398x224, the camera's privacy masks and blur applied, JPEG) and all the audio (44.1 kHz
+mono float PCM). Network sources reconnect with exponential back-off after an error or a stall; every
+connection is a new session, so the segmenter never joins the timelines of two connections. Files end as
+"finished".
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from avsurv.adapters.bus import Bus
 from avsurv.errors import MediaError
 from avsurv.media.clipstore import encode_jpeg
 from avsurv.media.decode import AudioChunk, MediaReader, VideoSample, is_network_source
+from avsurv.media.privacy import PrivacyFilter, parse_privacy, privacy_filter
 from avsurv.media.segment import grid_phase, resize_frame, shown_at_a_sampling_instant
 from avsurv.platform.config import Settings, without_credentials
 from avsurv.platform.messages import CHUNKS, header
@@ -32,10 +34,10 @@ class ChunkBuilder:
     """Collects one session's events into chunks, keeping only the frames the clip grid samples."""
 
     def __init__(self, site: str, camera_id: str, source: str, capture_epoch: float, fps: float | None,
-                 has_audio: bool, chunk_seconds: float) -> None:
+                 has_audio: bool, chunk_seconds: float, privacy: PrivacyFilter | None = None) -> None:
         self.site, self.camera_id, self.source = site, camera_id, without_credentials(source)
         self.capture_epoch, self.fps, self.has_audio = capture_epoch, fps or 0.0, has_audio
-        self.chunk_seconds = chunk_seconds
+        self.chunk_seconds, self.privacy = chunk_seconds, privacy
         self.session = uuid.uuid4().hex[:12]
         self.sequence = 0
         self.phase = grid_phase(capture_epoch)
@@ -50,7 +52,10 @@ class ChunkBuilder:
         self.last_time = max(self.last_time, t)
 
     def _keep(self, sample: VideoSample) -> None:
-        self._frames.append(pb.Frame(media_time=sample.time, jpeg=encode_jpeg(resize_frame(sample.frame))))
+        frame = resize_frame(sample.frame)
+        if self.privacy is not None:  # the only place frames leave ingest: nothing unmasked is published
+            frame = self.privacy(frame)
+        self._frames.append(pb.Frame(media_time=sample.time, jpeg=encode_jpeg(frame)))
 
     def add(self, event: VideoSample | AudioChunk) -> None:
         self._mark(event.time)
@@ -89,11 +94,11 @@ class CameraIngest(threading.Thread):
 
     def __init__(self, camera_id: str, source: str, bus: Bus, site: str, *, chunk_seconds: float,
                  stall_timeout_s: float, reconnect_max_s: float, realtime: bool,
-                 report: Callable[[CameraState], None]) -> None:
+                 report: Callable[[CameraState], None], privacy: PrivacyFilter | None = None) -> None:
         super().__init__(name=f"ingest-{camera_id}", daemon=True)
         self.camera_id, self.source, self.bus, self.site = camera_id, source, bus, site
         self.chunk_seconds, self.stall_timeout_s, self.reconnect_max_s = chunk_seconds, stall_timeout_s, reconnect_max_s
-        self.realtime = realtime
+        self.realtime, self.privacy = realtime, privacy
         self.state = CameraState(camera_id, without_credentials(source))
         self._report = report
         self.stopping = threading.Event()
@@ -131,7 +136,7 @@ class CameraIngest(threading.Thread):
             realtime = self.realtime and not reader.info.is_stream
             epoch = time.time() if realtime or reader.info.capture_epoch is None else reader.info.capture_epoch
             builder = ChunkBuilder(self.site, self.camera_id, self.source, epoch, reader.info.fps,
-                                   reader.has_audio, self.chunk_seconds)
+                                   reader.has_audio, self.chunk_seconds, self.privacy)
             self._set("streaming")
             started = time.monotonic()
             for event in reader.events():
@@ -163,6 +168,7 @@ class IngestService(Worker):
         super().__init__()
         self.bus, self.registry, self.settings = bus, registry, settings
         self.readers: dict[str, CameraIngest] = {}
+        self.privacy = parse_privacy(settings.privacy)
         for camera_id, source in settings.cameras.items():
             registry.want_camera(camera_id, source)
 
@@ -170,7 +176,8 @@ class IngestService(Worker):
         s = self.settings
         reader = CameraIngest(camera_id, source, self.bus, s.site, chunk_seconds=s.chunk_seconds,
                               stall_timeout_s=s.stall_timeout_s, reconnect_max_s=s.reconnect_max_s,
-                              realtime=s.realtime_files, report=self.registry.report_camera)
+                              realtime=s.realtime_files, report=self.registry.report_camera,
+                              privacy=privacy_filter(self.privacy, camera_id))
         self.readers[camera_id] = reader
         reader.start()
         log.info("ingest: camera %s started (%s)", camera_id, reader.state.source)

@@ -16,6 +16,7 @@ from avsurv.heads import register_cli as register_heads
 from avsurv.learning.cli import register_cli as register_learning
 from avsurv.media import Segmenter, SegmentReport
 from avsurv.media.clipstore import ClipWriter
+from avsurv.media.privacy import CameraPrivacy, PrivacyError, load_privacy_file, privacy_filter
 from avsurv.platform.cli import register_cli as register_platform
 from avsurv.platform.demo import register_cli as register_demo
 from avsurv.synth import register_cli as register_synth
@@ -35,6 +36,13 @@ def _epoch(text: str) -> float:
     return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
 
 
+def _privacy_file(text: str) -> dict[str, CameraPrivacy]:
+    try:
+        return load_privacy_file(text)
+    except PrivacyError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def segment_source(
     source: str, camera_id: str | None, writer: ClipWriter | None, args: argparse.Namespace
 ) -> SegmentReport:
@@ -48,6 +56,7 @@ def segment_source(
         source, camera_id, capture_start=args.capture_start, max_seconds=args.max_seconds,
         timeout_s=args.timeout, threads=args.threads, on_progress=advance,
     )
+    segmenter.privacy = privacy_filter(args.privacy, segmenter.camera_id)  # the camera's entry, as ingest reads it
     try:
         for clip in segmenter:
             if bar.total is None and segmenter.report.info and segmenter.report.info.duration_s:
@@ -119,6 +128,9 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
                         help="seconds to wait for a network stream to open or send data (default: 10)")
     parser.add_argument("--threads", type=int, default=0,
                         help="video decoder threads, 0 lets FFmpeg choose (default: 0)")
+    parser.add_argument("--privacy", type=_privacy_file, default={}, metavar="FILE",
+                        help="YAML file (e.g. the platform's configuration) whose 'privacy' section masks and blurs "
+                        "each camera's frames before they are stored, as the ingest service does")
     parser.add_argument("--json", action="store_true", help="print each input's report as one JSON line")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run_segment)

@@ -34,6 +34,7 @@ from avsurv.constants import (
 from avsurv.errors import MediaError
 from avsurv.media.decode import AudioChunk, MediaInfo, MediaReader, VideoSample
 from avsurv.media.logmel import log_mel
+from avsurv.media.privacy import PrivacyFilter
 
 GAP_MIN_S = 0.3
 """A sampled instant whose latest frame is older than max(GAP_MIN_S, 2 frame periods) lies in a video gap:
@@ -133,7 +134,8 @@ class Segmenter:
     """Iterates over the clips of one input, filling :attr:`report` as it goes.
 
     ``capture_start`` (epoch seconds at media time 0) overrides what the input says; ``max_seconds``
-    stops a live stream after that much video; ``on_progress`` receives the media time reached.
+    stops a live stream after that much video; ``on_progress`` receives the media time reached;
+    ``privacy`` masks and blurs every frame as the ingest service does (``avsurv.media.privacy``).
     """
 
     def __init__(
@@ -146,6 +148,7 @@ class Segmenter:
         timeout_s: float = 10.0,
         threads: int = 0,
         on_progress: Callable[[float], None] | None = None,
+        privacy: PrivacyFilter | None = None,
     ) -> None:
         self.source = str(source)
         self.camera_id = camera_id or Path(self.source.split("?", 1)[0]).stem or "camera"
@@ -154,12 +157,13 @@ class Segmenter:
         self._max_seconds = max_seconds
         self._reader_args = {"timeout_s": timeout_s, "threads": threads}
         self._on_progress = on_progress
+        self.privacy = privacy
 
     def __iter__(self) -> Iterator[Clip]:
         with MediaReader(self.source, **self._reader_args) as reader:
             self.report.info = reader.info
             epoch = self._capture_start if self._capture_start is not None else reader.info.capture_epoch
-            state = _ClipAssembler(self, epoch, reader.has_audio, reader.info.fps)
+            state = _ClipAssembler(self, epoch, reader.has_audio, reader.info.fps, self.privacy)
             yield from state.run(reader)
             if state.next_slot is None:
                 first = f" (first error: {reader.first_error})" if reader.first_error else ""
@@ -178,6 +182,8 @@ class Segmenter:
         if not reader.has_audio:
             self.report.notes.append("the input has no audio track: every clip has has_audio = False")
         self.report.notes.extend(reader.notes)
+        if self.privacy is not None:
+            self.report.notes.append(self.privacy.summary())
 
 
 class ClipFeed:
@@ -227,8 +233,8 @@ class _ClipAssembler:
     """The streaming state of one segmentation run: open clips, the frame on screen, audio written."""
 
     def __init__(self, owner: Segmenter | ClipFeed, epoch: float | None, has_audio_stream: bool,
-                 fps: float | None) -> None:
-        self.owner = owner
+                 fps: float | None, privacy: PrivacyFilter | None = None) -> None:
+        self.owner, self.privacy = owner, privacy  # ClipFeed's frames come from ingest, already filtered
         self.epoch = epoch
         self.phase = grid_phase(epoch)
         self.has_audio_stream = has_audio_stream
@@ -316,6 +322,8 @@ class _ClipAssembler:
             return
         if self.on_screen_rgb is None:
             self.on_screen_rgb = resize_frame(shown.frame)
+            if self.privacy is not None:
+                self.on_screen_rgb = self.privacy(self.on_screen_rgb)
         pending.frames[slot % FRAMES_PER_CLIP] = self.on_screen_rgb
 
     def on_video_end(self) -> None:

@@ -4,6 +4,7 @@ passwords of URLs masked."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from avsurv.clipids import check_camera_id
 from avsurv.constants import ANOMALY_STDS, DEFAULT_PROFILE, DEVICES, PROFILE_NAMES
 from avsurv.learning.normalization import NONE, NORMALIZATIONS
+from avsurv.media.privacy import parse_privacy
 from avsurv.tasks.novelty import NOVELTY_EXCLUSION_S
 
 ENV_PREFIX = "AVSURV_"
@@ -89,6 +91,9 @@ class Settings(BaseModel):
     cameras: dict[str, str] = Field(default_factory=dict, description="camera id -> source, started by ingest")
     heads: dict[str, list[str]] = Field(default_factory=dict, description="camera id -> head directories "
                                         "(avsurv heads train --out) attached at start")
+    privacy: dict[str, Any] = Field(default_factory=dict, description="camera id ('*': every other camera) -> "
+                                    "masks (polygons blacked out), frame_size (masks in pixels) and blur (faces, "
+                                    "plates), applied by ingest before a frame leaves it (avsurv.media.privacy)")
     train_min_clips: int = Field(300, ge=10, description="trainer: clips needed before a training round")
     train_every_s: float = Field(0.0, ge=0, description="trainer: seconds between rounds (0: only on request)")
     train_epochs: int = Field(5, ge=1, description="trainer: epochs per round")
@@ -120,6 +125,12 @@ class Settings(BaseModel):
         for camera_id in cameras:
             check_camera_id(camera_id)  # the clip store refuses any other: its clips would be lost
         return cameras
+
+    @field_validator("privacy")
+    @classmethod
+    def _privacy(cls, privacy: dict[str, Any]) -> dict[str, Any]:
+        parse_privacy(privacy)  # a bad polygon stops the service at start, not its camera later
+        return privacy
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
@@ -237,9 +248,16 @@ def _parse_heads(raw: str) -> dict[str, list[str]]:
     return group_heads(_pairs(raw, "heads", "CAMERA=DIR"))
 
 
+def _parse_privacy(raw: str) -> dict[str, Any]:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"AVSURV_PRIVACY must be JSON (the privacy setting's mapping): {error}") from None
+
+
 def _parse_list(raw: str) -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()]
 
 
 _PARSERS = {"cameras": _parse_cameras, "heads": _parse_heads, "api_camera_schemes": _parse_list,
-            "api_camera_roots": _parse_list}
+            "api_camera_roots": _parse_list, "privacy": _parse_privacy}
