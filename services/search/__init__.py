@@ -4,10 +4,13 @@ the runtime's (every service's server answers them)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import math
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -35,7 +38,14 @@ CANDIDATES = 512
 """Nearest points fetched per modality before exclusion, separation and the exact Eq. 5 re-ranking."""
 MODES = {api_pb2.SEARCH_MODE_UNSPECIFIED: "av", api_pb2.SEARCH_MODE_AUDIO_VISUAL: "av",
          api_pb2.SEARCH_MODE_AUDIO: "audio", api_pb2.SEARCH_MODE_VISUAL: "visual"}
+INTERNAL_DETAIL = "internal error; the server logged it"
+"""All a caller learns of an unexpected failure: its traceback and values stay in the server's log."""
+FEED_BACKLOG = 1_000
+"""Live events a Watch caller may fall behind before its feed is ended (RESOURCE_EXHAUSTED)."""
+FEED_POLL_S = 0.5
+"""How often the live event reader checks whether anyone still watches."""
 Context = grpc.ServicerContext
+log = logging.getLogger("avsurv")
 
 
 class _Abort(Exception):
@@ -45,7 +55,8 @@ class _Abort(Exception):
 
 
 def _handled(method: Callable) -> Callable:
-    """Turns :class:`_Abort`, refused requests and task errors into gRPC statuses with a clear message."""
+    """Turns :class:`_Abort`, refused requests and task errors into gRPC statuses with a clear message, and
+    anything else into INTERNAL with a generic one (never UNKNOWN with a traceback's words)."""
     def wrapper(self: object, request: object, context: Context) -> object:
         try:
             return method(self, request, context)
@@ -53,6 +64,26 @@ def _handled(method: Callable) -> Callable:
             context.abort(error.code, error.detail)
         except (limits.RequestError, TaskError, MediaError) as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        except Exception:
+            log.exception("search: %s failed", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, INTERNAL_DETAIL)
+    wrapper.__name__, wrapper.__doc__ = method.__name__, method.__doc__
+    return wrapper
+
+
+def _handled_feed(method: Callable) -> Callable:
+    """:func:`_handled` for a server-streaming coroutine."""
+    async def wrapper(self: object, request: object, context: grpc.aio.ServicerContext) -> AsyncIterator:
+        try:
+            async for response in method(self, request, context):
+                yield response
+        except limits.RequestError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        except Exception as error:
+            if isinstance(error, grpc.aio.AbortError):
+                raise
+            log.exception("search: %s failed", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_DETAIL)
     wrapper.__name__, wrapper.__doc__ = method.__name__, method.__doc__
     return wrapper
 
@@ -161,6 +192,7 @@ def _index(hits: Sequence[Hit]) -> EmbeddingSet:
 class AnomaliesServicer(api_pb2_grpc.AnomaliesServicer):
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
+        self.feed = LiveFeed(registry)
 
     @_handled
     def List(self, request: api_pb2.ListAnomaliesRequest, context: Context) -> api_pb2.ListAnomaliesResponse:
@@ -172,22 +204,76 @@ class AnomaliesServicer(api_pb2_grpc.AnomaliesServicer):
                   and (not request.HasField("min_score") or e.peak_score >= request.min_score)]
         return api_pb2.ListAnomaliesResponse(events=chosen[: request.limit or 100])
 
-    def Watch(self, request: api_pb2.WatchAnomaliesRequest, context: Context) -> Iterator[pb.AnomalyEvent]:
-        try:
-            limits.check_filters(request.camera_ids, request.detectors)
-        except limits.RequestError as error:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        live = self.registry.live_events()
-        try:
-            while context.is_active():
-                message = live.get_message(timeout=0.5)
-                if message is None or message["type"] != "message":
-                    continue
-                event = pb.AnomalyEvent.FromString(message["data"])
+    @_handled_feed
+    async def Watch(self, request: api_pb2.WatchAnomaliesRequest,
+                    context: grpc.aio.ServicerContext) -> AsyncIterator[pb.AnomalyEvent]:
+        """A coroutine on the server's event loop: an open feed holds a queue, not a thread."""
+        limits.check_filters(request.camera_ids, request.detectors)
+        with self.feed.subscription() as events:
+            while True:
+                event = await events.get()
+                if event is None:
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                        f"this feed fell {FEED_BACKLOG} events behind; watch again")
                 if _chosen(event, request):
                     yield event
+
+
+class LiveFeed:
+    """The registry's live events, read by one thread while anyone watches and handed to every watcher's
+    queue on its event loop; a watcher that falls :data:`FEED_BACKLOG` events behind gets None (its end)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._queues: dict[asyncio.Queue, asyncio.AbstractEventLoop] = {}
+        self._lock = threading.Lock()
+        self._reader: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def subscription(self) -> Iterator[asyncio.Queue]:
+        events: asyncio.Queue = asyncio.Queue(FEED_BACKLOG + 1)  # room for the None that ends it
+        with self._lock:
+            self._queues[events] = asyncio.get_running_loop()
+            if self._reader is None:
+                self._reader = threading.Thread(target=self._read, name="live-events", daemon=True)
+                self._reader.start()
+        try:
+            yield events
+        finally:
+            with self._lock:
+                self._queues.pop(events, None)
+
+    def _read(self) -> None:
+        live = self.registry.live_events()
+        try:
+            while self._watched():
+                message = live.get_message(timeout=FEED_POLL_S)
+                if message is not None and message["type"] == "message":
+                    self._hand_out(pb.AnomalyEvent.FromString(message["data"]))
+        except Exception:  # the state store went away: the watchers keep their feeds, a new one reads again
+            log.exception("search: the live event feed failed")
         finally:
             live.close()
+
+    def _watched(self) -> bool:
+        """Whether anyone still watches; if not, the reader ends (the next watcher starts another)."""
+        with self._lock:
+            if not self._queues:
+                self._reader = None
+            return self._reader is not None
+
+    def _hand_out(self, event: pb.AnomalyEvent) -> None:
+        with self._lock:
+            for events, loop in list(self._queues.items()):
+                loop.call_soon_threadsafe(_offer, events, event)
+
+
+def _offer(events: asyncio.Queue, event: pb.AnomalyEvent) -> None:
+    """On the watcher's loop: queue the event, or end a feed that has fallen too far behind."""
+    if events.qsize() < FEED_BACKLOG:
+        events.put_nowait(event)
+    elif events.qsize() == FEED_BACKLOG:
+        events.put_nowait(None)
 
 
 def _chosen(event: pb.AnomalyEvent,

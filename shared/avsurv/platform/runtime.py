@@ -13,14 +13,11 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Sequence
-from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from avsurv.adapters.artifacts import DirectoryArtifacts
@@ -30,17 +27,15 @@ from avsurv.adapters.state import close_state, connect_state
 from avsurv.platform.archive import ClipArchive
 from avsurv.platform.auth import TokenInterceptor, configured_tokens
 from avsurv.platform.config import ConfigError, Settings
+from avsurv.platform.grpc_server import serve_grpc
 from avsurv.platform.messages import TOPICS
 from avsurv.platform.registry import Registry
 from avsurv.platform.worker import Worker
-from avsurv.v1 import api_pb2, api_pb2_grpc
 
 if TYPE_CHECKING:
     from avsurv.adapters.vectors import QdrantVectors
 
 SERVICES = ("ingest", "segmentation", "embedding", "trainer", "anomaly-detector", "search")
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-"""gRPC message limit both ways: an uploaded query clip is a short media file."""
 log = logging.getLogger("avsurv")
 
 
@@ -130,40 +125,6 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     except OSError as error:
         raise ConfigError(f"cannot read the gRPC TLS files: {error}") from None
     return grpc.ssl_server_credentials([pair])
-
-
-def serve_grpc(port: int, servicers: dict[str, object], health_checks: dict[str, Callable[[], bool]],
-               host: str = "127.0.0.1", credentials: grpc.ServerCredentials | None = None,
-               interceptors: Sequence[grpc.ServerInterceptor] = ()) -> tuple[grpc.Server, int, Callable[[], None]]:
-    """Starts a gRPC server with the given API servicers, health checking and reflection, over TLS when
-    given ``credentials``. Returns the server, its port and a function that refreshes the health statuses
-    from ``health_checks``."""
-    limits = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-              ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=limits, interceptors=interceptors)
-    adders = {"EventSearch": api_pb2_grpc.add_EventSearchServicer_to_server,
-              "Anomalies": api_pb2_grpc.add_AnomaliesServicer_to_server,
-              "Control": api_pb2_grpc.add_ControlServicer_to_server}
-    for name, servicer in servicers.items():
-        adders[name](servicer, server)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = [api_pb2.DESCRIPTOR.services_by_name[n].full_name for n in servicers]
-    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    address = f"{host}:{port}"
-    bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
-    server.start()
-
-    def refresh() -> None:
-        statuses = {name: check() for name, check in health_checks.items()}
-        # The API's services by their full names, which standard probes ask for, as the whole server.
-        statuses.update(dict.fromkeys(["", *names], all(statuses.values())))
-        for name, ok in statuses.items():
-            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING if ok
-                                else health_pb2.HealthCheckResponse.NOT_SERVING)
-
-    refresh()
-    return server, bound, refresh
 
 
 class Runtime:
