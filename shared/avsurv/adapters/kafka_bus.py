@@ -143,7 +143,7 @@ class KafkaBus:
         """The values published with ``key`` among the last ``limit`` messages of each partition of ``topic``
         (a consumer of no group reads them); raises :class:`DeliveryError` if the tail cannot be read."""
         consumer = KafkaConsumer(bootstrap_servers=self.bootstrap_servers, client_id=self.client_id,
-                                 enable_auto_commit=False, fetch_max_wait_ms=100)
+                                 enable_auto_commit=False, fetch_max_wait_ms=100, **self.security)
         try:
             partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
             consumer.assign(partitions)

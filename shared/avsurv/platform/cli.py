@@ -13,14 +13,14 @@ from pathlib import Path
 import redis
 
 from avsurv.adapters.artifacts import DirectoryArtifacts
-from avsurv.adapters.state import close_shared_state, connect_state
+from avsurv.adapters.state import close_shared_state
 from avsurv.clisupport import reports_errors
 from avsurv.errors import TaskError
 from avsurv.heads.training import TrainedHead
 from avsurv.platform.config import ConfigError, Settings, group_heads, load_settings
 from avsurv.platform.head_attachments import HEADS_REFRESH_S, NAME_PATTERN, attach_head, event_labels
 from avsurv.platform.registry import Registry
-from avsurv.platform.runtime import SERVICES, Runtime
+from avsurv.platform.runtime import SERVICES, Runtime, open_state
 
 
 def _logging() -> None:
@@ -100,7 +100,7 @@ def _head_stores(args: argparse.Namespace) -> tuple[Registry, DirectoryArtifacts
     """The platform's state and artifact stores, as its configuration names them."""
     try:
         settings = load_settings(args.config, data_dir=args.data_dir)
-        registry = Registry(connect_state(settings.state_url), settings.site)
+        registry = Registry(open_state(settings), settings.site)
         registry.state.ping()
     except (ConfigError, redis.RedisError) as error:
         raise TaskError(f"cannot open the platform's state store: {error}") from None

@@ -33,9 +33,16 @@ from avsurv.platform.registry import Registry
 from avsurv.platform.worker import Worker
 
 if TYPE_CHECKING:
+    import redis
+
     from avsurv.adapters.vectors import QdrantVectors
 
 SERVICES = ("ingest", "segmentation", "embedding", "trainer", "anomaly-detector", "search")
+LIVENESS = "avsurv.liveness"
+"""Health service name that is SERVING while the process serves and its loops run, whatever its
+dependencies do: the liveness probe's (readiness asks the overall status, which a failing dependency
+turns NOT_SERVING, and an outage of Redis must not restart every pod)."""
+VECTOR_SERVICES = ("embedding", "search")
 log = logging.getLogger("avsurv")
 
 
@@ -73,17 +80,36 @@ def open_bus(settings: Settings, embedded: bool) -> Bus:
         return InProcessBus(settings.partitions)
     if settings.bus.startswith("kafka://"):
         bus = KafkaBus(settings.bus.removeprefix("kafka://"), partitions=settings.partitions,
-                       max_poll_interval_ms=settings.kafka_max_poll_interval_ms)
+                       replication_factor=settings.kafka_replication_factor,
+                       max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
+                       security=settings.kafka_client_options())
         bus.ensure_topics(TOPICS)
         return bus
     raise ValueError(f"bus must be inprocess:// or kafka://HOST:PORT, got {settings.bus!r}")
+
+
+def open_state(settings: Settings) -> redis.Redis:
+    """The state store with the configured password and TLS CA."""
+    return connect_state(settings.state_url, password=settings.state_password.get_secret_value(),
+                         tls_cafile=settings.state_tls_cafile)
+
+
+def open_server_vectors(settings: Settings) -> QdrantVectors | None:
+    """A Qdrant server's client with the configured API key and replication; None for local mode, which the
+    first service using it opens (it locks its directory)."""
+    if not settings.vectors.startswith(("http://", "https://")):
+        return None
+    from avsurv.adapters.vectors import QdrantVectors  # qdrant-client only where a service uses it
+
+    return QdrantVectors(settings.vectors, api_key=settings.vectors_api_key.get_secret_value(),
+                         replication_factor=settings.vectors_replication_factor)
 
 
 def open_ports(settings: Settings, embedded: bool) -> Ports:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     ports = Ports(
         bus=open_bus(settings, embedded),
-        registry=Registry(connect_state(settings.state_url), settings.site),
+        registry=Registry(open_state(settings), settings.site),
         artifacts=DirectoryArtifacts(settings.artifacts_dir),
         archive=ClipArchive(settings.clip_store_dir),
     )
@@ -139,6 +165,8 @@ class Runtime:
         # Before the bus and the stores are opened: an unreachable Kafka would otherwise hide what it was told.
         log.info("avsurv %s: configuration %s", "+".join(self.names), json.dumps(settings.printable()))
         self.ports = open_ports(settings, embedded)
+        if set(VECTOR_SERVICES) & set(self.names):
+            self.ports.vectors = open_server_vectors(settings)
         parts = {name: build_service(name, self.ports, settings) for name in self.names}
         self.workers: dict[str, Worker] = {name: p.worker for name, p in parts.items() if p.worker is not None}
         self.stopped = threading.Event()
@@ -146,6 +174,7 @@ class Runtime:
         # A service without a loop (search) is healthy while the process serves.
         checks = {f"avsurv.{name}": p.worker.healthy if p.worker is not None else self._serving
                   for name, p in parts.items()}
+        checks[LIVENESS] = self._alive
         tokens, self.host = configured_tokens(settings), bind_address(settings, embedded)
         self.server, self.port, self._refresh_health = serve_grpc(
             settings.grpc_port, servicers, checks, self.host, server_credentials(settings),
@@ -157,6 +186,10 @@ class Runtime:
 
     def _serving(self) -> bool:
         return not self.stopped.is_set()
+
+    def _alive(self) -> bool:
+        """Serving, with every loop running (a loop whose steps fail is alive: it retries)."""
+        return self._serving() and all(worker.is_alive() for worker in self.workers.values())
 
     def start(self) -> None:
         for worker in self.workers.values():
