@@ -239,3 +239,12 @@ def test_avsurv_segment_refuses_a_bad_privacy_file(tmp_path: Path, capsys: pytes
         main(["segment", str(SOURCE), "--privacy", str(config)])
     assert stopped.value.code == 2
     assert "privacy.lot.masks[0]: edges 0 and 2 cross" in capsys.readouterr().err
+
+
+def test_avsurv_segment_warns_when_no_entry_names_the_camera(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "privacy.yaml"
+    config.write_text(yaml.safe_dump({"privacy": {"gate": {"masks": [MASK]}}}))
+    assert main(["segment", str(SOURCE), "--camera-id", "lot", "--max-seconds", "1", "--privacy", str(config),
+                 "--no-progress"]) == 0
+    assert "no entry for camera 'lot' (nor '*'): its frames are stored unmasked" in capsys.readouterr().err

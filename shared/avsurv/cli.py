@@ -57,6 +57,9 @@ def segment_source(
         timeout_s=args.timeout, threads=args.threads, on_progress=advance,
     )
     segmenter.privacy = privacy_filter(args.privacy, segmenter.camera_id)  # the camera's entry, as ingest reads it
+    if args.privacy and segmenter.privacy is None:
+        print(f"avsurv segment: warning: --privacy has no entry for camera {segmenter.camera_id!r} (nor '*'): its "
+              "frames are stored unmasked", file=sys.stderr)
     try:
         for clip in segmenter:
             if bar.total is None and segmenter.report.info and segmenter.report.info.duration_s:
