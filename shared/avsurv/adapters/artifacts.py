@@ -1,7 +1,7 @@
 """The artifact store: model directories (safetensors, config, sha256) addressed by URI.
 
-``DirectoryArtifacts`` keeps them under a root directory (a local disk or a shared volume); an object
-store adapter only has to implement the same three methods.
+``DirectoryArtifacts`` keeps them under a root directory (a local disk or a shared volume), the embedded
+default; ``avsurv.adapters.objectstore.ObjectArtifacts`` in an S3-compatible object store.
 """
 
 from __future__ import annotations
@@ -24,6 +24,13 @@ class Artifacts(Protocol):
     def exists(self, uri: str) -> bool: ...
 
 
+def check_artifact_name(name: str) -> str:
+    """``name`` if it names one artifact in a store, else ValueError."""
+    if "/" in name or name in ("", ".", ".."):
+        raise ValueError(f"artifact name must be a plain name, got {name!r}")
+    return name
+
+
 class DirectoryArtifacts:
     SCHEME = "file://"
 
@@ -40,9 +47,7 @@ class DirectoryArtifacts:
         return path
 
     def put(self, local_dir: Path, name: str) -> str:
-        if "/" in name or name in ("", ".", ".."):
-            raise ValueError(f"artifact name must be a plain name, got {name!r}")
-        target = self.root / name
+        target = self.root / check_artifact_name(name)
         if not target.exists():
             # Copy beside the target, then rename: readers never see a half-written artifact.
             staging = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{name}."))

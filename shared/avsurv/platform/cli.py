@@ -12,11 +12,12 @@ from pathlib import Path
 
 import redis
 
-from avsurv.adapters.artifacts import DirectoryArtifacts
+from avsurv.adapters.artifacts import Artifacts
 from avsurv.adapters.state import close_shared_state
 from avsurv.clisupport import reports_errors
 from avsurv.errors import TaskError
 from avsurv.heads.training import TrainedHead
+from avsurv.platform.archive import open_artifacts
 from avsurv.platform.config import ConfigError, Settings, group_heads, load_settings
 from avsurv.platform.head_attachments import HEADS_REFRESH_S, NAME_PATTERN, attach_head, event_labels
 from avsurv.platform.registry import Registry
@@ -96,7 +97,7 @@ def run_health(args: argparse.Namespace) -> int:
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
-def _head_stores(args: argparse.Namespace) -> tuple[Registry, DirectoryArtifacts]:
+def _head_stores(args: argparse.Namespace) -> tuple[Registry, Artifacts]:
     """The platform's state and artifact stores, as its configuration names them."""
     try:
         settings = load_settings(args.config, data_dir=args.data_dir)
@@ -104,7 +105,7 @@ def _head_stores(args: argparse.Namespace) -> tuple[Registry, DirectoryArtifacts
         registry.state.ping()
     except (ConfigError, redis.RedisError) as error:
         raise TaskError(f"cannot open the platform's state store: {error}") from None
-    return registry, DirectoryArtifacts(settings.artifacts_dir)
+    return registry, open_artifacts(settings)
 
 
 @reports_errors("heads attach")

@@ -40,8 +40,15 @@ class Settings(BaseModel):
     bus: str = Field("inprocess://", description="inprocess:// or kafka://host:port[,host:port]")
     vectors: str = Field("", description="http://qdrant:6333 or local:///path; empty: local mode in data_dir")
     state: str = Field("", description="redis://host:6379/0 or embedded:///path; empty: embedded in data_dir")
-    artifacts: str = Field("", description="directory of model artifacts; empty: data_dir/artifacts")
-    clip_store: str = Field("", description="directory of stored clips; empty: data_dir/clips")
+    artifacts: str = Field("", description="directory of model artifacts, or s3://bucket/prefix (an S3-compatible "
+                           "object store); empty: data_dir/artifacts")
+    clip_store: str = Field("", description="directory of stored clips, or s3://bucket/prefix; empty: "
+                            "data_dir/clips")
+    s3_endpoint: str = Field("", description="URL of the S3-compatible server of s3:// stores; empty: AWS S3")
+    s3_region: str = Field("", description="region of the s3:// stores; empty: the SDK's default")
+    s3_access_key: SecretStr = Field(SecretStr(""), description="access key id of the s3:// stores; empty (with "
+                                     "s3_secret_key): the SDK's credential chain (environment, web identity, role)")
+    s3_secret_key: SecretStr = Field(SecretStr(""), description="secret access key of the s3:// stores")
     model: str = Field("", description="initial model directory, published as the first version if none exists")
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port of the search service (0: any free port)")
     grpc_host: str = Field("", description="gRPC bind address; empty: 127.0.0.1 for avsurv run and the demo (one "

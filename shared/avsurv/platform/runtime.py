@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 import grpc
 from prometheus_client import start_http_server
 
-from avsurv.adapters.artifacts import DirectoryArtifacts
+from avsurv.adapters.artifacts import Artifacts
 from avsurv.adapters.bus import Bus, InProcessBus
 from avsurv.adapters.kafka_bus import KafkaBus
 from avsurv.adapters.state import close_state, connect_state
-from avsurv.platform.archive import ClipArchive
+from avsurv.platform.archive import ClipArchive, open_archive, open_artifacts
 from avsurv.platform.auth import TokenInterceptor, configured_tokens
 from avsurv.platform.config import ConfigError, Settings
 from avsurv.platform.grpc_server import serve_grpc
@@ -50,7 +50,7 @@ log = logging.getLogger("avsurv")
 class Ports:
     bus: Bus
     registry: Registry
-    artifacts: DirectoryArtifacts
+    artifacts: Artifacts
     archive: ClipArchive
     vectors: QdrantVectors | None = None
     """Opened by the first service that uses it (embedding, search): one client per process, since Qdrant's
@@ -110,8 +110,8 @@ def open_ports(settings: Settings, embedded: bool) -> Ports:
     ports = Ports(
         bus=open_bus(settings, embedded),
         registry=Registry(open_state(settings), settings.site),
-        artifacts=DirectoryArtifacts(settings.artifacts_dir),
-        archive=ClipArchive(settings.clip_store_dir),
+        artifacts=open_artifacts(settings),
+        archive=open_archive(settings),
     )
     # Imported here: reading a model or head directory loads torch, which only a process told to
     # publish one needs.
