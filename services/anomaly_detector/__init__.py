@@ -13,7 +13,9 @@ The label-free score is the one the ``anomaly_detector`` setting names (``platfo
   than the message's ``w`` is refused, so score and threshold always agree.
 
 Either way a clip with audio is anomalous above ``mean + anomaly_stds * std`` of its calibration, and
-consecutive anomalous clips of a camera merge into one event, published when the run ends. Event ids are
+consecutive anomalous clips of a camera merge into one event, published when the run ends: at the camera's
+next clip that does not go on with it, or after ``anomaly_run_idle_s`` without clips once the camera has
+captured nothing after the run (its state in the registry). Event ids are
 deterministic, and an event already stored is not published again, so a replay after a restart repeats
 nothing; offsets are committed once a clip's event is out.
 
@@ -61,6 +63,9 @@ from avsurv.platform.worker import DEAD_LETTERED, PROCESSED, Worker, log
 from avsurv.tasks.novelty import NOVELTY_HISTORY, CameraHistory, NoveltyCalibration
 from avsurv.v1 import messages_pb2 as pb
 
+RUN_WAIT_FACTOR = 10
+"""An idle run whose camera has captured the seconds after it waits for them (a stage upstream is restarting
+or behind: closing now would split the event in two), but at most this many times ``anomaly_run_idle_s``."""
 READ_BACK = 1_000
 """Messages of each anomalies partition read back for an event pending since a death: far more than the
 events published between a detector's death and its restart."""
@@ -232,9 +237,14 @@ class AnomalyService(Worker):
             self._end_stream(attached)
         # A head's event may go on with the clips its stream still holds: it ends with the stream.
         held = {(a.record.camera_id, a.record.detector) for a in self.heads.values() if a.stream.waiting}
-        for run in [r for r in self.runs.values()
-                    if now - r.touched > self.run_idle_s and (r.camera_id, r.detector) not in held]:
-            self._close(run)
+        idle = [r for r in self.runs.values()
+                if now - r.touched > self.run_idle_s and (r.camera_id, r.detector) not in held]
+        if idle:
+            captured = {c.camera_id: c.last_capture_time for c in self.registry.camera_states()}
+            for run in idle:
+                if (captured.get(run.camera_id, -math.inf) < run.last + 2 * CLIP_SECONDS
+                        or now - run.touched > RUN_WAIT_FACTOR * self.run_idle_s):
+                    self._close(run)
 
     def _read_heads(self) -> None:
         """Follows the registry: loads newly attached heads, ends the streams of detached or replaced ones."""
