@@ -4,7 +4,8 @@ the most recent ``train_holdout`` share of each camera, compares it with the act
 held-back clips (cross-modal recall@5), and publishes it unless it is significantly worse (by more than
 1.96 standard errors of the active model's recall on that many clips). The embedder then
 indexes, calibrates and hot-swaps it. A round cancelled through the control API stops after its current
-epoch, publishes nothing and leaves no scratch files.
+epoch, publishes nothing and leaves no scratch files; so does a round under way when the service is told to
+stop (SIGINT, SIGTERM), within a batch.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from avsurv.clipids import parse_clip_id
 from avsurv.learning.data import ClipTable, table_from_clips
 from avsurv.learning.encode import encode_table
 from avsurv.learning.evaluate import cross_modal_recall
-from avsurv.learning.train import TrainConfig, Trainer
+from avsurv.learning.train import Stopped, TrainConfig, Trainer
 from avsurv.media.segment import Clip
 from avsurv.models import AudioVisualModel
 from avsurv.models.inputs import VisualInput
@@ -122,6 +123,9 @@ class TrainerService(Worker):
         except Cancelled as cancelled:
             self._status("cancelled", str(cancelled))
             return None
+        except Stopped as stopped:  # the service is shutting down: end the round now, not after its epoch
+            self._status("cancelled", f"the trainer shut down: {stopped}")
+            return None
         finally:
             self.registry.end_round()
 
@@ -144,7 +148,7 @@ class TrainerService(Worker):
             config = TrainConfig(profile=s.train_profile, method=s.train_method, epochs=epochs,
                                  seed=self.rounds, device=s.device)
             trainer = Trainer(train_table, scratch / "model", config, progress=False,
-                              log=self._checkpoint(round_id, epochs))
+                              log=self._checkpoint(round_id, epochs), stopping=self.stopping.is_set)
             trainer.run()
             self.rounds += 1
             self._status("evaluating", f"{len(held_ids)} held-back clips")
@@ -163,7 +167,7 @@ class TrainerService(Worker):
             self._status("published", f"{record.version}: held-back recall@5 {new:.3f}"
                          + (f" (active {current:.3f})" if current is not None else ""))
             return record.version
-        except Cancelled:
+        except (Cancelled, Stopped):
             raise
         except Exception as error:
             self._status("failed", f"{type(error).__name__}: {error}")

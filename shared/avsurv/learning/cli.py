@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -25,8 +26,15 @@ def _set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+def _interrupt(_signal: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_train(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
+    # SIGTERM (a container stopped, kill) ends a run as Ctrl-C does: "interrupted", exit 130, the last
+    # epoch's checkpoint kept for --resume.
+    signal.signal(signal.SIGTERM, _interrupt)
     config = TrainConfig(
         profile=args.profile, method=args.method, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         w=args.w, sigma=args.sigma, tau=args.tau, reduction=args.reduction, tpg_epochs=args.tpg_epochs,

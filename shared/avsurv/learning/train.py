@@ -153,6 +153,10 @@ class TrainConfig:
         return ("visual",) if (epoch - self.audio_epochs) % 2 == 0 else ("audio",)
 
 
+class Stopped(Exception):
+    """The run was told to stop (see :class:`Trainer`'s ``stopping``) between two batches."""
+
+
 @dataclass
 class EpochStats:
     epoch: int
@@ -250,9 +254,11 @@ class Trainer:
     """One training run over a :class:`ClipTable`, writing a model directory."""
 
     def __init__(self, table: ClipTable, out_dir: Path, config: TrainConfig, progress: bool = True,
-                 log: Callable[[str], None] = print, labels: np.ndarray | None = None) -> None:
+                 log: Callable[[str], None] = print, labels: np.ndarray | None = None,
+                 stopping: Callable[[], bool] = lambda: False) -> None:
         """``labels``: str [len(table)], each clip's event class; needed by (and only by) the supervised method,
-        which trains on the clips that have one (not ``""``)."""
+        which trains on the clips that have one (not ``""``). ``stopping``: asked before every batch; when it
+        holds, the run raises :class:`Stopped` (a service shutting down must not wait for an epoch's end)."""
         if (config.method == SUPERVISED) != (labels is not None):
             raise ValueError("event labels are needed by the supervised method and only by it")
         keep = table.has_audio if labels is None else table.has_audio & (labels != "")
@@ -262,6 +268,7 @@ class Trainer:
         self.classes, targets = np.unique(labels[keep] if labels is not None else [], return_inverse=True)
         self.targets = torch.from_numpy(targets.astype(np.int64))
         self.out_dir, self.config, self.progress, self.log = Path(out_dir), config, progress, log
+        self.stopping = stopping
         torch.manual_seed(config.seed)
         self.model = build_model(config.profile)
         visual = self.model.visual_input
@@ -415,6 +422,8 @@ class Trainer:
         bar = tqdm(self._crop_passes(epoch), desc=f"epoch {epoch + 1}/{self.config.epochs}",
                    disable=not self.progress, leave=False)
         for batch, crops in bar:
+            if self.stopping():
+                raise Stopped(f"stopped during epoch {epoch + 1} of {self.config.epochs}")
             with autocast(self.device, self.config.bf16):
                 z_v = self._embed_batch("visual", batch, crops, trained)
                 z_a = self._embed_batch("audio", batch, crops, trained)
