@@ -67,7 +67,8 @@ def run_embedded(args: argparse.Namespace) -> int:
     try:
         settings = _settings(args, cameras=dict(args.camera) or None, model=str(args.model) if args.model else None,
                              heads=group_heads(args.head) or None,
-                             data_dir=args.data_dir, grpc_port=args.grpc_port, bus="inprocess://",
+                             data_dir=args.data_dir, grpc_port=args.grpc_port, dashboard_port=args.dashboard_port,
+                             bus="inprocess://",
                              realtime_files=args.realtime or None)
     except ConfigError as error:
         print(f"avsurv run: error: {error}", file=sys.stderr)
@@ -210,6 +211,7 @@ def register_cli(sub: argparse._SubParsersAction, heads: argparse._SubParsersAct
                      help="attach a trained head to a camera (avsurv heads train --out; repeatable)")
     run.add_argument("--data-dir", type=Path, help="where the stores live (default: ./avsurv-data)")
     run.add_argument("--grpc-port", type=int, help="gRPC API port (default: 50051)")
+    run.add_argument("--dashboard-port", type=int, help="web dashboard port (default: 8080; 0: none)")
     run.add_argument("--config", type=Path, help="YAML file of settings")
     run.add_argument("--realtime", action="store_true", help="read files at their own pace, like live cameras")
     run.add_argument("--exit-when-done", action="store_true",

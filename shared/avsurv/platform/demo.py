@@ -82,6 +82,7 @@ def run_demo(args: argparse.Namespace) -> int:
     # A 60 s novelty exclusion (the platform's) would leave only the last half minute of a 90 s scene
     # scorable: the demo compares a clip with its camera's clips 10 s or more before it, as its searches do.
     settings = load_settings(args.config, data_dir=out / "platform", cameras=cameras, grpc_port=args.grpc_port,
+                             dashboard_port=args.dashboard_port,
                              bus="inprocess://", train_min_clips=min(60, int(args.duration)),
                              novelty_exclusion_s=DEMO_EXCLUSION_S)
     runtime = Runtime(SERVICES, settings, embedded=True)
@@ -90,7 +91,7 @@ def run_demo(args: argparse.Namespace) -> int:
         _wait(runtime.workers["ingest"].finished, 1800, "reading every camera")
         _wait(lambda: runtime.workers["segmentation"].tracker.pending() == 0, 600, "segmentation")
         print(f"2. platform: {len(runtime.ports.archive)} clips ingested and segmented; gRPC API on port "
-              f"{runtime.port}; data under {settings.data_dir}")
+              f"{runtime.port}; {_dashboard(runtime)}; data under {settings.data_dir}")
         with operator_channel(settings, runtime.port) as channel:
             control = api_pb2_grpc.ControlStub(channel)
             for step, epochs in ((3, args.first_epochs), (4, args.second_epochs)):
@@ -103,11 +104,16 @@ def run_demo(args: argparse.Namespace) -> int:
                 f"{m.model_version}{' (active)' if m.active else ''}" for m in models))
             _report(channel, runtime, truth, out)
         if not args.exit:
-            print(f"serving on port {runtime.port} until interrupted (Ctrl-C); see the README for grpcurl examples")
+            print(f"serving on port {runtime.port} ({_dashboard(runtime)}) until interrupted (Ctrl-C); see the README "
+                  "for grpcurl examples")
             runtime.wait()
     finally:
         runtime.stop()
     return 0
+
+
+def _dashboard(runtime: Runtime) -> str:
+    return f"dashboard at {runtime.dashboard.url}" if runtime.dashboard else "no dashboard (see the log)"
 
 
 def _report(channel: grpc.Channel, runtime: Runtime, truth: dict, out: Path) -> None:
@@ -194,6 +200,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--first-epochs", type=int, default=2, help="epochs of the first model (default: 2)")
     parser.add_argument("--second-epochs", type=int, default=5, help="epochs of the second model (default: 5)")
     parser.add_argument("--grpc-port", type=int, default=50051, help="gRPC API port (default: 50051; 0: any)")
+    parser.add_argument("--dashboard-port", type=int, help="web dashboard port (default: 8080; 0: none)")
     parser.add_argument("--config", type=Path, help="YAML file of platform settings")
     parser.add_argument("--exit", action="store_true", help="exit after the report instead of serving")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from prometheus_client import start_http_server
@@ -153,6 +153,19 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials([pair])
 
 
+def start_dashboard(settings: Settings, host: str, grpc_port: int) -> Any | None:
+    """The web dashboard (``services/dashboard``, loaded by name like a service) as a client of the API on
+    ``grpc_port``; None when ``dashboard_port`` is 0 or taken: the platform runs on without it."""
+    if not settings.dashboard_port:
+        return None
+    dashboard = importlib.import_module("avsurv.services.dashboard")
+    try:
+        return dashboard.serve_embedded(host, grpc_port, settings.dashboard_port, settings.grpc_tls_cert)
+    except OSError as error:
+        log.warning("no dashboard: cannot listen on %s port %d: %s", host, settings.dashboard_port, error.strerror)
+        return None
+
+
 class Runtime:
     """Runs services in this process: their loops, one gRPC server (the API when ``search`` is among
     them; health checking and reflection always) and optionally a Prometheus endpoint."""
@@ -181,6 +194,7 @@ class Runtime:
             [TokenInterceptor(tokens)] if tokens else [])
         self.secured = f"{'TLS' if settings.grpc_tls_cert else 'no TLS'}, {'tokens' if tokens else 'no tokens'}"
         self.serves_api = bool(servicers)
+        self.dashboard = start_dashboard(settings, self.host, self.port) if embedded and self.serves_api else None
         if settings.metrics_port:
             start_http_server(settings.metrics_port)
 
@@ -198,6 +212,8 @@ class Runtime:
         threading.Thread(target=self._watch_health, name="health", daemon=True).start()
         log.info("gRPC (health, reflection%s; %s) on %s port %d", ", API" if self.serves_api else "", self.secured,
                  self.host, self.port)
+        if self.dashboard is not None:
+            log.info("dashboard on %s", self.dashboard.url)
 
     def drained(self) -> bool:
         """Every worker has done what it was given (see :meth:`Worker.drained`)."""
@@ -229,5 +245,7 @@ class Runtime:
             worker.stopping.set()
         for worker in self.workers.values():
             worker.stop()
+        if self.dashboard is not None:
+            self.dashboard.stop()
         self.server.stop(grace=5).wait()
         self.ports.close()

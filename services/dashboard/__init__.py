@@ -1,0 +1,307 @@
+"""Dashboard: a web page served by a thin gateway that is itself a client of the public gRPC API
+(protos/avsurv/v1/api.proto). It reads no store: every figure on the page comes from ``EventSearch``,
+``Anomalies`` (``List`` and the server-streaming ``Watch``, relayed as Server-Sent Events) and ``Control``,
+called with the dashboard user's own bearer token, so a read token sees and only a control token changes.
+
+Why these parts: the gateway is the standard library's ``ThreadingHTTPServer`` (a thread per request, the
+live feed included; operators' dashboards number in the tens) plus ``google.protobuf.json_format``, so it
+adds no dependency; the page is plain ES modules with no build step (``static/``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import mimetypes
+import queue
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from avsurv.v1 import api_pb2, api_pb2_grpc
+
+STATIC = Path(__file__).with_name("static")
+CALL_TIMEOUT_S = 15.0
+"""Longest wait for one unary API call (a search embeds nothing for a clip id: well under this)."""
+KEEPALIVE_S = 10.0
+"""A quiet live feed sends a comment this often: the write finds a closed browser tab, whose Watch call
+the gateway then cancels."""
+LIST_LIMIT = 200
+"""Events the live page loads before the feed takes over."""
+MODES = {"av": api_pb2.SEARCH_MODE_AUDIO_VISUAL, "audio": api_pb2.SEARCH_MODE_AUDIO,
+         "visual": api_pb2.SEARCH_MODE_VISUAL}
+HTTP_STATUS = {grpc.StatusCode.UNAUTHENTICATED: HTTPStatus.UNAUTHORIZED,
+               grpc.StatusCode.PERMISSION_DENIED: HTTPStatus.FORBIDDEN,
+               grpc.StatusCode.NOT_FOUND: HTTPStatus.NOT_FOUND,
+               grpc.StatusCode.INVALID_ARGUMENT: HTTPStatus.BAD_REQUEST,
+               grpc.StatusCode.FAILED_PRECONDITION: HTTPStatus.CONFLICT,
+               grpc.StatusCode.UNAVAILABLE: HTTPStatus.SERVICE_UNAVAILABLE,
+               grpc.StatusCode.DEADLINE_EXCEEDED: HTTPStatus.GATEWAY_TIMEOUT}
+log = logging.getLogger("avsurv.dashboard")
+
+
+class RequestError(Exception):
+    """A request the gateway refuses before calling the API (HTTP 400)."""
+
+
+def as_json(message: Message) -> dict[str, Any]:
+    """A message as the page reads it: proto field names, every field (bytes as base64), so fields added to
+    the API later reach the page without a change here."""
+    return json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)
+
+
+def api_channel(target: str, tls_cert: str = "") -> grpc.Channel:
+    """A channel to the API, over TLS trusting ``tls_cert`` when given. It carries no token of its own:
+    each call carries its user's."""
+    if tls_cert:
+        return grpc.secure_channel(target, grpc.ssl_channel_credentials(Path(tls_cert).read_bytes()))
+    return grpc.insecure_channel(target)
+
+
+def _number(query: dict[str, str], name: str, kind: type = float) -> Any:
+    try:
+        return kind(query[name])
+    except ValueError:
+        raise RequestError(f"{name} must be a number, got {query[name]!r}") from None
+
+
+class Gateway:
+    """The API calls behind the page's JSON endpoints; ``metadata`` is the user's token, if any."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.search = api_pb2_grpc.EventSearchStub(channel)
+        self.anomalies = api_pb2_grpc.AnomaliesStub(channel)
+        self.control = api_pb2_grpc.ControlStub(channel)
+
+    def get(self, path: str, query: dict[str, str], metadata: list[tuple[str, str]]) -> Message:
+        calls: dict[str, Callable[[], Message]] = {
+            "/api/events": lambda: self.anomalies.List(self._list_request(query), timeout=CALL_TIMEOUT_S,
+                                                       metadata=metadata),
+            "/api/search": lambda: self.search.Search(self._search_request(query), timeout=CALL_TIMEOUT_S,
+                                                      metadata=metadata),
+            "/api/cameras": lambda: self.control.ListCameras(api_pb2.ListCamerasRequest(), timeout=CALL_TIMEOUT_S,
+                                                             metadata=metadata),
+            "/api/models": lambda: self.control.ListModels(api_pb2.ListModelsRequest(), timeout=CALL_TIMEOUT_S,
+                                                           metadata=metadata),
+            "/api/training": lambda: self.control.GetTrainingStatus(api_pb2.TrainingStatusRequest(),
+                                                                    timeout=CALL_TIMEOUT_S, metadata=metadata),
+        }
+        if path not in calls:
+            raise KeyError(path)
+        return calls[path]()
+
+    def post(self, path: str, body: dict[str, Any], metadata: list[tuple[str, str]]) -> Message:
+        """The Control calls that change the platform: the API refuses them without a control token."""
+        calls: dict[str, Callable[[], Message]] = {
+            "/api/training": lambda: self.control.TriggerTraining(
+                api_pb2.TriggerTrainingRequest(epochs=int(body.get("epochs", 0))), timeout=CALL_TIMEOUT_S,
+                metadata=metadata),
+            "/api/training/cancel": lambda: self.control.CancelTraining(
+                api_pb2.CancelTrainingRequest(), timeout=CALL_TIMEOUT_S, metadata=metadata),
+            "/api/models/activate": lambda: self.control.ActivateModel(
+                api_pb2.ActivateModelRequest(model_version=str(body.get("model_version", ""))),
+                timeout=CALL_TIMEOUT_S, metadata=metadata),
+            "/api/models/rollback": lambda: self.control.RollbackModel(
+                api_pb2.RollbackModelRequest(), timeout=CALL_TIMEOUT_S, metadata=metadata),
+            "/api/cameras": lambda: self.control.AddCamera(
+                api_pb2.AddCameraRequest(camera_id=str(body.get("camera_id", "")), source=str(body.get("source", ""))),
+                timeout=CALL_TIMEOUT_S, metadata=metadata),
+            "/api/cameras/remove": lambda: self.control.RemoveCamera(
+                api_pb2.RemoveCameraRequest(camera_id=str(body.get("camera_id", ""))), timeout=CALL_TIMEOUT_S,
+                metadata=metadata),
+        }
+        if path not in calls:
+            raise KeyError(path)
+        return calls[path]()
+
+    @staticmethod
+    def _list_request(query: dict[str, str]) -> api_pb2.ListAnomaliesRequest:
+        request = api_pb2.ListAnomaliesRequest(limit=_number(query, "limit", int) if "limit" in query else LIST_LIMIT)
+        if query.get("camera"):
+            request.camera_ids.append(query["camera"])
+        for name in ("start_time", "end_time"):
+            if name in query:
+                setattr(request, name, _number(query, name))
+        return request
+
+    @staticmethod
+    def _search_request(query: dict[str, str]) -> api_pb2.SearchRequest:
+        mode = query.get("mode", "av")
+        if mode not in MODES:
+            raise RequestError(f"mode is one of {', '.join(MODES)}, got {mode!r}")
+        request = api_pb2.SearchRequest(mode=MODES[mode], top_k=_number(query, "top_k", int) if "top_k" in query
+                                        else 0)
+        if query.get("clip_id"):
+            request.clip_id = query["clip_id"]
+        elif query.get("camera") and "time" in query:
+            request.clip_at.camera_id, request.clip_at.capture_time = query["camera"], _number(query, "time")
+        else:
+            raise RequestError("a search needs clip_id, or camera and time")
+        for name in ("exclusion_s", "separation_s"):
+            if name in query:
+                setattr(request, name, _number(query, name))
+        return request
+
+    def watch(self, metadata: list[tuple[str, str]], camera: str = "") -> grpc.Call:
+        """The API's live feed (an iterator of events that is also the call, to cancel it)."""
+        request = api_pb2.WatchAnomaliesRequest(camera_ids=[camera] if camera else [])
+        return self.anomalies.Watch(request, metadata=metadata)
+
+
+class Handler(BaseHTTPRequestHandler):
+    gateway: Gateway  # set on the server's subclass (see serve)
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def _metadata(self) -> list[tuple[str, str]]:
+        """The user's ``Authorization`` header, passed to the API as is (never logged)."""
+        header = self.headers.get("Authorization", "")
+        return [("authorization", header)] if header else []
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, value: dict[str, Any]) -> None:
+        self._send(status, json.dumps(value).encode(), "application/json")
+
+    def _api(self, call: Callable[[], Message]) -> None:
+        try:
+            self._json(HTTPStatus.OK, as_json(call()))
+        except KeyError:
+            self._json(HTTPStatus.NOT_FOUND, {"error": f"no endpoint {self.path}"})
+        except RequestError as error:
+            self._json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
+        except grpc.RpcError as error:
+            self._json(HTTP_STATUS.get(error.code(), HTTPStatus.BAD_GATEWAY),
+                       {"error": error.details(), "code": error.code().name})
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        query = {name: values[-1] for name, values in parse_qs(url.query).items()}
+        if url.path == "/api/watch":
+            self._watch(query.get("camera", ""))
+        elif url.path.startswith("/api/"):
+            self._api(lambda: self.gateway.get(url.path, query, self._metadata()))
+        else:
+            self._static(url.path)
+
+    def do_POST(self) -> None:
+        # JSON only: a cross-site form cannot send it without the browser asking first (CORS preflight).
+        if self.headers.get("Content-Type", "").split(";")[0] != "application/json":
+            self._json(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {"error": "send application/json"})
+            return
+        try:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        except (ValueError, json.JSONDecodeError):
+            self._json(HTTPStatus.BAD_REQUEST, {"error": "the body is not JSON"})
+            return
+        self._api(lambda: self.gateway.post(urlsplit(self.path).path, body, self._metadata()))
+
+    def _static(self, path: str) -> None:
+        name = "index.html" if path in ("", "/") else path.removeprefix("/static/")
+        file = (STATIC / name).resolve()
+        if not path.startswith(("/static/", "/")) or file.parent != STATIC.resolve() or not file.is_file():
+            self._json(HTTPStatus.NOT_FOUND, {"error": f"no page {path}"})
+            return
+        kind = "text/javascript" if file.suffix == ".js" else mimetypes.guess_type(file.name)[0] or "text/plain"
+        self._send(HTTPStatus.OK, file.read_bytes(), f"{kind}; charset=utf-8")
+
+    def _watch(self, camera: str) -> None:
+        """Relays ``Anomalies.Watch`` as Server-Sent Events until the browser goes or the API ends it."""
+        call = self.gateway.watch(self._metadata(), camera)
+        events: queue.Queue[Message | grpc.RpcError | None] = queue.Queue()
+        threading.Thread(target=_drain, args=(call, events), name="dashboard-watch", daemon=True).start()
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        try:
+            self._relay(events)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the tab was closed
+        finally:
+            call.cancel()
+
+    def _relay(self, events: queue.Queue) -> None:
+        self.wfile.write(b": feed open\n\n")
+        self.wfile.flush()
+        while True:
+            try:
+                item = events.get(timeout=KEEPALIVE_S)
+            except queue.Empty:
+                self.wfile.write(b": keepalive\n\n")
+            else:
+                if item is None:
+                    return
+                if isinstance(item, grpc.RpcError):
+                    error = {"error": item.details(), "code": item.code().name}
+                    self.wfile.write(f"event: error\ndata: {json.dumps(error)}\n\n".encode())
+                    self.wfile.flush()
+                    return
+                self.wfile.write(f"event: anomaly\ndata: {json.dumps(as_json(item))}\n\n".encode())
+            self.wfile.flush()
+
+
+def _drain(call: grpc.Call, events: queue.Queue) -> None:
+    """Moves the Watch stream's events into ``events`` (the handler thread writes them); None at its end."""
+    try:
+        for event in call:
+            events.put(event)
+        events.put(None)
+    except grpc.RpcError as error:
+        events.put(None if error.code() == grpc.StatusCode.CANCELLED else error)
+
+
+@dataclass
+class Dashboard:
+    server: ThreadingHTTPServer
+    channel: grpc.Channel
+    url: str
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.channel.close()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a live feed's thread must not hold the process at exit
+
+
+def serve(api_target: str, host: str, port: int, tls_cert: str = "") -> Dashboard:
+    """Starts the gateway on ``host:port`` (0: any free port) for the API at ``api_target``, in a daemon
+    thread. Raises OSError when the port cannot be bound."""
+    channel = api_channel(api_target, tls_cert)
+    handler = type("BoundHandler", (Handler,), {"gateway": Gateway(channel)})
+    address = host.strip("[]")
+    server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6}) if ":" in address else _Server
+    server = server_class((address, port), handler)
+    threading.Thread(target=server.serve_forever, name="dashboard", daemon=True).start()
+    shown = f"[{address}]" if ":" in address else address
+    return Dashboard(server, channel, f"http://{shown}:{server.server_address[1]}/")
+
+
+def serve_embedded(grpc_host: str, grpc_port: int, port: int, tls_cert: str = "") -> Dashboard:
+    """The dashboard of one process's platform (``avsurv run``, the demo): on the API's bind address, calling
+    the API on this machine (as the demo does: TLS trusting the configured certificate)."""
+    return serve(f"127.0.0.1:{grpc_port}", grpc_host, port, tls_cert)

@@ -1,0 +1,297 @@
+// The avsurv dashboard: plain ES module, no build step. Everything comes from the gateway's JSON and
+// Server-Sent Events endpoints, which call the public gRPC API with the user's token.
+
+const TOKEN_KEY = "avsurv-token";
+const KNOWN_EVENT_FIELDS = new Set(["header", "event_id", "start_time", "end_time", "peak_score", "peak_time",
+  "threshold", "model_version", "clip_ids", "detector", "label", "thumbnail", "frames"]);
+const MODES = { av: "sound and picture", audio: "sound only", visual: "picture only" };
+const events = new Map();  // event id -> {event, seen: "new" | "update", at}
+let feedListeners = [];
+
+// ---- helpers -------------------------------------------------------------------------------------------
+
+function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else if (value !== undefined && value !== null && value !== false) node.setAttribute(name, value);
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+const svg = (tag, attrs = {}) => {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
+  return node;
+};
+
+const clock = (seconds) => new Date(seconds * 1000).toLocaleTimeString([], { hour12: false });
+const score = (value) => Number(value).toFixed(3);
+const jpeg = (base64) => `data:image/jpeg;base64,${base64}`;
+
+function authHeaders() {
+  const token = localStorage.getItem(TOKEN_KEY);
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+function notice(text) {
+  const box = document.getElementById("notice");
+  box.textContent = text || "";
+  box.hidden = !text;
+}
+
+async function api(path, body) {
+  const options = body === undefined ? { headers: authHeaders() } : {
+    method: "POST", body: JSON.stringify(body), headers: { ...authHeaders(), "Content-Type": "application/json" },
+  };
+  const response = await fetch(path, options);
+  const value = await response.json();
+  if (!response.ok) {
+    const why = { 401: "the API needs a token: enter one above", 403: "this needs a control token" }[response.status];
+    throw new Error(`${value.error || response.statusText}${why ? ` (${why})` : ""}`);
+  }
+  return value;
+}
+
+// ---- live feed: the API's Anomalies.Watch, relayed as Server-Sent Events --------------------------------
+// Read with fetch rather than EventSource, which cannot send the Authorization header.
+
+function remember(event, live) {
+  if (!live && events.has(event.event_id)) return;  // the feed's copy is as new or newer
+  const seen = events.has(event.event_id) ? "update" : "new";
+  events.set(event.event_id, { event, seen: live ? seen : "", at: Date.now() });
+  if (live) feedListeners.forEach((listener) => listener(event));
+}
+
+async function follow() {
+  const state = document.getElementById("feed-state");
+  for (;;) {
+    try {
+      const response = await fetch("/api/watch", { headers: authHeaders() });
+      if (!response.ok) throw new Error(`feed: HTTP ${response.status}`);
+      state.textContent = "feed: live";
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          relay(buffer.slice(0, end));
+          buffer = buffer.slice(end + 2);
+        }
+      }
+    } catch (error) {
+      state.textContent = `feed: ${error.message}`;
+    }
+    state.textContent = "feed: reconnecting";
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
+}
+
+function relay(block) {
+  const lines = block.split("\n");
+  const kind = (lines.find((l) => l.startsWith("event: ")) || "").slice(7);
+  const data = lines.filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
+  if (kind === "anomaly") remember(JSON.parse(data), true);
+  if (kind === "error") document.getElementById("feed-state").textContent = `feed: ${JSON.parse(data).error}`;
+}
+
+// ---- pages ---------------------------------------------------------------------------------------------
+
+function eventRow(entry) {
+  const e = entry.event;
+  return h("tr", { class: entry.seen && Date.now() - entry.at < 2000 ? "fresh" : "", "data-event": e.event_id },
+    h("td", {}, entry.seen ? h("span", { class: `badge ${entry.seen}` }, entry.seen) : ""),
+    h("td", {}, e.header.camera_id),
+    h("td", {}, `${clock(e.start_time)}–${clock(e.end_time)}`),
+    h("td", {}, score(e.peak_score)),
+    h("td", {}, score(e.threshold)),
+    h("td", {}, e.detector || "d(z_v, z_a)"),
+    h("td", {}, e.model_version),
+    h("td", {}, h("a", { href: `#/event/${encodeURIComponent(e.event_id)}` }, "open")));
+}
+
+function timeline(camera, list) {
+  const width = 1000, height = 140, pad = 24;
+  const times = list.flatMap((e) => [e.start_time, e.end_time]);
+  const values = list.flatMap((e) => [e.peak_score, e.threshold]);
+  const [t0, t1] = [Math.min(...times), Math.max(...times) + 1];
+  // Scores and thresholds sit close together (an untrained model's differ by hundredths): zoom on them.
+  const margin = (Math.max(...values) - Math.min(...values)) * 0.25 || Math.abs(values[0]) * 0.05 || 1;
+  const [v0, v1] = [Math.min(...values) - margin, Math.max(...values) + margin];
+  const x = (t) => pad + ((t - t0) / (t1 - t0)) * (width - 2 * pad);
+  const y = (v) => height - pad - ((v - v0) / (v1 - v0)) * (height - 2 * pad);
+  const chart = svg("svg", { class: "timeline", viewBox: `0 0 ${width} ${height}`, "data-camera": camera });
+  const sorted = [...list].sort((a, b) => a.start_time - b.start_time);
+  chart.append(svg("polyline", { points: sorted.map((e) => `${x(e.start_time)},${y(e.threshold)} ${x(e.end_time)},${y(e.threshold)}`).join(" "),
+    fill: "none", stroke: "#c0392b", "stroke-dasharray": "4 3", class: "threshold" }));
+  for (const e of sorted) {
+    chart.append(svg("rect", { x: x(e.start_time), y: y(e.peak_score), width: Math.max(2, x(e.end_time) - x(e.start_time)),
+      height: Math.max(1, y(v0) - y(e.peak_score)), fill: "#5b8def", opacity: 0.35 }));
+    const dot = svg("circle", { cx: x(e.peak_time), cy: y(e.peak_score), r: 4, fill: "#1f4fbf", class: "peak" });
+    dot.append(svg("title"));
+    dot.firstChild.textContent = `${clock(e.peak_time)} peak ${score(e.peak_score)} (threshold ${score(e.threshold)})`;
+    chart.append(dot);
+  }
+  const axis = svg("text", { x: pad, y: height - 6, "font-size": 11, fill: "#6b7580" });
+  axis.textContent = `${clock(t0)} … ${clock(t1)}   score ${score(v0)}–${score(v1)}; dashed: threshold`;
+  chart.append(axis);
+  return chart;
+}
+
+function liveView(view) {
+  const body = h("tbody");
+  const timelines = h("div");
+  const draw = () => {
+    const entries = [...events.values()].sort((a, b) => b.event.start_time - a.event.start_time);
+    body.replaceChildren(...entries.map(eventRow));
+    const cameras = [...new Set(entries.map((entry) => entry.event.header.camera_id))].sort();
+    timelines.replaceChildren(...cameras.map((camera) => h("div", {}, h("h3", {}, camera),
+      timeline(camera, entries.filter((entry) => entry.event.header.camera_id === camera).map((entry) => entry.event)))));
+  };
+  view.replaceChildren(
+    h("section", {}, h("h2", {}, "Live events"),
+      h("table", { id: "feed" }, h("thead", {}, h("tr", {}, ["", "camera", "time", "peak", "threshold", "detector",
+        "model", ""].map((name) => h("th", {}, name)))), body)),
+    h("section", {}, h("h2", {}, "Per-camera timeline"),
+      h("p", { class: "missing-data" }, "Events' peak scores over time: the API gives no per-clip score series, so " +
+        "the clips below the threshold are not drawn."), timelines));
+  draw();
+  feedListeners = [draw];
+}
+
+function fieldValue(value) {
+  return typeof value === "object" ? JSON.stringify(value) : String(value);
+}
+
+async function findEvent(id) {
+  if (!events.has(id)) (await api("/api/events?limit=10000")).events.forEach((e) => remember(e, false));
+  const entry = events.get(id);
+  if (!entry) throw new Error(`no event ${id}`);
+  return entry.event;
+}
+
+async function eventView(view, id) {
+  const e = await findEvent(id);
+  const camera = e.header.camera_id;
+  const frames = [e.thumbnail, ...(e.frames || [])].filter(Boolean);
+  const other = Object.entries(e).filter(([name]) => !KNOWN_EVENT_FIELDS.has(name));
+  view.replaceChildren(
+    h("section", { id: "event" }, h("h2", {}, `Event on ${camera}, ${clock(e.start_time)}–${clock(e.end_time)}`),
+      h("table", {}, h("tbody", {},
+        [["event id", e.event_id], ["peak score", `${score(e.peak_score)} at ${clock(e.peak_time)}`],
+          ["threshold", score(e.threshold)], ["detector", e.detector || "d(z_v, z_a): sound against picture"],
+          ["label", e.label || "—"], ["model version", e.model_version], ["clips", e.clip_ids.join(", ")],
+          ...other.map(([name, value]) => [name, fieldValue(value)])]
+          .map(([name, value]) => h("tr", {}, h("th", {}, name), h("td", {}, value)))))),
+    h("section", {}, h("h2", {}, "Frames"), frames.length
+      ? h("div", { class: "frames" }, frames.map((data) => h("img", { src: jpeg(data), alt: `frame of ${camera}` })))
+      : h("p", { class: "missing-data", id: "no-frames" }, "The API gives no picture of an event: AnomalyEvent has " +
+        "no thumbnail and no call returns a clip's frames.")),
+    h("section", {}, h("h2", {}, "Sound"),
+      h("p", { class: "missing-data", id: "no-sound" }, "The API gives no sound of an event: no call returns a " +
+        "clip's audio samples, so there is nothing to play.")),
+    h("section", {}, h("h2", {}, "Find similar moments"),
+      Object.entries(MODES).map(([mode, words]) => h("a", {
+        class: "find", "data-mode": mode,
+        href: `#/search?camera=${encodeURIComponent(camera)}&time=${e.peak_time}&mode=${mode}`,
+      }, h("button", {}, `by ${words}`)), " ")));
+}
+
+function thumbnail(result) {
+  return result.thumbnail
+    ? h("img", { class: "thumb", src: jpeg(result.thumbnail), alt: `${result.camera_id} ${clock(result.capture_time)}` })
+    : h("div", { class: "thumb missing", title: "the API gives no picture of a search result" },
+      `${result.camera_id} ${clock(result.capture_time)} (no picture in the API)`);
+}
+
+async function searchView(view, params) {
+  const mode = params.get("mode") || "av";
+  const query = new URLSearchParams({ mode, top_k: 12, exclusion_s: 5, separation_s: 2 });
+  for (const name of ["clip_id", "camera", "time"]) if (params.has(name)) query.set(name, params.get(name));
+  const response = await api(`/api/search?${query}`);
+  view.replaceChildren(h("section", { id: "search" },
+    h("h2", {}, `Similar by ${MODES[mode]} (model ${response.model_version})`),
+    h("p", {}, Object.keys(MODES).map((other) => h("a", { href: `#/search?${new URLSearchParams({ ...Object.fromEntries(params), mode: other })}` },
+      h("button", { disabled: other === mode }, MODES[other]))), " "),
+    response.results.length ? h("div", { class: "results" }, response.results.map((r) => h("div", { class: "result" },
+      thumbnail(r),
+      h("div", {}, `${r.camera_id} ${clock(r.capture_time)}`),
+      h("div", { class: "muted" }, `distance ${score(r.distance)}`),
+      h("a", { href: `#/search?clip_id=${encodeURIComponent(r.clip_id)}&mode=${mode}` }, "similar to this"))))
+      : h("p", {}, "No similar clip.")));
+}
+
+async function act(path, body, done) {
+  try {
+    await api(path, body);
+    notice("");
+    done();
+  } catch (error) {
+    notice(error.message);
+  }
+}
+
+async function systemView(view) {
+  const [cameras, models, training] = await Promise.all([api("/api/cameras"), api("/api/models"), api("/api/training")]);
+  const again = () => systemView(view);
+  view.replaceChildren(
+    h("section", { id: "cameras" }, h("h2", {}, "Cameras"), h("table", {},
+      h("thead", {}, h("tr", {}, ["camera", "status", "last capture", "source", "detail"].map((n) => h("th", {}, n)))),
+      h("tbody", {}, cameras.cameras.map((c) => h("tr", {}, h("td", {}, c.camera_id), h("td", {}, h("span", { class: "badge" }, c.status)),
+        h("td", {}, c.last_capture_time ? clock(c.last_capture_time) : "—"), h("td", {}, c.source), h("td", {}, c.detail)))))),
+    h("section", { id: "models" }, h("h2", {}, "Model versions"), h("table", {},
+      h("thead", {}, h("tr", {}, ["version", "created", "state", "metrics", ""].map((n) => h("th", {}, n)))),
+      h("tbody", {}, models.models.map((m) => h("tr", {}, h("td", {}, m.model_version), h("td", {}, clock(m.created_time)),
+        h("td", {}, [m.active ? "active" : "", m.indexed ? "indexed" : "indexing"].filter(Boolean).join(", ")),
+        h("td", {}, Object.entries(m.metrics).map(([k, v]) => `${k} ${score(v)}`).join("; ")),
+        h("td", {}, m.active ? "" : h("button", { onclick: () => act("/api/models/activate", { model_version: m.model_version }, again) }, "activate")))))),
+      h("p", {}, h("button", { onclick: () => act("/api/models/rollback", {}, again) }, "roll back"))),
+    h("section", { id: "training" }, h("h2", {}, "Training"),
+      h("p", {}, h("span", { class: "badge", id: "training-state" }, training.state), " ", training.detail, " ",
+        h("span", { class: "muted" }, `${training.clips_available} clips available; last version ${training.last_version || "—"}`)),
+      h("button", { id: "train", onclick: () => act("/api/training", {}, again) }, "train a new version"), " ",
+      h("button", { onclick: () => act("/api/training/cancel", {}, again) }, "cancel training")));
+}
+
+// ---- router --------------------------------------------------------------------------------------------
+
+async function route() {
+  const view = document.getElementById("view");
+  const [path, search] = location.hash.slice(1).split("?");
+  feedListeners = [];
+  notice("");
+  try {
+    if (path.startsWith("/event/")) await eventView(view, decodeURIComponent(path.slice(7)));
+    else if (path === "/search") await searchView(view, new URLSearchParams(search));
+    else if (path === "/system") await systemView(view);
+    else liveView(view);
+  } catch (error) {
+    notice(error.message);
+  }
+}
+
+async function start() {
+  document.getElementById("token").value = localStorage.getItem(TOKEN_KEY) || "";
+  document.getElementById("login").addEventListener("submit", (submit) => {
+    submit.preventDefault();
+    localStorage.setItem(TOKEN_KEY, document.getElementById("token").value.trim());
+    location.reload();
+  });
+  window.addEventListener("hashchange", route);
+  follow();  // before the listing: an event between the two is then in one or the other
+  await route();
+  try {
+    (await api("/api/events")).events.forEach((e) => remember(e, false));
+    feedListeners.forEach((listener) => listener());
+  } catch (error) {
+    notice(error.message);
+  }
+}
+
+start();
