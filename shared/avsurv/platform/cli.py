@@ -4,9 +4,12 @@ services in one process: in-process bus, Qdrant local mode, embedded Redis)."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,6 +82,29 @@ def run_embedded(args: argparse.Namespace) -> int:
         runtime.wait(until=runtime.drained if args.exit_when_done else None)
     finally:
         runtime.stop()
+    return 0
+
+
+def run_dashboard(args: argparse.Namespace) -> int:
+    """The dashboard's gateway as its own process, a client of the API at ``--api`` (a Deployment beside
+    the search service); loaded by name, like a service."""
+    _logging()
+    try:
+        settings = _settings(args, dashboard_port=args.port)
+    except ConfigError as error:
+        print(f"avsurv dashboard: error: {error}", file=sys.stderr)
+        return 2
+    gateway = importlib.import_module("avsurv.services.dashboard")
+    dashboard = gateway.serve(args.api, args.host, settings.dashboard_port, settings.grpc_tls_cert)
+    logging.getLogger("avsurv").info("dashboard on %s for the API at %s", dashboard.url, args.api)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        stopped.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        dashboard.stop()
     return 0
 
 
@@ -218,6 +244,16 @@ def register_cli(sub: argparse._SubParsersAction, heads: argparse._SubParsersAct
                      help="stop once every camera's file is read and every clip is handled (open anomaly events "
                      "close after anomaly_run_idle_s)")
     run.set_defaults(func=run_embedded)
+
+    dashboard = sub.add_parser("dashboard", help="serve the web dashboard for a running platform's API",
+                               description="The dashboard's gateway alone (avsurv run and the demo start one "
+                               "themselves): a gRPC client of the API at --api, TLS trusting grpc_tls_cert when set; "
+                               "each user's token goes to the API with their calls.")
+    dashboard.add_argument("--api", default="127.0.0.1:50051", help="the API's HOST:PORT (default: 127.0.0.1:50051)")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; [::]: all)")
+    dashboard.add_argument("--port", type=int, help="port (default: dashboard_port, 8080)")
+    dashboard.add_argument("--config", type=Path, help="YAML file of settings")
+    dashboard.set_defaults(func=run_dashboard)
 
     check = sub.add_parser("health", help="ask a service's gRPC health endpoint (exit 0 when SERVING)")
     check.add_argument("--host", default="127.0.0.1")
