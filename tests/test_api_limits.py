@@ -240,7 +240,8 @@ class EpochsTrainer:
     epochs_run = 0
     control: api_pb2_grpc.ControlStub
 
-    def __init__(self, table: object, out_dir: Path, config: object, progress: bool, log: Callable[[str], None]):
+    def __init__(self, table: object, out_dir: Path, config: object, progress: bool, log: Callable[[str], None],
+                 stopping: Callable[[], bool]):
         self.out_dir, self.config, self.log = out_dir, config, log
         out_dir.mkdir(parents=True)
 

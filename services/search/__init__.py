@@ -11,6 +11,7 @@ import math
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -207,21 +208,34 @@ class AnomaliesServicer(api_pb2_grpc.AnomaliesServicer):
     @_handled_feed
     async def Watch(self, request: api_pb2.WatchAnomaliesRequest,
                     context: grpc.aio.ServicerContext) -> AsyncIterator[pb.AnomalyEvent]:
-        """A coroutine on the server's event loop: an open feed holds a queue, not a thread."""
+        """A coroutine on the server's event loop: an open feed holds a queue, not a thread. Its headers
+        are sent once it is subscribed: a caller that waits for them misses no later event."""
         limits.check_filters(request.camera_ids, request.detectors)
         with self.feed.subscription() as events:
+            await context.send_initial_metadata(())
             while True:
                 event = await events.get()
-                if event is None:
-                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                        f"this feed fell {FEED_BACKLOG} events behind; watch again")
+                if isinstance(event, FeedEnd):
+                    await context.abort(event.code, event.detail)
                 if _chosen(event, request):
                     yield event
 
 
+@dataclass(frozen=True)
+class FeedEnd:
+    """Ends a Watch call with this status (its feed fell behind, or the live events could not be read)."""
+
+    code: grpc.StatusCode
+    detail: str
+
+
+BEHIND = FeedEnd(grpc.StatusCode.RESOURCE_EXHAUSTED, f"this feed fell {FEED_BACKLOG} events behind; watch again")
+FAILED = FeedEnd(grpc.StatusCode.UNAVAILABLE, "the live events cannot be read now; watch again")
+
+
 class LiveFeed:
     """The registry's live events, read by one thread while anyone watches and handed to every watcher's
-    queue on its event loop; a watcher that falls :data:`FEED_BACKLOG` events behind gets None (its end)."""
+    queue on its event loop; a queue gets a :class:`FeedEnd` when its feed cannot go on."""
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
@@ -231,7 +245,7 @@ class LiveFeed:
 
     @contextlib.contextmanager
     def subscription(self) -> Iterator[asyncio.Queue]:
-        events: asyncio.Queue = asyncio.Queue(FEED_BACKLOG + 1)  # room for the None that ends it
+        events: asyncio.Queue = asyncio.Queue(FEED_BACKLOG + 1)  # room for the end
         with self._lock:
             self._queues[events] = asyncio.get_running_loop()
             if self._reader is None:
@@ -244,16 +258,21 @@ class LiveFeed:
                 self._queues.pop(events, None)
 
     def _read(self) -> None:
-        live = self.registry.live_events()
         try:
-            while self._watched():
-                message = live.get_message(timeout=FEED_POLL_S)
-                if message is not None and message["type"] == "message":
-                    self._hand_out(pb.AnomalyEvent.FromString(message["data"]))
-        except Exception:  # the state store went away: the watchers keep their feeds, a new one reads again
-            log.exception("search: the live event feed failed")
-        finally:
-            live.close()
+            live = self.registry.live_events()
+            try:
+                while self._watched():
+                    message = live.get_message(timeout=FEED_POLL_S)
+                    if message is not None and message["type"] == "message":
+                        self._hand_out(pb.AnomalyEvent.FromString(message["data"]))
+            finally:
+                live.close()
+        except Exception:
+            with self._lock:
+                watchers, self._reader = bool(self._queues), None  # the next watcher reads again
+            if watchers:  # with none left, this is the state store closing after the server
+                log.exception("search: the live events cannot be read")
+                self._hand_out(FAILED)
 
     def _watched(self) -> bool:
         """Whether anyone still watches; if not, the reader ends (the next watcher starts another)."""
@@ -262,18 +281,18 @@ class LiveFeed:
                 self._reader = None
             return self._reader is not None
 
-    def _hand_out(self, event: pb.AnomalyEvent) -> None:
+    def _hand_out(self, item: pb.AnomalyEvent | FeedEnd) -> None:
         with self._lock:
             for events, loop in list(self._queues.items()):
-                loop.call_soon_threadsafe(_offer, events, event)
+                loop.call_soon_threadsafe(_offer, events, item)
 
 
-def _offer(events: asyncio.Queue, event: pb.AnomalyEvent) -> None:
-    """On the watcher's loop: queue the event, or end a feed that has fallen too far behind."""
+def _offer(events: asyncio.Queue, item: pb.AnomalyEvent | FeedEnd) -> None:
+    """On the watcher's loop: queue the item, or end a feed that has fallen too far behind."""
     if events.qsize() < FEED_BACKLOG:
-        events.put_nowait(event)
+        events.put_nowait(item)
     elif events.qsize() == FEED_BACKLOG:
-        events.put_nowait(None)
+        events.put_nowait(BEHIND)
 
 
 def _chosen(event: pb.AnomalyEvent,
