@@ -32,8 +32,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 READ, CONTROL = "read-token-for-the-dashboard-test", "control-token-for-the-dashboard-test"
-SCENE_S = 16
-CALIBRATION_CLIPS = 6
+SCENE_S = 12
+CALIBRATION_CLIPS = 3
 """Stored clips per camera before the model is published: the embedder calibrates each camera on them."""
 LIVE_S = 60
 """Longest wait for the first live event: the scene is read at its own pace and scored as it comes."""
@@ -107,6 +107,7 @@ def test_the_dashboard_follows_a_live_scene_opens_events_and_finds_similar_clips
     # Events published while the page is open reach it through Watch: the feed marks them "new".
     live = page.locator("#feed tbody tr:has(.badge.new)")
     expect(live.first).to_be_visible(timeout=LIVE_S * 1000)
+    wait_for(platform.runtime.drained, 60, "the whole scene scored and indexed, so that it can be searched")
     page.wait_for_selector("svg.timeline circle.peak")
     _shot(page, "live")
 
@@ -119,7 +120,6 @@ def test_the_dashboard_follows_a_live_scene_opens_events_and_finds_similar_clips
         expect(page.locator("#no-frames")).to_be_visible()
     _shot(page, "event")
 
-    wait_for(platform.runtime.drained, 60, "the whole scene indexed, so that it can be searched")
     page.click("a.find[data-mode=av]")
     results = page.locator("#search .result")
     expect(results.first).to_be_visible()

@@ -116,11 +116,9 @@ function eventRow(entry) {
     h("td", {}, h("a", { href: `#/event/${encodeURIComponent(e.event_id)}` }, "open")));
 }
 
-function timeline(camera, list) {
+function timeline(camera, list, [t0, t1]) {
   const width = 1000, height = 140, pad = 24;
-  const times = list.flatMap((e) => [e.start_time, e.end_time]);
   const values = list.flatMap((e) => [e.peak_score, e.threshold]);
-  const [t0, t1] = [Math.min(...times), Math.max(...times) + 1];
   // Scores and thresholds sit close together (an untrained model's differ by hundredths): zoom on them.
   const margin = (Math.max(...values) - Math.min(...values)) * 0.25 || Math.abs(values[0]) * 0.05 || 1;
   const [v0, v1] = [Math.min(...values) - margin, Math.max(...values) + margin];
@@ -151,8 +149,13 @@ function liveView(view) {
     const entries = [...events.values()].sort((a, b) => b.event.start_time - a.event.start_time);
     body.replaceChildren(...entries.map(eventRow));
     const cameras = [...new Set(entries.map((entry) => entry.event.header.camera_id))].sort();
+    // One time axis for every camera, a little wider than its events, so that cameras line up.
+    const times = entries.flatMap((entry) => [entry.event.start_time, entry.event.end_time]);
+    const span = Math.max(...times) - Math.min(...times) || 10;
+    const domain = [Math.min(...times) - span * 0.05, Math.max(...times) + span * 0.05];
     timelines.replaceChildren(...cameras.map((camera) => h("div", {}, h("h3", {}, camera),
-      timeline(camera, entries.filter((entry) => entry.event.header.camera_id === camera).map((entry) => entry.event)))));
+      timeline(camera, entries.filter((entry) => entry.event.header.camera_id === camera).map((entry) => entry.event),
+        domain))));
   };
   view.replaceChildren(
     h("section", {}, h("h2", {}, "Live events"),
