@@ -113,12 +113,6 @@ class Gateway:
                 timeout=CALL_TIMEOUT_S, metadata=metadata),
             "/api/models/rollback": lambda: self.control.RollbackModel(
                 api_pb2.RollbackModelRequest(), timeout=CALL_TIMEOUT_S, metadata=metadata),
-            "/api/cameras": lambda: self.control.AddCamera(
-                api_pb2.AddCameraRequest(camera_id=str(body.get("camera_id", "")), source=str(body.get("source", ""))),
-                timeout=CALL_TIMEOUT_S, metadata=metadata),
-            "/api/cameras/remove": lambda: self.control.RemoveCamera(
-                api_pb2.RemoveCameraRequest(camera_id=str(body.get("camera_id", ""))), timeout=CALL_TIMEOUT_S,
-                metadata=metadata),
         }
         if path not in calls:
             raise KeyError(path)
