@@ -181,7 +181,7 @@ class Handler(BaseHTTPRequestHandler):
             self._json(HTTPStatus.OK, as_json(call()))
         except KeyError:
             self._json(HTTPStatus.NOT_FOUND, {"error": f"no endpoint {self.path}"})
-        except RequestError as error:
+        except (RequestError, ValueError, TypeError) as error:  # the latter two: a body's field of a wrong type
             self._json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
         except grpc.RpcError as error:
             self._json(HTTP_STATUS.get(error.code(), HTTPStatus.BAD_GATEWAY),
