@@ -1,10 +1,14 @@
 """Faults (issue 14 item 2): the anomaly detector dying between publishing an event and recording it, and
-the chaos run: the distributed deployment with its services, the broker and Redis killed with SIGKILL at
-seeded random points and restarted, checked by an independent Kafka client (librdkafka) that de-duplicates
-nothing. The long variant is ``python bench/chaos.py`` (docs/RESULTS.md)."""
+the chaos run (``bench/chaos.py``): the distributed deployment (the six services as separate processes, a
+Kafka-protocol broker, Redis, Qdrant local mode shared on disk) with each of its services, the broker and
+Redis killed with SIGKILL at seeded random points and restarted, checked by an independent Kafka client
+(librdkafka) that de-duplicates nothing, and searched over gRPC. The long variant is ``python bench/chaos.py``
+(docs/RESULTS.md)."""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,15 +18,20 @@ import pytest
 from realparts import kafka_broker, redis_server
 
 from avsurv.adapters.artifacts import DirectoryArtifacts
+from avsurv.adapters.bus import Bus, InProcessBus, Message
 from avsurv.adapters.kafka_bus import KafkaBus
 from avsurv.adapters.state import connect_state
 from avsurv.constants import EMBEDDING_DIM
 from avsurv.learning.calibration import Calibration
 from avsurv.learning.scores import clip_scores
 from avsurv.platform.messages import ANOMALIES, EMBEDDINGS, header
-from avsurv.platform.registry import ModelRecord, Registry
+from avsurv.platform.registry import CameraState, ModelRecord, Registry
 from avsurv.services.anomaly_detector import AnomalyService
 from avsurv.v1 import messages_pb2 as pb
+
+_SPEC = importlib.util.spec_from_file_location("chaos_bench", Path(__file__).resolve().parents[1] / "bench/chaos.py")
+chaos = sys.modules["chaos_bench"] = importlib.util.module_from_spec(_SPEC)  # dataclasses look their module up
+_SPEC.loader.exec_module(chaos)
 
 VERSION, W = "v1", 0.5
 NORMAL, ODD = np.eye(EMBEDDING_DIM, dtype=np.float32)[:2]
@@ -32,6 +41,14 @@ class Died(BaseException):
     """The detector's death at a chosen point (a BaseException: no service loop catches it)."""
 
 
+def _register(registry: Registry) -> None:
+    """A model version, and cam0's calibration in it: threshold between a NORMAL and an ODD clip's score."""
+    registry.add_model(ModelRecord(version=VERSION, sha256="0" * 64, artifact_uri="", created_time=0.0, w=W,
+                                   profile="tiny"))
+    normal, odd = clip_scores(np.stack([NORMAL, NORMAL]), np.stack([NORMAL, ODD]), W)
+    registry.set_calibration(VERSION, "cam0", Calibration(mean=(normal + odd) / 2, std=0.0, w=W))
+
+
 @pytest.fixture
 def parts(tmp_path: Path) -> Iterator[tuple[KafkaBus, Registry]]:
     """A broker with the anomalies and embeddings topics, and a registry holding a calibrated version."""
@@ -39,18 +56,14 @@ def parts(tmp_path: Path) -> Iterator[tuple[KafkaBus, Registry]]:
         bus = KafkaBus(broker, partitions=2, max_poll_interval_ms=5_000)
         bus.ensure_topics([EMBEDDINGS, ANOMALIES])
         registry = Registry(connect_state(redis_url), "site")
-        registry.add_model(ModelRecord(version=VERSION, sha256="0" * 64, artifact_uri="", created_time=0.0, w=W,
-                                       profile="tiny"))
-        normal, odd = clip_scores(np.stack([NORMAL, NORMAL]), np.stack([NORMAL, ODD]), W)
-        registry.set_calibration(VERSION, "cam0", Calibration(mean=(normal + odd) / 2, std=0.0, w=W))
+        _register(registry)
         yield bus, registry
         bus.close()
 
 
-def _publish_clips(bus: KafkaBus) -> None:
-    """cam0's clips 100-104 s: 101-102 anomalous, then normal ones that end the event."""
-    for second in range(100, 105):
-        z_a = ODD if second in (101, 102) else NORMAL
+def _publish_clips(bus: Bus, clips: list[tuple[int, np.ndarray]]) -> None:
+    """cam0's embeddings: (second, z_a) each, z_v always NORMAL (ODD audio makes the clip anomalous)."""
+    for second, z_a in clips:
         bus.publish(EMBEDDINGS, "cam0", pb.Embedding(
             header=header("site", "cam0", f"cam0:{second * 1000}", float(second)), model_version=VERSION,
             z_v=NORMAL, z_a=z_a, has_audio=True, point_id=str(second), w=W).SerializeToString())
@@ -70,35 +83,13 @@ def _run_until(detector: AnomalyService, done, steps: int = 60) -> None:
     raise AssertionError("the detector did not get there")
 
 
-def _events_seen(bootstrap: str) -> list[str]:
-    """Event ids on the anomalies topic as an independent client (librdkafka) reads them, duplicates kept:
-    every partition from its start to its end, assigned (no consumer group to join)."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "operators", "enable.auto.commit": False})
-    try:
-        partitions = consumer.list_topics(ANOMALIES, timeout=10).topics[ANOMALIES].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(ANOMALIES, p), timeout=10)[1] for p in partitions}
-        consumer.assign([TopicPartition(ANOMALIES, p, OFFSET_BEGINNING) for p in partitions])
-        ids, read = [], dict.fromkeys(partitions, 0)
-        deadline = time.monotonic() + 30
-        while any(read[p] < ends[p] for p in partitions) and time.monotonic() < deadline:
-            message = consumer.poll(1.0)
-            if message is not None and message.error() is None:
-                ids.append(pb.AnomalyEvent.FromString(message.value()).event_id)
-                read[message.partition()] = message.offset() + 1
-    finally:
-        consumer.close()
-    return ids
-
-
 @pytest.mark.parametrize("dies_after", ["publish", "pending"])
 def test_a_detector_dying_before_it_records_an_event_neither_repeats_nor_loses_it(
         parts: tuple[KafkaBus, Registry], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dies_after: str) -> None:
     """Dying once the event is on the topic (``publish``) must not publish it again after the restart; dying
     once it is marked pending but before the send (``pending``) must still publish it."""
     bus, registry = parts
-    _publish_clips(bus)
+    _publish_clips(bus, [(100, NORMAL), (101, ODD), (102, ODD), (103, NORMAL), (104, NORMAL)])
     first = _detector(bus, registry, tmp_path)
 
     def die(*args: object, **kwargs: object) -> None:
@@ -115,6 +106,47 @@ def test_a_detector_dying_before_it_records_an_event_neither_repeats_nor_loses_i
     second = _detector(bus, registry, tmp_path)
     _run_until(second, lambda: second.tracker.pending() == 0 and len(registry.events(None, None, 10)) == 1)
     second.close()
-    ids = _events_seen(bus.bootstrap_servers)
+    ids = [pb.AnomalyEvent.FromString(v).event_id for v in chaos.read_topic(bus.bootstrap_servers, ANOMALIES)]
     assert len(ids) == 1, f"the anomalies topic holds {len(ids)} copies of the event"
     assert [pb.AnomalyEvent.FromString(p).event_id for p in registry.events(None, None, 10)] == ids
+
+
+def test_a_commit_refused_by_a_rebalance_fails_nothing_and_the_messages_come_again(
+        parts: tuple[KafkaBus, Registry]) -> None:
+    """A member too slow for the group's poll interval (a loaded machine) is dropped; its commit is refused,
+    which must not fail the step, and it gets the uncommitted messages again when it polls."""
+    bus, _ = parts
+    slow = KafkaBus(bus.bootstrap_servers, partitions=2, max_poll_interval_ms=2_000)
+    _publish_clips(bus, [(100, NORMAL), (101, NORMAL)])
+    subscription = slow.subscribe("slow", [EMBEDDINGS])
+    first: list[Message] = []
+    while len(first) < 2:
+        first += subscription.poll(timeout_s=1.0)
+    time.sleep(4.0)  # past the poll interval: the member leaves the group
+    subscription.commit(first[-1])
+    again: list[Message] = []
+    deadline = time.monotonic() + 30
+    while len(again) < 2 and time.monotonic() < deadline:
+        again += subscription.poll(timeout_s=1.0)
+    subscription.close()
+    assert sorted((m.partition, m.offset) for m in again) == sorted((m.partition, m.offset) for m in first)
+
+
+def test_an_event_waits_for_the_seconds_its_camera_has_captured_instead_of_splitting(tmp_path: Path) -> None:
+    """A stage upstream restarting holds the clips after a run longer than ``anomaly_run_idle_s``: the run
+    waits for them (the camera's state says it captured them) and makes one event, not two."""
+    with redis_server(tmp_path) as redis_url:
+        bus, registry = InProcessBus(), Registry(connect_state(redis_url), "site")
+        _register(registry)
+        detector = AnomalyService(bus, registry, DirectoryArtifacts(tmp_path / "artifacts"), tmp_path / "cache",
+                                  run_idle_s=0.2, detector="eq5")
+        registry.report_camera(CameraState("cam0", "rtsp://camera", "streaming", last_capture_time=110.0))
+        _publish_clips(bus, [(100, ODD), (101, ODD)])
+        _run_until(detector, lambda: detector.tracker.pending() == 2)  # held by the open run
+        time.sleep(0.5)
+        detector.step()
+        _publish_clips(bus, [(102, ODD), (103, NORMAL)])
+        _run_until(detector, lambda: detector.tracker.pending() == 0)
+        events = [pb.AnomalyEvent.FromString(v) for v in bus.recent(ANOMALIES, "cam0", 10)]
+        assert [(e.start_time, e.end_time) for e in events] == [(100.0, 103.0)]
+

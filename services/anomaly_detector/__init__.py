@@ -282,6 +282,8 @@ class AnomalyService(Worker):
             self.tracker.done(message)
             return
         PROCESSED.labels(self.name_).inc()
+        if _slot(message) in self._holders:
+            return  # polled again after a rebalance while a run holds it: the run marks it done
         h, version = embedding.header, embedding.model_version
         if h.capture_time <= self._last_seen.get(h.camera_id, -math.inf):
             self.tracker.done(message)  # redelivered after an upstream restart: already scored

@@ -23,7 +23,7 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import CommitFailedError, TopicAlreadyExistsError
 from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata
 
@@ -198,7 +198,14 @@ class KafkaSubscription:
         offset = message.offset + 1
         if offset <= self._committed.get(partition, -1):
             return  # never move a committed offset backwards
-        self.consumer.commit({partition: OffsetAndMetadata(offset, "", -1)})
+        try:
+            self.consumer.commit({partition: OffsetAndMetadata(offset, "", -1)})
+        except CommitFailedError as error:
+            # The group took the partition back (this member was too slow or away): its next owner, maybe this
+            # member after rejoining at its next poll, gets the uncommitted messages again (idempotent work).
+            log.warning("kafka: commit of %s[%d] up to %d refused, the group rebalanced: %s", message.topic,
+                        message.partition, offset, error)
+            return
         self._committed[partition] = offset
 
     def close(self) -> None:
