@@ -156,6 +156,11 @@ def test_the_gateway_refuses_posts_that_are_not_json(platform: Platform) -> None
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 415
+    request = urllib.request.Request(dashboard.url + "api/training", data=b'{"epochs": "many"}', method="POST",
+                                     headers={"Authorization": f"Bearer {CONTROL}", "Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 400
     request = urllib.request.Request(dashboard.url + "api/models",
                                      headers={"Authorization": f"Bearer {READ}"})
     with urllib.request.urlopen(request, timeout=10) as response:
