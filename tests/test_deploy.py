@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +16,10 @@ import kubernetes_validate
 import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from kafka.errors import KafkaTimeoutError
 
 from avsurv.platform.config import Settings, load_settings
-from avsurv.platform.runtime import LIVENESS, SERVICES, Runtime
+from avsurv.platform.runtime import LIVENESS, SERVICES, Runtime, ensure_topics_when_up
 from tests.platformkit import wait_for
 from tests.realparts import redis_server_process
 
@@ -404,3 +405,25 @@ def test_liveness_stays_serving_while_a_dependency_is_down(tmp_path: Path) -> No
             assert _health(runtime.port, LIVENESS) == serving
         finally:
             runtime.stop()
+
+
+class _LateKafka:
+    """A bus whose broker answers from the third try on."""
+
+    bootstrap_servers = "kafka:9092"
+
+    def __init__(self, failures: int) -> None:
+        self.tries, self.failures = 0, failures
+
+    def ensure_topics(self, topics: Sequence[str]) -> None:
+        self.tries += 1
+        if self.tries <= self.failures:
+            raise KafkaTimeoutError("Unable to bootstrap from kafka:9092")
+
+
+def test_a_service_waits_for_kafka_at_start_instead_of_exiting() -> None:
+    late = _LateKafka(failures=2)
+    ensure_topics_when_up(late, wait_s=1.0, retry_s=0.01)
+    assert late.tries == 3
+    with pytest.raises(KafkaTimeoutError):  # a broker that never comes exits the process in the end
+        ensure_topics_when_up(_LateKafka(failures=1000), wait_s=0.05, retry_s=0.01)

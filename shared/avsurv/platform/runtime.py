@@ -12,12 +12,14 @@ import json
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from kafka.errors import KafkaError
 from prometheus_client import start_http_server
 
 from avsurv.adapters.artifacts import Artifacts
@@ -43,6 +45,10 @@ LIVENESS = "avsurv.liveness"
 dependencies do: the liveness probe's (readiness asks the overall status, which a failing dependency
 turns NOT_SERVING, and an outage of Redis must not restart every pod)."""
 VECTOR_SERVICES = ("embedding", "search")
+KAFKA_START_WAIT_S = 240.0
+"""How long a service keeps trying Kafka at start before it exits: a broker that comes up after the services,
+or restarts, delays them instead of crash-looping them. Under the startup probe's 300 s (k8s/services.yaml)."""
+KAFKA_RETRY_S = 5.0
 log = logging.getLogger("avsurv")
 
 
@@ -83,9 +89,23 @@ def open_bus(settings: Settings, embedded: bool) -> Bus:
                        replication_factor=settings.kafka_replication_factor,
                        max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
                        security=settings.kafka_client_options())
-        bus.ensure_topics(TOPICS)
+        ensure_topics_when_up(bus)
         return bus
     raise ValueError(f"bus must be inprocess:// or kafka://HOST:PORT, got {settings.bus!r}")
+
+
+def ensure_topics_when_up(bus: KafkaBus, wait_s: float = KAFKA_START_WAIT_S, retry_s: float = KAFKA_RETRY_S) -> None:
+    """Creates the topics once Kafka answers, trying for ``wait_s`` (each try waits for the client's bootstrap)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            bus.ensure_topics(TOPICS)
+            return
+        except KafkaError as error:
+            if time.monotonic() + retry_s > deadline:
+                raise
+            log.warning("kafka at %s: %s; trying again in %.0f s", bus.bootstrap_servers, error, retry_s)
+            time.sleep(retry_s)
 
 
 def open_state(settings: Settings) -> redis.Redis:
