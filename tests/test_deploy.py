@@ -6,7 +6,9 @@ services need; and the liveness health name under a real dependency outage."""
 from __future__ import annotations
 
 import copy
+import os
 import re
+import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from kafka.errors import KafkaTimeoutError
 
 from avsurv.platform.config import Settings, load_settings
 from avsurv.platform.runtime import LIVENESS, SERVICES, Runtime, ensure_topics_when_up
-from tests.platformkit import wait_for
+from tests.platformkit import small_scene, untrained_model, wait_for
 from tests.realparts import redis_server_process
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -427,3 +429,32 @@ def test_a_service_waits_for_kafka_at_start_instead_of_exiting() -> None:
     assert late.tries == 3
     with pytest.raises(KafkaTimeoutError):  # a broker that never comes exits the process in the end
         ensure_topics_when_up(_LateKafka(failures=1000), wait_s=0.05, retry_s=0.01)
+
+
+READ_ONLY_RUN = """
+set -eu
+mount --bind "$WRITABLE" "$WRITABLE"
+for mount in $(awk '{print $2}' /proc/self/mounts | grep -v '^/proc\\|^/sys\\|^/dev' | sort -u); do
+  [ "$mount" = "$WRITABLE" ] || mount -o remount,bind,ro "$mount" 2>/dev/null || true
+done
+if touch "$INPUTS/probe" 2>/dev/null; then echo "the root is writable" >&2; exit 3; fi
+exec avsurv run --camera cam0="$INPUTS/scene/cam0.mp4" --model "$INPUTS/model" --data-dir "$WRITABLE/data" \\
+  --grpc-port 0 --dashboard-port 0 --exit-when-done
+"""
+
+
+@pytest.mark.skipif(os.environ.get("AVSURV_READ_ONLY_ROOT") != "1", reason="opt-in (AVSURV_READ_ONLY_ROOT=1, root): "
+                    "about 30 s, longer than the CI budget allows")
+def test_the_services_run_with_a_read_only_root(tmp_path: Path) -> None:
+    """readOnlyRootFilesystem: the six services in one process, in a mount namespace where every file system is
+    read-only but the data dir and TMPDIR (the emptyDirs of k8s/services.yaml), read a camera to its end."""
+    inputs, writable = tmp_path / "inputs", tmp_path / "writable"
+    small_scene(inputs / "scene", duration_s=6, cameras=1)
+    untrained_model(inputs / "model", seed=1)
+    (writable / "tmp").mkdir(parents=True)
+    env = {**os.environ, "INPUTS": str(inputs), "WRITABLE": str(writable), "TMPDIR": str(writable / "tmp"),
+           "HOME": str(inputs)}
+    run = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", READ_ONLY_RUN],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Read-only file system" not in run.stderr
