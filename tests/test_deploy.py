@@ -6,6 +6,7 @@ services need; and the liveness health name under a real dependency outage."""
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import re
 import subprocess
@@ -37,8 +38,14 @@ SECRET_KEYS = {"AVSURV_STATE_PASSWORD", "AVSURV_KAFKA_SASL_USERNAME", "AVSURV_KA
 Docs = list[dict[str, Any]]
 
 
+@functools.cache
+def _parsed() -> tuple[dict[str, Any], ...]:
+    return tuple(doc for path in sorted((ROOT / "k8s").glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()))
+
+
 def manifests() -> Docs:
-    return [doc for path in sorted((ROOT / "k8s").glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text())]
+    """The manifests, a fresh copy for each caller (the defect tests change theirs)."""
+    return copy.deepcopy(list(_parsed()))
 
 
 def secret_example() -> dict[str, Any]:
@@ -444,7 +451,7 @@ exec avsurv run --camera cam0="$INPUTS/scene/cam0.mp4" --model "$INPUTS/model" -
 
 
 @pytest.mark.skipif(os.environ.get("AVSURV_READ_ONLY_ROOT") != "1", reason="opt-in (AVSURV_READ_ONLY_ROOT=1, root): "
-                    "about 30 s, longer than the CI budget allows")
+                    "about 45 s, longer than the CI budget allows")
 def test_the_services_run_with_a_read_only_root(tmp_path: Path) -> None:
     """readOnlyRootFilesystem: the six services in one process, in a mount namespace where every file system is
     read-only but the data dir and TMPDIR (the emptyDirs of k8s/services.yaml), read a camera to its end."""
