@@ -147,6 +147,7 @@ def fake_qdrant() -> Iterator[str]:
 
 
 @pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
+@pytest.mark.filterwarnings("ignore:Failed to obtain server version")
 def test_qdrant_api_key_and_replication_reach_the_server(fake_qdrant: str) -> None:
     settings = load_settings(environ={**SECRETS, "AVSURV_VECTORS": fake_qdrant,
                                       "AVSURV_VECTORS_REPLICATION_FACTOR": "2"})
