@@ -187,15 +187,24 @@ class MediaReader:
     def _packets(self) -> Iterator[av.Packet]:
         streams = [s for s in (self._video, self._audio) if s is not None]
         demuxer = self._container.demux(*streams)
+        unknown = 0
         while True:
             try:
                 packet = next(demuxer)
             except StopIteration:
-                return
+                break
             except (av.FFmpegError, OSError) as error:
                 self.end_reason = f"reading stopped early: {_reason(error)}"
-                return
+                break
+            except IndexError:
+                # A packet of a stream that appeared after opening (a damaged MPEG-TS PID): PyAV's demuxer
+                # fails on it and ends; a new one reads on from the next packet.
+                unknown += 1
+                demuxer = self._container.demux(*streams)
+                continue
             yield packet
+        if unknown:
+            self.notes.append(f"{unknown} packets of streams that appeared mid-file were skipped")
 
     def _decode(self, packet: av.Packet) -> list[av.AudioFrame | av.VideoFrame]:
         try:
