@@ -24,6 +24,8 @@ import av
 import mediagen as mg
 import pytest
 
+from avsurv.media import Segmenter
+
 FILES = int(os.environ.get("AVSURV_FUZZ_MEDIA", "36"))
 SEED = int(os.environ.get("AVSURV_FUZZ_SEED", "14"))
 DATA = Path(__file__).parent / "data"
@@ -163,3 +165,11 @@ def test_damaged_media_is_segmented_or_refused_with_a_reason(tmp_path: Path, see
               f"{dict(outcomes)}, worker peak memory {peak:.0f} MB")
     assert failures == [], "\n".join(failures[:10])
     assert peak <= MEMORY_BOUND_MB
+
+
+def test_a_stream_announced_mid_file_is_skipped_with_a_note() -> None:
+    """The long variant's finding (seed 1): a bit flip in a generated MPEG-TS scene announces a stream after
+    the file was opened; PyAV's demuxer ended with IndexError on its packet."""
+    segmenter = Segmenter(DATA / "damaged-ts-stream-mid-file.ts")
+    assert sum(1 for _ in segmenter) == 3
+    assert any("appeared mid-file" in note for note in segmenter.report.notes)
