@@ -18,7 +18,7 @@ lost is counted apart (chunks missing inside their session's sequence, stored cl
 topic, events the detector recorded but missing from the anomalies topic). A kill of ingest restarts its file
 cameras from their beginning (a new session, new clip ids): the expected clips follow the chunks published.
 
-    python bench/chaos.py                        # the long variant: 24 kills, 4 cameras, 90 s paced
+    python bench/chaos.py                        # the long variant: 24 kills, 3 cameras, 60 s paced
     python bench/chaos.py --kills 8 --cameras 2 --duration 30 --seed 1
 
 tests/test_chaos.py runs a short variant in CI.
@@ -37,7 +37,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -71,6 +71,12 @@ RESTART_PAUSE_S = (0.2, 2.0)
 """How long a killed part stays down, drawn per kill."""
 WARM_UP_POINTS = 6
 """Kills start once the first clips are indexed (the model version is active and its calibration fixed)."""
+PATIENCE_S = 600.0
+"""The longest wait for one stage (the first clips, every camera read, every clip indexed): generous, as a
+loaded machine slows everything; only a stage that never gets there should fail."""
+MAX_POLL_INTERVAL_MS = 15_000
+"""Tansu completes a group join only after this long (docs/ARCHITECTURE.md), so every restart waits for it; a
+shorter one drops members of a loaded machine from their groups over and over (a batch takes longer)."""
 S3_ENV = {"AWS_ACCESS_KEY_ID": "chaos", "AWS_SECRET_ACCESS_KEY": "chaos", "AWS_DEFAULT_REGION": "us-east-1",
           "AWS_ALLOW_HTTP": "true"}
 BUCKET = "tansu"
@@ -96,6 +102,7 @@ class Figures:
     broker_lost_chunks: int = 0
     broker_lost_clips: int = 0
     broker_lost_events: int = 0
+    cameras_stuck: int = 0
     run_s: float = 0.0
 
     @property
@@ -105,7 +112,7 @@ class Figures:
     def clean(self) -> bool:
         """Nothing lost or repeated by the platform (the broker's own losses are counted apart)."""
         return not (self.clips_lost or self.points_duplicated or self.events_lost or self.events_duplicated
-                    or self.events_unexpected)
+                    or self.events_unexpected or self.cameras_stuck)
 
 
 class Part:
@@ -267,7 +274,7 @@ class Deployment:
               say: Callable[[str], None]) -> None:
         """Once the first clips are indexed, ``kills`` seeded kills over ``window_s`` seconds, each part started
         again after a short random pause."""
-        wait_for(lambda: (c := self.collection()) is not None and self.vectors.count(c) >= WARM_UP_POINTS, 180,
+        wait_for(lambda: (c := self.collection()) is not None and self.vectors.count(c) >= WARM_UP_POINTS, PATIENCE_S,
                  "the first embeddings")
         started = time.monotonic()
         for at, target in schedule(rng, kills, window_s):
@@ -279,11 +286,14 @@ class Deployment:
             time.sleep(rng.uniform(*RESTART_PAUSE_S))
             part.start()
 
-    def settle(self) -> None:
-        """Waits for every camera read to its end, every stored clip indexed and the detector's runs closed."""
-        wait_for(lambda: all(s.serving() for s in self.services.values()), 180, "every service to serve again")
-        wait_for(lambda: {c.status for c in self.registry.camera_states()} == {"finished"}, 300,
-                 "every camera read")
+    def settle(self, figures: Figures) -> None:
+        """Waits for every camera read to its end (those that never get there are counted as stuck), every
+        stored clip indexed and the detector's runs closed."""
+        wait_for(lambda: all(s.serving() for s in self.services.values()), PATIENCE_S, "every service to serve again")
+        with suppress(AssertionError):
+            wait_for(lambda: {c.status for c in self.registry.camera_states()} == {"finished"}, PATIENCE_S,
+                     "every camera read")
+        figures.cameras_stuck = sum(c.status != "finished" for c in self.registry.camera_states())
         archive, stable = ClipArchive(self.env["AVSURV_CLIP_STORE"]), []
 
         def indexed() -> bool:
@@ -291,7 +301,7 @@ class Deployment:
             return (len(stable) > 10 and len(set(stable[-10:])) == 1
                     and self.vectors.count(self.collection() or "") >= stable[-1])
 
-        wait_for(indexed, 300, "every stored clip indexed", poll_s=1.0)
+        wait_for(indexed, PATIENCE_S, "every stored clip indexed", poll_s=1.0)
         time.sleep(RUN_IDLE_S + 5)  # the last runs close after RUN_IDLE_S without clips
 
     def count(self, figures: Figures) -> None:
@@ -324,7 +334,7 @@ def run(work: Path, *, seed: int, kills: int, cameras: int, duration_s: float,
     figures = Figures(seed, cameras, duration_s, kills=dict.fromkeys(TARGETS, 0))
     with deployment(work, seed=seed, cameras=cameras, duration_s=duration_s) as platform:
         platform.chaos(random.Random(seed), kills, max(5.0, duration_s - 5.0), figures, say)
-        platform.settle()
+        platform.settle(figures)
         platform.count(figures)
     figures.run_s = round(time.monotonic() - started, 1)
     return figures
@@ -335,7 +345,7 @@ def _environment(work: Path, parts: dict[str, Part]) -> dict[str, str]:
             "AVSURV_STATE": f"redis://127.0.0.1:{parts[REDIS].port}/0",
             "AVSURV_VECTORS": f"local-shared://{work / 'qdrant'}", "AVSURV_DATA_DIR": str(work / "data"),
             "AVSURV_ARTIFACTS": str(work / "artifacts"), "AVSURV_CLIP_STORE": str(work / "clips"),
-            "AVSURV_KAFKA_MAX_POLL_INTERVAL_MS": "5000", "AVSURV_BATCH_SIZE": "4",
+            "AVSURV_KAFKA_MAX_POLL_INTERVAL_MS": str(MAX_POLL_INTERVAL_MS), "AVSURV_BATCH_SIZE": "4",
             "AVSURV_ANOMALY_RUN_IDLE_S": str(RUN_IDLE_S), "AVSURV_REALTIME_FILES": "true",
             "AVSURV_PARTITIONS": "2", "AVSURV_ANOMALY_DETECTOR": "eq5"}  # the planted calibration is Eq. 5's
 
@@ -406,8 +416,8 @@ def _sequence_gaps(chunks: list[pb.Chunk]) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=24)
-    parser.add_argument("--cameras", type=int, default=4)
-    parser.add_argument("--duration", type=float, default=90.0, help="seconds of paced video per camera")
+    parser.add_argument("--cameras", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of paced video per camera")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, help="keep the run's files (logs) here")
     args = parser.parse_args(argv)

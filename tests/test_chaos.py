@@ -8,11 +8,13 @@ Redis killed with SIGKILL at seeded random points and restarted, checked by an i
 from __future__ import annotations
 
 import importlib.util
+import random
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 from realparts import kafka_broker, redis_server
@@ -24,9 +26,11 @@ from avsurv.adapters.state import connect_state
 from avsurv.constants import EMBEDDING_DIM
 from avsurv.learning.calibration import Calibration
 from avsurv.learning.scores import clip_scores
+from avsurv.platform.archive import ClipArchive
 from avsurv.platform.messages import ANOMALIES, EMBEDDINGS, header
 from avsurv.platform.registry import CameraState, ModelRecord, Registry
 from avsurv.services.anomaly_detector import AnomalyService
+from avsurv.v1 import api_pb2, api_pb2_grpc
 from avsurv.v1 import messages_pb2 as pb
 
 _SPEC = importlib.util.spec_from_file_location("chaos_bench", Path(__file__).resolve().parents[1] / "bench/chaos.py")
@@ -150,3 +154,27 @@ def test_an_event_waits_for_the_seconds_its_camera_has_captured_instead_of_split
         events = [pb.AnomalyEvent.FromString(v) for v in bus.recent(ANOMALIES, "cam0", 10)]
         assert [(e.start_time, e.end_time) for e in events] == [(100.0, 103.0)]
 
+
+CI_KILLS = 8
+"""Each of the six services, the broker and Redis once (seeded order and times); the long variant does 24."""
+
+
+def test_six_processes_killed_at_random_with_the_broker_and_redis_lose_and_repeat_nothing(tmp_path: Path) -> None:
+    figures = chaos.Figures(seed=3, cameras=2, duration_s=24, kills=dict.fromkeys(chaos.TARGETS, 0))
+    with chaos.deployment(tmp_path, seed=3, cameras=2, duration_s=24) as platform:
+        platform.chaos(random.Random(3), CI_KILLS, 15.0, figures, print)
+        platform.settle(figures)
+        platform.count(figures)
+        with grpc.insecure_channel(f"127.0.0.1:{platform.services['search'].port}") as channel:
+            clip = sorted(ClipArchive(platform.env["AVSURV_CLIP_STORE"]).clip_ids("cam1"))[5]
+            response = api_pb2_grpc.EventSearchStub(channel).Search(api_pb2.SearchRequest(
+                clip_id=clip, top_k=3, exclusion_s=3, separation_s=2))
+        assert len(response.results) == 3 and response.model_version == platform.registry.active_version()
+        # Each camera's embedding statistics went on from the registry through the kills: every clip counts.
+        stats = platform.registry.all_camera_stats(platform.registry.active_version())
+        assert sum(s.count for s in stats.values()) >= figures.clips_stored
+    print(figures)
+    assert set(figures.kills.values()) == {1}
+    assert figures.clips_expected > 0 and figures.events_expected > 0
+    assert figures.clips_lost == figures.points_duplicated == 0
+    assert figures.events_lost == figures.events_duplicated == figures.events_unexpected == figures.cameras_stuck == 0
