@@ -5,17 +5,23 @@ called with the dashboard user's own bearer token, so a read token sees and only
 
 Why these parts: the gateway is the standard library's ``ThreadingHTTPServer`` (a thread per request, the
 live feed included; operators' dashboards number in the tens) plus ``google.protobuf.json_format``, so it
-adds no dependency; the page is plain ES modules with no build step (``static/``)."""
+adds no dependency; the page is plain ES modules with no build step (``static/``).
+
+Cross-site protection: a request whose ``Host`` is not an IP address, a loopback name or one of the configured
+``dashboard_hosts`` is refused (421), which defeats DNS rebinding (a hostile page's name re-pointed at this
+server still sends its own name as ``Host``); a POST whose ``Origin`` is not this host, or that the browser
+marks cross-site or same-site (another port of localhost is same-site), is refused (403)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import mimetypes
 import queue
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from avsurv.v1 import api_pb2, api_pb2_grpc
 
@@ -35,6 +42,8 @@ CALL_TIMEOUT_S = 15.0
 KEEPALIVE_S = 10.0
 """A quiet live feed sends a comment this often: the write finds a closed browser tab, whose Watch call
 the gateway then cancels."""
+READY_TIMEOUT_S = 2.0
+"""Longest wait for the API's health answer on /readyz (the kubelet's probe times out after 5 s)."""
 LIST_LIMIT = 200
 """Events the live page loads before the feed takes over."""
 MODES = {"av": api_pb2.SEARCH_MODE_AUDIO_VISUAL, "audio": api_pb2.SEARCH_MODE_AUDIO,
@@ -46,6 +55,10 @@ HTTP_STATUS = {grpc.StatusCode.UNAUTHENTICATED: HTTPStatus.UNAUTHORIZED,
                grpc.StatusCode.FAILED_PRECONDITION: HTTPStatus.CONFLICT,
                grpc.StatusCode.UNAVAILABLE: HTTPStatus.SERVICE_UNAVAILABLE,
                grpc.StatusCode.DEADLINE_EXCEEDED: HTTPStatus.GATEWAY_TIMEOUT}
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+"""Host names always served (IP addresses are too: a rebinding attack needs a name)."""
+SAME_ORIGIN_FETCHES = frozenset({"same-origin", "none"})
+"""Sec-Fetch-Site values of a POST the gateway accepts (none: typed by the user, not sent by a page)."""
 log = logging.getLogger("avsurv.dashboard")
 
 
@@ -75,10 +88,40 @@ def _number(query: dict[str, str], name: str, kind: type = float) -> Any:
         raise RequestError(f"{name} must be a number, got {query[name]!r}") from None
 
 
+def host_name(host_header: str) -> str:
+    """The name of a ``Host`` header, without its port (``[::1]:8080`` -> ``::1``), lower case."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def allowed_host(host_header: str, hosts: Collection[str]) -> bool:
+    """An IP address, a loopback name or a configured name (``.example.com``: it and its subdomains)."""
+    name = host_name(host_header).rstrip(".")
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    return name in LOOPBACK_HOSTS or any(name == h or (h.startswith(".") and f".{name}".endswith(h)) for h in hosts)
+
+
+def cross_site(origin: str | None, fetch_site: str | None, host_header: str) -> str:
+    """Why a POST comes from another site ('' when it does not): an ``Origin`` that is not this host, or
+    ``Sec-Fetch-Site`` saying so. A request with neither header is not a browser's (curl, scripts)."""
+    if fetch_site is not None and fetch_site.lower() not in SAME_ORIGIN_FETCHES:
+        return f"a {fetch_site} request"
+    if origin is not None and urlsplit(origin).netloc.lower() != host_header.strip().lower():
+        return f"origin {origin} is not this host"
+    return ""
+
+
 class Gateway:
     """The API calls behind the page's JSON endpoints; ``metadata`` is the user's token, if any."""
 
     def __init__(self, channel: grpc.Channel) -> None:
+        self.health = health_pb2_grpc.HealthStub(channel)
         self.search = api_pb2_grpc.EventSearchStub(channel)
         self.anomalies = api_pb2_grpc.AnomaliesStub(channel)
         self.control = api_pb2_grpc.ControlStub(channel)
@@ -146,6 +189,14 @@ class Gateway:
                 setattr(request, name, _number(query, name))
         return request
 
+    def api_ready(self) -> bool:
+        """The API answers its health check with SERVING (the check needs no token)."""
+        try:
+            answer = self.health.Check(health_pb2.HealthCheckRequest(), timeout=READY_TIMEOUT_S)
+        except grpc.RpcError:
+            return False
+        return answer.status == health_pb2.HealthCheckResponse.SERVING
+
     def watch(self, metadata: list[tuple[str, str]], camera: str = "") -> grpc.Call:
         """The API's live feed (an iterator of events that is also the call, to cancel it)."""
         request = api_pb2.WatchAnomaliesRequest(camera_ids=[camera] if camera else [])
@@ -153,7 +204,8 @@ class Gateway:
 
 
 class Handler(BaseHTTPRequestHandler):
-    gateway: Gateway  # set on the server's subclass (see serve)
+    gateway: Gateway  # these two: set on the server's subclass (see serve)
+    hosts: frozenset[str]
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -187,10 +239,25 @@ class Handler(BaseHTTPRequestHandler):
             self._json(HTTP_STATUS.get(error.code(), HTTPStatus.BAD_GATEWAY),
                        {"error": error.details(), "code": error.code().name})
 
+    def _foreign_host(self) -> bool:
+        """Answers 421 to a request for a host this gateway does not serve (DNS rebinding)."""
+        host = self.headers.get("Host", "")
+        if allowed_host(host, self.hosts):
+            return False
+        self._json(HTTPStatus.MISDIRECTED_REQUEST, {"error": f"host {host!r} is not served here (dashboard_hosts)"})
+        return True
+
     def do_GET(self) -> None:
+        if self._foreign_host():
+            return
         url = urlsplit(self.path)
         query = {name: values[-1] for name, values in parse_qs(url.query).items()}
-        if url.path == "/api/watch":
+        if url.path == "/healthz":
+            self._json(HTTPStatus.OK, {"status": "serving"})
+        elif url.path == "/readyz":
+            ready = self.gateway.api_ready()
+            self._json(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, {"api_serving": ready})
+        elif url.path == "/api/watch":
             self._watch(query.get("camera", ""))
         elif url.path.startswith("/api/"):
             self._api(lambda: self.gateway.get(url.path, query, self._metadata()))
@@ -198,6 +265,13 @@ class Handler(BaseHTTPRequestHandler):
             self._static(url.path)
 
     def do_POST(self) -> None:
+        if self._foreign_host():
+            return
+        refused = cross_site(self.headers.get("Origin"), self.headers.get("Sec-Fetch-Site"),
+                             self.headers.get("Host", ""))
+        if refused:
+            self._json(HTTPStatus.FORBIDDEN, {"error": f"cross-site request refused: {refused}"})
+            return
         # JSON only: a cross-site form cannot send it without the browser asking first (CORS preflight).
         if self.headers.get("Content-Type", "").split(";")[0] != "application/json":
             self._json(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {"error": "send application/json"})
@@ -282,11 +356,13 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a live feed's thread must not hold the process at exit
 
 
-def serve(api_target: str, host: str, port: int, tls_cert: str = "") -> Dashboard:
+def serve(api_target: str, host: str, port: int, tls_cert: str = "", hosts: Collection[str] = ()) -> Dashboard:
     """Starts the gateway on ``host:port`` (0: any free port) for the API at ``api_target``, in a daemon
-    thread. Raises OSError when the port cannot be bound."""
+    thread; ``hosts``: the names it answers to besides loopback and IP addresses (``dashboard_hosts``).
+    Raises OSError when the port cannot be bound."""
     channel = api_channel(api_target, tls_cert)
-    handler = type("BoundHandler", (Handler,), {"gateway": Gateway(channel)})
+    names = frozenset(h.strip().lower().rstrip(".") for h in hosts if h.strip())
+    handler = type("BoundHandler", (Handler,), {"gateway": Gateway(channel), "hosts": names})
     address = host.strip("[]")
     server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6}) if ":" in address else _Server
     server = server_class((address, port), handler)
@@ -295,7 +371,8 @@ def serve(api_target: str, host: str, port: int, tls_cert: str = "") -> Dashboar
     return Dashboard(server, channel, f"http://{shown}:{server.server_address[1]}/")
 
 
-def serve_embedded(grpc_host: str, grpc_port: int, port: int, tls_cert: str = "") -> Dashboard:
+def serve_embedded(grpc_host: str, grpc_port: int, port: int, tls_cert: str = "",
+                   hosts: Collection[str] = ()) -> Dashboard:
     """The dashboard of one process's platform (``avsurv run``, the demo): on the API's bind address, calling
     the API on this machine (as the demo does: TLS trusting the configured certificate)."""
-    return serve(f"127.0.0.1:{grpc_port}", grpc_host, port, tls_cert)
+    return serve(f"127.0.0.1:{grpc_port}", grpc_host, port, tls_cert, hosts)

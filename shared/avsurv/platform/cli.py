@@ -95,7 +95,8 @@ def run_dashboard(args: argparse.Namespace) -> int:
         print(f"avsurv dashboard: error: {error}", file=sys.stderr)
         return 2
     gateway = importlib.import_module("avsurv.services.dashboard")
-    dashboard = gateway.serve(args.api, args.host, settings.dashboard_port, settings.grpc_tls_cert)
+    dashboard = gateway.serve(args.api, args.host, settings.dashboard_port, settings.grpc_tls_cert,
+                              settings.dashboard_hosts)
     logging.getLogger("avsurv").info("dashboard on %s for the API at %s", dashboard.url, args.api)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())

@@ -68,6 +68,9 @@ class Settings(BaseModel):
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus metrics port (0: none)")
     dashboard_port: int = Field(8080, ge=0, le=65535, description="web dashboard port of avsurv run and the demo, "
                                 "on the gRPC bind address (0: none; services/dashboard)")
+    dashboard_hosts: list[str] = Field(default_factory=list, description="host names the dashboard answers to "
+                                       "besides loopback names and IP addresses ('.example.com': and its "
+                                       "subdomains); others are refused (DNS rebinding)")
     partitions: int = Field(4, ge=1, description="partitions per topic when the services create them")
     kafka_max_poll_interval_ms: int = Field(300_000, ge=1_000, description="Kafka consumer max poll interval")
     kafka_replication_factor: int = Field(1, ge=1, description="replicas of each topic the services create (3 "
@@ -267,4 +270,4 @@ def _parse_list(raw: str) -> list[str]:
 
 
 _PARSERS = {"cameras": _parse_cameras, "heads": _parse_heads, "api_camera_schemes": _parse_list,
-            "api_camera_roots": _parse_list, "privacy": _parse_privacy}
+            "api_camera_roots": _parse_list, "dashboard_hosts": _parse_list, "privacy": _parse_privacy}

@@ -180,7 +180,8 @@ def start_dashboard(settings: Settings, host: str, grpc_port: int) -> Any | None
         return None
     dashboard = importlib.import_module("avsurv.services.dashboard")
     try:
-        return dashboard.serve_embedded(host, grpc_port, settings.dashboard_port, settings.grpc_tls_cert)
+        return dashboard.serve_embedded(host, grpc_port, settings.dashboard_port, settings.grpc_tls_cert,
+                                        settings.dashboard_hosts)
     except OSError as error:
         log.warning("no dashboard: cannot listen on %s port %d: %s", host, settings.dashboard_port, error.strerror)
         return None
