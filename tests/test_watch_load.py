@@ -24,6 +24,7 @@ WATCH_S = 60.0
 SLOWDOWN = 5.0
 """Loaded p95 at most this many times the baseline p95, plus :data:`SLACK_MS` (a shared CI machine)."""
 SLACK_MS = 20.0
+SPARE_THREADS = 4
 
 
 def test_two_hundred_open_watch_streams_leave_health_and_search_answering(tmp_path: Path) -> None:
@@ -33,5 +34,6 @@ def test_two_hundred_open_watch_streams_leave_health_and_search_answering(tmp_pa
         baseline, loaded = result["baseline"][call], result["loaded"][call]
         assert baseline["failed"] == loaded["failed"] == 0, result
         assert loaded["p95_ms"] <= SLOWDOWN * baseline["p95_ms"] + SLACK_MS, result
-    # the client's channels may each start a thread; the server starts none per stream
-    assert result["threads_added"] <= result["channels"] + 1, result
+    # the client's channels may each start a thread, the server its one live-event reader (and a few spare);
+    # the old server took one of its 16 worker threads per stream
+    assert result["threads_added"] <= result["channels"] + SPARE_THREADS, result
