@@ -23,7 +23,7 @@ WATCH_S = 60.0
 """The streams' deadline: where the server leaves some unstarted, the test fails then rather than hang."""
 SLOWDOWN = 5.0
 """Loaded p95 at most this many times the baseline p95, plus :data:`SLACK_MS` (a shared CI machine)."""
-SLACK_MS = 20.0
+SLACK_MS = 100.0
 SPARE_THREADS = 4
 
 
