@@ -33,6 +33,9 @@ CRD_GROUPS = ("keda.sh/",)
 SINGLETONS = {"ingest", "trainer", "anomaly-detector"}
 WORKLOADS = ("Deployment", "StatefulSet")
 BACKING = ("kafka", "qdrant", "redis")
+DASHBOARD = "dashboard"
+"""The web dashboard's Deployment: a client of the search service's API (services/dashboard), no store."""
+API = ("search", 50051)
 SECRET_KEYS = {"AVSURV_STATE_PASSWORD", "AVSURV_KAFKA_SASL_USERNAME", "AVSURV_KAFKA_SASL_PASSWORD",
                "AVSURV_VECTORS_API_KEY"}
 Docs = list[dict[str, Any]]
@@ -190,6 +193,56 @@ def default_deny_and_flows(docs: Docs) -> list[str]:
     return problems
 
 
+def _selects(selector: dict[str, Any], name: str) -> bool:
+    """Whether a podSelector picks the pods labelled ``app.kubernetes.io/name: name`` ({}: every pod)."""
+    labels = {"app.kubernetes.io/name": name}
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    return all(e["operator"] == "In" and labels.get(e["key"]) in e["values"]
+               for e in selector.get("matchExpressions", []))
+
+
+def _flows(docs: Docs, name: str) -> list[dict[str, Any]]:
+    """The allow policies (not the namespace-wide ones) that select ``name``'s pods."""
+    return [p for p in of_kind(docs, "NetworkPolicy")
+            if p["spec"]["podSelector"] and _selects(p["spec"]["podSelector"], name)]
+
+
+def every_workload_has_its_flows(docs: Docs) -> list[str]:
+    """Under default deny, a pod no allow rule names is cut off: every workload is reached (its clients, the
+    metrics scraper), and each Deployment calls something (the backing StatefulSets only answer)."""
+    problems = []
+    for doc in docs:
+        if doc["kind"] in WORKLOADS:
+            name = doc["metadata"]["name"]
+            directions = {kind for p in _flows(docs, name) for kind in p["spec"]["policyTypes"]}
+            needed = ("Ingress", "Egress") if doc["kind"] == "Deployment" else ("Ingress",)
+            problems += [f"{name}: no {kind} NetworkPolicy" for kind in needed if kind not in directions]
+    return problems
+
+
+def _is_dns(rule: dict[str, Any]) -> bool:
+    peers = rule.get("to", [])
+    return bool(peers) and all(peer.get("podSelector", {}).get("matchLabels") == {"k8s-app": "kube-dns"}
+                               for peer in peers)
+
+
+def dashboard_reaches_only_the_api(docs: Docs) -> list[str]:
+    """The dashboard's egress: the search API's port and DNS, nothing else (it reads no store)."""
+    problems = []
+    for policy in of_kind(docs, "NetworkPolicy"):
+        if not _selects(policy["spec"]["podSelector"], DASHBOARD):
+            continue
+        for rule in policy["spec"].get("egress", []):
+            peers = rule.get("to", [])
+            to_api = bool(peers) and all(set(peer) == {"podSelector"} and peer["podSelector"]
+                                         and _selects(peer["podSelector"], API[0]) for peer in peers)
+            ports = {port["port"] for port in rule.get("ports", [])}
+            if not _is_dns(rule) and not (to_api and ports == {API[1]}):
+                problems.append(f"{policy['metadata']['name']}: dashboard egress beyond {API[0]}:{API[1]}")
+    return problems
+
+
 def pinned_images(docs: Docs) -> list[str]:
     problems = []
     for name, pod in pod_specs(docs):
@@ -230,7 +283,8 @@ def kafka_log_dir_below_volume(docs: Docs) -> list[str]:
 
 CHECKS: list[Callable[[Docs], list[str]]] = [
     restricted_pods, separate_probes, claims_with_class, singletons_recreated, lag_autoscaling,
-    disruption_and_spread, default_deny_and_flows, pinned_images, secrets_by_reference, kafka_log_dir_below_volume]
+    disruption_and_spread, default_deny_and_flows, every_workload_has_its_flows, dashboard_reaches_only_the_api,
+    pinned_images, secrets_by_reference, kafka_log_dir_below_volume]
 
 
 def test_every_manifest_is_valid_for_the_kubernetes_api() -> None:
@@ -307,6 +361,20 @@ def _break_flow(docs: Docs) -> None:
     _drop(docs, "NetworkPolicy", "services-to-redis")
 
 
+def _break_dashboard_flows(docs: Docs) -> None:
+    _drop(docs, "NetworkPolicy", "dashboard-to-search-egress")
+
+
+def _break_dashboard_egress(docs: Docs) -> None:
+    egress = next(p for p in of_kind(docs, "NetworkPolicy") if p["metadata"]["name"] == "services-to-redis-egress")
+    egress["spec"]["podSelector"]["matchExpressions"][0]["values"].append(DASHBOARD)
+
+
+def _break_dashboard_open_egress(docs: Docs) -> None:
+    egress = next(p for p in of_kind(docs, "NetworkPolicy") if p["metadata"]["name"] == "dashboard-to-search-egress")
+    del egress["spec"]["egress"][0]["to"]
+
+
 def _break_image(docs: Docs) -> None:
     _container(docs, "ingest")["image"] = "avsurv:latest"
 
@@ -326,8 +394,10 @@ DEFECTS = [(restricted_pods, _break_security), (restricted_pods, _break_namespac
            (claims_with_class, _break_claim), (singletons_recreated, _break_singleton),
            (lag_autoscaling, _break_scaled_replicas), (lag_autoscaling, _break_partitions),
            (disruption_and_spread, _break_budget), (default_deny_and_flows, _break_default_deny),
-           (default_deny_and_flows, _break_flow), (pinned_images, _break_image), (secrets_by_reference, _break_secret),
-           (kafka_log_dir_below_volume, _break_log_dir)]
+           (default_deny_and_flows, _break_flow), (every_workload_has_its_flows, _break_dashboard_flows),
+           (dashboard_reaches_only_the_api, _break_dashboard_egress),
+           (dashboard_reaches_only_the_api, _break_dashboard_open_egress), (pinned_images, _break_image),
+           (secrets_by_reference, _break_secret), (kafka_log_dir_below_volume, _break_log_dir)]
 
 
 @pytest.mark.parametrize(("check", "defect"), DEFECTS, ids=lambda f: f.__name__)
@@ -340,9 +410,10 @@ def test_each_check_catches_its_defect(check: Callable[[Docs], list[str]], defec
 def test_each_service_is_a_deployment_with_resources_and_the_settings_it_reads() -> None:
     docs = manifests()
     deployments = {d["metadata"]["name"]: d for d in of_kind(docs, "Deployment")}
-    assert set(deployments) == set(SERVICES)
+    assert set(deployments) == {*SERVICES, DASHBOARD}
     assert {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"} == {"avsurv"}
-    for name, deployment in deployments.items():
+    for name in SERVICES:
+        deployment = deployments[name]
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         assert container["args"] == ["serve", name]
         assert container["livenessProbe"]["grpc"] == {"port": 50051, "service": LIVENESS}
@@ -353,6 +424,22 @@ def test_each_service_is_a_deployment_with_resources_and_the_settings_it_reads()
     assert set(secret_example()["stringData"]) == SECRET_KEYS
     for key in {*config_map(docs), *SECRET_KEYS}:
         assert key.removeprefix("AVSURV_").lower() in Settings.model_fields, key
+
+
+def test_the_dashboard_deployment_runs_the_gateway_against_the_api_with_http_probes() -> None:
+    docs = manifests()
+    pod = _deployment(docs, DASHBOARD)["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    args = container["args"]
+    assert args[0] == DASHBOARD and args[args.index("--api") + 1].split(".")[0] + f":{API[1]}" == "search:50051"
+    assert args[args.index("--port") + 1] == str(container["ports"][0]["containerPort"])
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert set(container["resources"]) == {"requests", "limits"}
+    assert "envFrom" not in container and not any("persistentVolumeClaim" in v for v in pod["volumes"])  # no store
+    assert {e["name"].removeprefix("AVSURV_").lower() for e in container["env"]} <= set(Settings.model_fields)
+    service = next(s for s in of_kind(docs, "Service") if s["metadata"]["name"] == DASHBOARD)
+    assert service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
 
 
 def test_kafka_retention_fits_its_volume() -> None:
@@ -370,7 +457,7 @@ def test_kafka_retention_fits_its_volume() -> None:
 def test_compose_runs_the_six_services_hardened_beside_kafka_qdrant_and_redis() -> None:
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     services = compose["services"]
-    assert set(services) == {*SERVICES, "kafka", "qdrant", "redis", "shared-init"}
+    assert set(services) == {*SERVICES, DASHBOARD, "kafka", "qdrant", "redis", "shared-init"}
     kafka = services["kafka"]
     assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
     kafka_volume = next(v.split(":")[1] for v in kafka["volumes"] if isinstance(v, str) and v.startswith("kafka-data"))
@@ -389,6 +476,9 @@ def test_compose_runs_the_six_services_hardened_beside_kafka_qdrant_and_redis() 
         assert all(key.removeprefix("AVSURV_").lower() in Settings.model_fields for key in env)
         assert all(env[key].startswith("${") for key in SECRET_KEYS - {"AVSURV_KAFKA_SASL_USERNAME"})
     assert "--requirepass" not in str(services["redis"])
+    dashboard = services[DASHBOARD]  # outside the internal network: it reaches search, not the stores
+    assert dashboard["command"][:3] == [DASHBOARD, "--api", "search:50051"] and "avsurv" not in dashboard["networks"]
+    assert "/readyz" in str(dashboard["healthcheck"]["test"])
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "torch==2.13.0" in dockerfile and 'ENTRYPOINT ["avsurv"]' in dockerfile
 
