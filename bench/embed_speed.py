@@ -1,0 +1,137 @@
+"""CPU embedding speed (issue 17 item 3): clips/s through ``LoadedModel.embed``, before and after, in one run.
+
+    python bench/embed_speed.py [--profile tiny] [--batch 8] [--clips 64] [--rounds 5] [--threads 1]
+
+Rows, each the median over ``--rounds`` rounds that time every row once in turn (so a change in the
+machine's load hits all rows alike; the load average is printed before and after):
+- ``before``: ``LoadedModel.embed`` with the crop input as it was (``np.take_along_axis`` gather, then a
+  strided float copy), kept here only;
+- ``after``: ``LoadedModel.embed`` as it is;
+- ``ceiling: encoders' forward``: both encoders alone on inputs already made (float crops, log-mels): what
+  the model costs whatever is done around it;
+- ``ceiling: forward on pooled input`` (profiles whose X3D pools its input, e.g. ``tiny``'s 4x4): the same
+  with the pooling done before the float conversion, i.e. the visual encoder fed [B, 3, 5, 56, 56];
+- ``JPEG decode``: Pillow decoding a clip's 5 frames (what the embedding service does to a clips-topic
+  message before ``LoadedModel.embed``), at full size and with ``draft()`` DCT scaling to 1/4, for scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from encoder_speed import random_clips
+
+from avsurv.constants import CROP_OFFSETS, CROP_SIZE
+from avsurv.media.clipstore import decode_jpeg, encode_jpeg
+from avsurv.models import build_model
+from avsurv.models.inputs import VIEWS, CropInput
+from avsurv.platform.model_versions import LoadedModel
+
+DRAFT_SCALE = 4
+"""JPEG DCT scaling factor tried for the decode row (Pillow's draft() offers 1/2, 1/4 and 1/8)."""
+
+
+def legacy_crop_tensor(self: CropInput, frames: np.ndarray, view: np.ndarray,
+                       background: np.ndarray | None = None) -> torch.Tensor:
+    """``CropInput.tensor`` before issue 17 item 3, for the ``before`` row."""
+    offsets = np.asarray(CROP_OFFSETS)[view]
+    columns = offsets[:, None] + np.arange(CROP_SIZE)[None, :]
+    cropped = np.take_along_axis(frames, columns[:, None, None, :, None], axis=3)
+    return torch.from_numpy(cropped).permute(0, 4, 1, 2, 3).float().div_(255.0)
+
+
+def decode_drafted(data: bytes) -> np.ndarray:
+    image = Image.open(io.BytesIO(data))
+    image.draft("RGB", (image.width // DRAFT_SCALE, image.height // DRAFT_SCALE))
+    return np.asarray(image.convert("RGB"))
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
+def rows(profile: str, batch: int, clip_count: int) -> dict[str, Callable[[], object]]:
+    """Each row's work on ``clip_count`` clips, in batches of ``batch``."""
+    torch.manual_seed(0)
+    model = LoadedModel("bench", build_model(profile).eval(), {"profile": profile, "method": "bench"})
+    clips = random_clips(clip_count)
+    batches = [clips[i : i + batch] for i in range(0, clip_count, batch)]
+    visual, audio = model.model.encoders["visual"], model.model.encoders["audio"]
+    frames = np.stack([clip.frames for clip in batches[0]])
+    log_mel = torch.from_numpy(np.stack([clip.log_mel for clip in batches[0]]))
+    crops = [model.model.visual_input.tensor(frames, np.full(len(frames), view)) for view in range(VIEWS)]
+
+    def before() -> None:
+        with mock.patch.object(CropInput, "tensor", legacy_crop_tensor):
+            for part in batches:
+                model.embed(part)
+
+    def after() -> None:
+        for part in batches:
+            model.embed(part)
+
+    def forward(encoder: torch.nn.Module, inputs: list[torch.Tensor]) -> Callable[[], None]:
+        @torch.inference_mode()
+        def run() -> None:
+            for _ in batches:
+                for tensor in inputs:
+                    encoder(tensor)
+                audio(log_mel)
+        return run
+
+    table: dict[str, Callable[[], object]] = {"before": before, "after": after,
+                                              "ceiling: encoders' forward": forward(visual, crops)}
+    pool = getattr(visual, "input_pool", None)
+    if isinstance(pool, torch.nn.AvgPool3d):
+        unpooled = copy.deepcopy(visual)
+        unpooled.input_pool = torch.nn.Identity()
+        table["ceiling: forward on pooled input"] = forward(unpooled, [pool(x) for x in crops])
+    jpegs = [[encode_jpeg(frame) for frame in clip.frames] for clip in clips]
+    table["JPEG decode, full size"] = lambda: [[decode_jpeg(j) for j in clip] for clip in jpegs]
+    table[f"JPEG decode, draft 1/{DRAFT_SCALE}"] = lambda: [[decode_drafted(j) for j in clip] for clip in jpegs]
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="tiny")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--clips", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads, {os.cpu_count()} CPUs, "
+          f"load average {load_average()}")
+    table = rows(args.profile, args.batch, args.clips)
+    timings: dict[str, list[float]] = {name: [] for name in table}
+    for run in table.values():
+        run()  # warm-up: oneDNN primitives, allocator
+    for _ in range(args.rounds):
+        for name, run in table.items():
+            started = time.perf_counter()
+            run()
+            timings[name].append(time.perf_counter() - started)
+    rates = {name: args.clips / statistics.median(seconds) for name, seconds in timings.items()}
+    print(f"{args.profile}, batch {args.batch}, {args.clips} clips per round, median of {args.rounds} rounds; "
+          f"load average now {load_average()}")
+    for name, rate in rates.items():
+        print(f"  {name:<36} {rate:8.1f} clips/s  x{rate / rates['before']:.2f} before")
+
+
+if __name__ == "__main__":
+    main()
