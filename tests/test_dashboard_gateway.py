@@ -14,8 +14,10 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from realparts import free_port
 
 from avsurv.platform.config import load_settings
+from avsurv.platform.runtime import start_dashboard
 from avsurv.services.dashboard import Dashboard, allowed_host, serve
 from avsurv.v1 import api_pb2, api_pb2_grpc
 
@@ -52,18 +54,23 @@ class Setup:
 
     def request(self, method: str, path: str, host: str = "", headers: dict[str, str] | None = None,
                 body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
-        """One request with the given ``Host`` (default: 127.0.0.1:PORT), as a browser or curl would send it."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        sent = {"Host": host or f"127.0.0.1:{self.port}", **(headers or {})}
-        data = None if body is None else json.dumps(body).encode()
-        if data is not None:
-            sent["Content-Type"] = "application/json"
-        try:
-            connection.request(method, path, body=data, headers=sent)
-            response = connection.getresponse()
-            return response.status, json.loads(response.read() or b"{}")
-        finally:
-            connection.close()
+        return _request(self.port, method, path, host, headers, body)
+
+
+def _request(port: int, method: str, path: str, host: str = "", headers: dict[str, str] | None = None,
+             body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    """One request with the given ``Host`` (default: 127.0.0.1:PORT), as a browser or curl would send it."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    sent = {"Host": host or f"127.0.0.1:{port}", **(headers or {})}
+    data = None if body is None else json.dumps(body).encode()
+    if data is not None:
+        sent["Content-Type"] = "application/json"
+    try:
+        connection.request(method, path, body=data, headers=sent)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+    finally:
+        connection.close()
 
 
 @pytest.fixture
@@ -131,7 +138,15 @@ def test_liveness_is_the_process_and_readiness_the_api_s_health(setup: Setup) ->
     assert setup.request("GET", "/healthz")[0] == 200
 
 
-def test_dashboard_hosts_is_a_comma_separated_setting() -> None:
+def test_dashboard_hosts_is_a_comma_separated_setting_that_reaches_the_embedded_gateway() -> None:
     settings = load_settings(environ={"AVSURV_DASHBOARD_HOSTS": "dash.example.org, .example.net"})
     assert settings.dashboard_hosts == ["dash.example.org", ".example.net"]
     assert load_settings(environ={}).dashboard_hosts == []
+    port = free_port()
+    dashboard = start_dashboard(settings.model_copy(update={"dashboard_port": port}), "127.0.0.1", 1)
+    assert dashboard is not None
+    try:  # no API behind it: liveness only
+        assert _request(port, "GET", "/healthz", host="cams.example.net")[0] == 200
+        assert _request(port, "GET", "/healthz", host="attacker.example")[0] == 421
+    finally:
+        dashboard.stop()
