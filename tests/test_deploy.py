@@ -20,11 +20,11 @@ import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kafka.errors import KafkaTimeoutError
+from platformkit import small_scene, untrained_model, wait_for
+from realparts import redis_server_process
 
 from avsurv.platform.config import Settings, load_settings
 from avsurv.platform.runtime import LIVENESS, SERVICES, Runtime, ensure_topics_when_up
-from tests.platformkit import small_scene, untrained_model, wait_for
-from tests.realparts import redis_server_process
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S_VERSION = "1.30"
