@@ -16,12 +16,12 @@ from typing import Any, ClassVar
 import pytest
 import redis
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from realparts import redis_server
 
 from avsurv.adapters import kafka_bus
 from avsurv.platform.config import ConfigError, load_settings
 from avsurv.platform.messages import TOPICS
 from avsurv.platform.runtime import open_bus, open_server_vectors, open_state
-from tests.realparts import redis_server
 
 SECRETS = {"AVSURV_KAFKA_SASL_PASSWORD": "kafka-secret-1", "AVSURV_STATE_PASSWORD": "redis-secret-2",
            "AVSURV_VECTORS_API_KEY": "qdrant-secret-3"}
