@@ -7,32 +7,36 @@ clip per camera per second; search speed does not depend on training), the per-q
 of audio-visual queries by clip (top 10, exclusion and separation 60 s):
 - exact scan (baseline): ``avsurv.tasks.search.search`` over every clip, as ``avsurv search`` does;
 - platform: ``SearchServicer.Search`` called directly (no gRPC transport): the query clip's vectors read
-  back from Qdrant, the nearest ``CANDIDATES`` points per modality from Qdrant, then the exact Eq. 5
-  re-rank of those. Qdrant runs in local mode (the embedded deployment), the registry in an embedded Redis.
-Also printed: the agreement (the share of the exact scan's results that the platform also returns), and
-how long filling Qdrant took. Each path gets one untimed warm-up query.
+  back from the vector store, the nearest ``CANDIDATES`` points per modality from it, then the exact Eq. 5
+  re-rank of those. The store is the embedded deployment's (``local://``: HNSW indexes in process,
+  avsurv.adapters.ann), the registry an embedded Redis.
+Also printed: recall@10 (the share of the exact scan's results that the platform also returns), how long
+filling the store took (its indexes built as the embedder builds them, a batch at a time) and the
+process's resident memory after it. Each path gets one untimed warm-up query.
 
-Qdrant's local mode commits every point to SQLite on its own: on this machine's disk that took 2 to 14 ms
-per point in trials (100k points: 3 to 25 minutes), so the store is written to /dev/shm (tmpfs) where there
-is one. Queries read local mode's
-in-memory copy, so where the file lives does not change their latency. Qdrant itself warns that local
-mode is not meant for more than 20,000 points: a site of that size runs a Qdrant server (HNSW index),
-which Docker-less machines like this one cannot run, so it is not measured here.
+The store is written to /dev/shm (tmpfs) where there is one, so that the figures measure the engine rather
+than this machine's disk. Run alone, it keeps torch and BLAS to one thread (per-core figures, steady on a
+busy machine); building the indexes uses every core.
 """
 
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy and torch load: per-core figures
 
 import argparse
 import statistics
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -52,7 +56,7 @@ from avsurv.v1 import api_pb2
 CAMERAS = 4
 TOP_K = 10
 UPSERT_POINTS = 1000
-"""Points per upsert while filling Qdrant (the embedder upserts one batch of clips at a time)."""
+"""Points per upsert while filling the store (the embedder upserts one batch of clips at a time)."""
 EPOCH = 1_767_225_600.0
 """Capture time of the first indexed second (2026-01-01)."""
 
@@ -95,13 +99,11 @@ def fill(vectors: QdrantVectors, collection: str, version: str, index: Embedding
     """Upserts every clip as the embedding service does; seconds taken."""
     started = time.perf_counter()
     vectors.ensure_collection(collection)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Local mode is not recommended", UserWarning)
-        for start in range(0, len(index), UPSERT_POINTS):
-            rows = range(start, min(start + UPSERT_POINTS, len(index)))
-            vectors.upsert(collection, version, [Point(str(index.clip_id[i]), index.z_v[i], index.z_a[i], {
-                "camera_id": str(index.camera_id[i]), "capture_time": float(index.capture_time[i]),
-                "has_audio": True, "media_uri": str(index.source[i])}) for i in rows])
+    for start in range(0, len(index), UPSERT_POINTS):
+        rows = range(start, min(start + UPSERT_POINTS, len(index)))
+        vectors.upsert(collection, version, [Point(str(index.clip_id[i]), index.z_v[i], index.z_a[i], {
+            "camera_id": str(index.camera_id[i]), "capture_time": float(index.capture_time[i]),
+            "has_audio": True, "media_uri": str(index.source[i])}) for i in rows])
     return time.perf_counter() - started
 
 
@@ -123,6 +125,7 @@ def measure_size(size: int, queries: int, log: Callable[[str], None] = print) ->
             version = publish_model(untrained_model(root / "model", seed=0), registry, artifacts, None).version
             collection = collection_name("bench", version)
             fill_s = fill(vectors, collection, version, index)
+            rss_gb = psutil.Process().memory_info().rss / 1e9
             vectors.set_alias(alias_name("bench"), collection)
             servicer = SearchServicer(vectors, registry, artifacts, root / "cache")
 
@@ -138,13 +141,13 @@ def measure_size(size: int, queries: int, log: Callable[[str], None] = print) ->
     # Exclusion and separation can leave fewer than TOP_K results: the share of the exact scan's results.
     overlap = statistics.mean(len(set(a) & set(b)) / len(b) for a, b in zip(platform_ids, exact_ids, strict=True))
     result = {"clips": size, "queries": queries, "fill_s": fill_s, "exact": summary(exact_s),
-              "platform": summary(platform_s), "agreement": overlap}
+              "platform": summary(platform_s), "agreement": overlap, "rss_gb": rss_gb}
     result["p50_ratio_platform_to_exact"] = result["platform"]["p50_s"] / result["exact"]["p50_s"]
     log(f"{size:>7} clips: exact scan p50 {result['exact']['p50_s'] * 1e3:.0f} ms, p95 "
-        f"{result['exact']['p95_s'] * 1e3:.0f} ms | platform (Qdrant local + re-rank) p50 "
+        f"{result['exact']['p95_s'] * 1e3:.0f} ms | platform (embedded HNSW + re-rank) p50 "
         f"{result['platform']['p50_s'] * 1e3:.0f} ms, p95 {result['platform']['p95_s'] * 1e3:.0f} ms "
-        f"(x{result['p50_ratio_platform_to_exact']:.2f} the exact scan at p50) | agreement {overlap:.2f} | "
-        f"Qdrant filled in {fill_s:.0f} s")
+        f"(x{result['p50_ratio_platform_to_exact']:.2f} the exact scan at p50) | recall@10 {overlap:.2f} | "
+        f"store filled in {fill_s:.0f} s, process RSS {rss_gb:.1f} GB")
     return result
 
 
@@ -163,6 +166,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000], help="indexed clips")
     parser.add_argument("--queries", type=int, default=20, help="timed queries per size (default 20)")
     args = parser.parse_args()
+    torch.set_num_threads(1)
     if any(size <= args.queries or size < 2 for size in args.sizes) or args.queries < 1:
         parser.error("every size must exceed the number of queries")
     measure(args.sizes, args.queries, log=lambda line: print(line, flush=True))
