@@ -36,6 +36,7 @@ FULL_SCAN_POINTS = 10_000
 SAVE_EVERY = 20_000
 """Changed points after which an index is saved (and, at least, a quarter of its size)."""
 INITIAL_CAPACITY = 1024
+"""Labels a new collection has room for; the columns and indexes double when full."""
 
 
 @dataclass
@@ -305,11 +306,13 @@ class AnnStore:
     def _index_path(self, name: str, vector: str) -> Path:
         return self.path / f"{name}.{vector}.hnsw"
 
-    def _transaction(self) -> sqlite3.Connection:
+    def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
 
 
 class _Transaction:
+    """One SQLite write transaction: committed when the block ends, rolled back when it raises."""
+
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
 
