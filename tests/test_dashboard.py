@@ -1,7 +1,8 @@
 """The web dashboard (issue 16 items 4 and 5) in a real browser: Debian's headless Chromium driven by
 Playwright, against the embedded platform on a generated scene read at its own pace, as live cameras. The
 platform runs with API tokens, so the page must be given one: a read token sees, only a control token
-changes things. Screenshots go to docs/screenshots/ (shown in the README).
+changes things. Screenshots go to a temporary folder, or to docs/screenshots/ (shown in the README) with
+AVSURV_UPDATE_SCREENSHOTS=1, so a test run leaves the checkout as it was.
 
 Chromium is installed by the README's test command and .ci/run (``apt-get install chromium``); this test
 installs nothing and fails, rather than skips, without it."""
@@ -9,6 +10,8 @@ installs nothing and fails, rather than skips, without it."""
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -28,6 +31,7 @@ from avsurv.v1 import messages_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
+UPDATE_SCREENSHOTS = os.environ.get("AVSURV_UPDATE_SCREENSHOTS") == "1"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -83,8 +87,9 @@ def browser() -> Iterator[Browser]:
 
 
 def _shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    folder = SCREENSHOTS if UPDATE_SCREENSHOTS else Path(tempfile.gettempdir()) / "avsurv-screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
 def _log_in(page: Page, token: str) -> None:
