@@ -3,7 +3,7 @@
     python bench/service_memory.py [--duration 20] [--cameras 2]
 
 Distributed: the six services as ``avsurv serve NAME`` processes against a Kafka-protocol broker (Tansu),
-a Redis server and Qdrant local mode shared on disk (``local-shared://``), as tests/test_distributed.py
+a Redis server and Qdrant local mode shared on disk (``local-shared://``), as tests/test_chaos.py
 runs them, fed a generated scene read as fast as it decodes, and stopped with SIGTERM once every clip is
 indexed. Baseline, in the same run on the same scene: ``avsurv run --camera ... --exit-when-done`` (every
 service in one process: in-process bus, Qdrant local mode, an embedded Redis server as its child).
