@@ -38,13 +38,14 @@ class CropInput:
 
     def tensor(self, frames: np.ndarray, view: np.ndarray, background: np.ndarray | None = None) -> torch.Tensor:
         """uint8 [B, T, 224, 398, 3], view [B] in {0, 1} -> float32 [B, 3, T, 224, 224] in [0, 1]."""
-        # Channel planes first, as uint8 (a quarter of float32's bytes), then each crop is a run of contiguous
-        # rows converted to float in one copy: a gather (np.take_along_axis) and a strided float copy took 9x longer.
-        planes = torch.from_numpy(frames).permute(0, 4, 1, 2, 3).contiguous()  # [B, 3, T, H, W]
-        cropped = torch.empty((*planes.shape[:-1], CROP_SIZE), dtype=torch.float32)
+        # Per clip (its 1.3 MB stay in cache): channel planes as uint8, then the crop's contiguous rows converted
+        # and scaled in one pass. A gather (np.take_along_axis) and strided float copies took 3x longer.
+        video = torch.from_numpy(frames)
+        cropped = torch.empty((len(frames), 3, *frames.shape[1:3], CROP_SIZE), dtype=torch.float32)
         for clip, offset in enumerate(np.asarray(CROP_OFFSETS)[view]):
-            cropped[clip].copy_(planes[clip, ..., offset : offset + CROP_SIZE])
-        return cropped.div_(255.0)
+            planes = video[clip].permute(3, 0, 1, 2).contiguous()  # [3, T, H, W]
+            torch.div(planes[..., offset : offset + CROP_SIZE], 255.0, out=cropped[clip])
+        return cropped
 
 
 @dataclass(frozen=True)
