@@ -4,8 +4,8 @@
 
 Rows, each the median over ``--rounds`` rounds that time every row once in turn (so a change in the
 machine's load hits all rows alike; the load average is printed before and after):
-- ``before``: ``LoadedModel.embed`` with the crop input as it was (``np.take_along_axis`` gather, then a
-  strided float copy), kept here only;
+- ``before``: ``LoadedModel.embed`` as it was: the crop input's ``np.take_along_axis`` gather then a strided
+  float copy (kept here only), and ``embed_table`` under ``no_grad`` alone (without its ``inference_mode``);
 - ``after``: ``LoadedModel.embed`` as it is;
 - ``ceiling: encoders' forward``: both encoders alone on inputs already made (float crops, log-mels): what
   the model costs whatever is done around it;
@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from encoder_speed import random_clips
 
 from avsurv.constants import CROP_OFFSETS, CROP_SIZE
+from avsurv.learning import embed
 from avsurv.media.clipstore import decode_jpeg, encode_jpeg
 from avsurv.models import build_model
 from avsurv.models.inputs import VIEWS, CropInput
@@ -76,7 +77,8 @@ def rows(profile: str, batch: int, clip_count: int) -> dict[str, Callable[[], ob
     crops = [model.model.visual_input.tensor(frames, np.full(len(frames), view)) for view in range(VIEWS)]
 
     def before() -> None:
-        with mock.patch.object(CropInput, "tensor", legacy_crop_tensor):
+        with (mock.patch.object(CropInput, "tensor", legacy_crop_tensor),
+              mock.patch.object(embed, "embed_table", embed.embed_table.__wrapped__)):
             for part in batches:
                 model.embed(part)
 

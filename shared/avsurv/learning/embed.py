@@ -7,6 +7,7 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from avsurv.learning.data import ClipTable, iter_clips, table_from_clips
 from avsurv.learning.embeddings import EmbeddingSet
@@ -38,6 +39,7 @@ def embed_clips(model: AudioVisualModel, config: dict, clips: Iterable[Clip], ba
     return EmbeddingSet.concat(parts)
 
 
+@torch.inference_mode()  # cheaper than no_grad (no version counters), ~7 % on tiny; the results leave as numpy
 def embed_table(model: AudioVisualModel, config: dict, table: ClipTable, batch_size: int = 32) -> EmbeddingSet:
     """Embeds clips already loaded in memory as the model's profile stores them (e.g. those a model was
     trained on)."""
