@@ -20,8 +20,11 @@ from avsurv.platform.config import load_settings
 from avsurv.platform.messages import CLIPS, EMBEDDINGS, header
 from avsurv.platform.runtime import Runtime
 from avsurv.services.embedding import _Swap
+from avsurv.services.search import SearchServicer
+from avsurv.v1 import api_pb2
 from avsurv.v1 import messages_pb2 as pb
 
+DATA = Path(__file__).parent / "data"
 START = 1.7e9
 MIN_CLIPS = 12
 """Lowered from a minute so that the test embeds few clips."""
@@ -97,6 +100,18 @@ def test_the_embedder_standardizes_what_it_stores_and_publishes_per_camera(tmp_p
             np.testing.assert_allclose(embedding.z_v, hit.z_v, rtol=1e-6)
             np.testing.assert_allclose(embedding.z_a, hit.z_a, rtol=1e-6)
         assert ports.registry.camera_stats(version, "cam1").count == CLIPS_PER_CAMERA["cam1"] + LIVE
+
+        # An uploaded media query is searched in the same space: standardized with the site's pooled stats.
+        query = api_pb2.MediaQuery(data=(DATA / "parking-lot-cars.mp4").read_bytes(), offset=0.5)
+        servicers = {normalization: SearchServicer(ports.vectors, ports.registry, ports.artifacts,
+                                                   tmp_path / "cache", "cpu", normalization)
+                     for normalization in ("none", "camera")}
+        raw_v, raw_a, _, _ = servicers["none"]._media_query(query, version)
+        z_v, z_a, _, _ = servicers["camera"]._media_query(query, version)
+        pooled = SiteNormalization.of_cameras(ports.registry.all_camera_stats(version)).reference
+        expected = pooled.standardize(raw_v[None], raw_a[None])
+        np.testing.assert_allclose(z_v, expected[0][0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(z_a, expected[1][0], rtol=1e-5, atol=1e-5)
     finally:
         runtime.stop()
 

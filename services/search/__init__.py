@@ -23,6 +23,7 @@ from avsurv.clipids import clip_id as make_clip_id
 from avsurv.constants import SEARCH_EXCLUSION_S, SEARCH_SEPARATION_S
 from avsurv.errors import MediaError, TaskError
 from avsurv.learning.embeddings import EmbeddingSet
+from avsurv.learning.normalization import CAMERA, NONE, SiteNormalization
 from avsurv.media import Segmenter
 from avsurv.media.background import Backgrounds
 from avsurv.platform.config import Settings, without_credentials
@@ -91,9 +92,9 @@ def _handled_feed(method: Callable) -> Callable:
 
 class SearchServicer(api_pb2_grpc.EventSearchServicer):
     def __init__(self, vectors: QdrantVectors, registry: Registry, artifacts: Artifacts, cache_dir: Path,
-                 device: str = "auto") -> None:
+                 device: str = "auto", normalization: str = NONE) -> None:
         self.vectors, self.registry, self.artifacts, self.cache_dir = vectors, registry, artifacts, cache_dir
-        self.device = device
+        self.device, self.normalization = device, normalization
         self._models: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
 
@@ -176,6 +177,10 @@ class SearchServicer(api_pb2_grpc.EventSearchServicer):
         if not clips:
             raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"the uploaded media has no clip at {media.offset:g} s")
         z_v, z_a = self._model(version).embed(clips, Backgrounds())  # an upload shares no camera's history
+        if self.normalization == CAMERA:  # stored vectors are standardized: an upload takes the site's pooled stats
+            cameras = self.registry.all_camera_stats(version)
+            if cameras:
+                z_v, z_a = SiteNormalization.of_cameras(cameras).reference.standardize(z_v, z_a)
         return z_v[0], z_a[0], "", math.nan  # not on any camera's timeline: nothing is excluded
 
 
@@ -393,6 +398,6 @@ def build(ports: Ports, settings: Settings) -> ServiceParts:
     if ports.vectors is None:
         ports.vectors = QdrantVectors(settings.vectors_url)
     search = SearchServicer(ports.vectors, ports.registry, ports.artifacts, settings.data_dir / "model-cache",
-                            settings.device)
+                            settings.device, settings.normalization)
     return ServiceParts(servicers={"EventSearch": search, "Anomalies": AnomaliesServicer(ports.registry),
                                    "Control": ControlServicer(ports.registry, settings)})
