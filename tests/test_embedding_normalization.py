@@ -9,16 +9,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 from platformkit import untrained_model, wait_for
+from realparts import redis_server
 
+from avsurv.adapters.artifacts import DirectoryArtifacts
+from avsurv.adapters.bus import InProcessBus
+from avsurv.adapters.state import connect_state
 from avsurv.adapters.vectors import collection_name, point_id
 from avsurv.clipids import clip_id
 from avsurv.constants import FRAME_HEIGHT, FRAME_WIDTH, FRAMES_PER_CLIP, MEL_FRAMES, N_MELS
 from avsurv.learning import normalization
+from avsurv.learning.calibration import Calibration
 from avsurv.learning.normalization import EPS, SiteNormalization
 from avsurv.media.clipstore import encode_jpeg
 from avsurv.platform.config import load_settings
 from avsurv.platform.messages import CLIPS, EMBEDDINGS, header
+from avsurv.platform.registry import ModelRecord, Registry
 from avsurv.platform.runtime import Runtime
+from avsurv.services.anomaly_detector import AnomalyService
 from avsurv.services.embedding import _Swap
 from avsurv.services.search import SearchServicer
 from avsurv.v1 import api_pb2
@@ -120,3 +127,16 @@ def _vectors(vectors, collection: str, version: str, camera: str) -> tuple[np.nd
     hits = vectors.window(collection, camera, START - 1, START + 10_000)
     assert hits and all(h.payload["standardized"] for h in hits)
     return np.stack([h.z_v for h in hits]).astype(np.float64), np.stack([h.z_a for h in hits]).astype(np.float64)
+
+
+@pytest.mark.parametrize(("setting", "falls_back"), [("none", True), ("camera", False)])
+def test_the_detector_falls_back_to_the_training_calibration_only_for_unstandardized_vectors(
+        tmp_path: Path, setting: str, falls_back: bool) -> None:
+    """The training calibration is on the encoders' own scale, not on a camera's standardized one."""
+    with redis_server(tmp_path) as redis_url:
+        registry = Registry(connect_state(redis_url), "site")
+        registry.add_model(ModelRecord(version="v1", sha256="0" * 64, artifact_uri="", created_time=0.0, w=0.5,
+                                       profile="tiny", calibration=Calibration(mean=1.0, std=0.5, w=0.5).to_dict()))
+        detector = AnomalyService(InProcessBus(), registry, DirectoryArtifacts(tmp_path / "artifacts"),
+                                  tmp_path / "cache", run_idle_s=1.0, detector="eq5", normalization=setting)
+        assert (detector.calibration("v1", "cam0") is not None) is falls_back

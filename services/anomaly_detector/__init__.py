@@ -53,6 +53,7 @@ from avsurv.heads.model import LOCALIZATION_KINDS
 from avsurv.heads.stream import HeadStream, StreamPrediction
 from avsurv.heads.training import ANOMALY_SCORE
 from avsurv.learning.calibration import Calibration
+from avsurv.learning.normalization import NONE
 from avsurv.learning.scores import clip_scores
 from avsurv.platform.config import EQ5, LABEL_FREE_DETECTORS, NOVELTY, Settings
 from avsurv.platform.head_attachments import HEADS_REFRESH_S, load_attached
@@ -117,12 +118,14 @@ class AnomalyService(Worker):
 
     def __init__(self, bus: Bus, registry: Registry, artifacts: Artifacts, cache_dir: Path,
                  run_idle_s: float, stds: float = ANOMALY_STDS, detector: str = EQ5,
-                 vectors: QdrantVectors | None = None) -> None:
+                 vectors: QdrantVectors | None = None, normalization: str = NONE) -> None:
         super().__init__()
         if detector not in LABEL_FREE_DETECTORS or (detector == NOVELTY and vectors is None):
             raise ValueError(f"the label-free detector must be one of {LABEL_FREE_DETECTORS} (novelty with a "
                              f"vector store), got {detector!r}")
         self.run_idle_s, self.stds, self.detector, self.vectors = run_idle_s, stds, detector, vectors
+        # The training calibration is on the encoders' own scale: no fallback once vectors are standardized.
+        self._training_fallback = normalization == NONE
         self._last_seen: dict[str, float] = {}
         self.bus, self.registry, self.artifacts, self.cache_dir = bus, registry, artifacts, cache_dir
         self._pending = f"avsurv:{registry.site}:events:pending"  # the outbox: ids published, not yet recorded
@@ -140,12 +143,13 @@ class AnomalyService(Worker):
         self._holders: dict[tuple[str, int, int], int] = {}  # message -> detectors not done with it
 
     def calibration(self, version: str, camera_id: str) -> Calibration | None:
-        """The camera's calibration in ``version``, else the version's training one, with this detector's
-        ``stds``; None while there is neither (its clips are then not flagged)."""
+        """The camera's calibration in ``version``, else (vectors not standardized) the version's training
+        one, with this detector's ``stds``; None while there is neither (its clips are then not flagged)."""
         key = (version, camera_id)
         if self._calibrations.get(key) is None:
             record = self.registry.model(version)
-            found = self.registry.calibration(version, camera_id) or (record and record.training_calibration())
+            found = self.registry.calibration(version, camera_id) or (
+                record and self._training_fallback and record.training_calibration())
             self._calibrations[key] = found.with_stds(self.stds) if found else None
         return self._calibrations[key]
 
@@ -411,4 +415,5 @@ def build(ports: Ports, settings: Settings) -> ServiceParts:
         ports.vectors = QdrantVectors(settings.vectors_url)  # the cameras' histories
     return ServiceParts(worker=AnomalyService(ports.bus, ports.registry, ports.artifacts,
                                               settings.data_dir / "model-cache", settings.anomaly_run_idle_s,
-                                              settings.anomaly_stds, settings.anomaly_detector, ports.vectors))
+                                              settings.anomaly_stds, settings.anomaly_detector, ports.vectors,
+                                              settings.normalization))
