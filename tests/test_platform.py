@@ -40,7 +40,7 @@ from avsurv.platform.messages import ANOMALIES, CHUNKS, CLIPS, DEAD_LETTERS, EMB
 from avsurv.platform.model_versions import load_version, publish_model
 from avsurv.platform.registry import Registry
 from avsurv.platform.runtime import SERVICES, Runtime
-from avsurv.services.ingest import ChunkBuilder
+from avsurv.services.ingest import CameraIngest, ChunkBuilder
 from avsurv.services.segmentation import chunk_events
 from avsurv.services.trainer import significantly_worse
 from avsurv.tasks.novelty import CameraHistory
@@ -59,6 +59,25 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("models")
     return untrained_model(root / "a", seed=1), untrained_model(root / "b", seed=2)
+
+
+def test_a_camera_reads_on_while_the_state_store_is_away(scene: Path) -> None:
+    """A failed state report (Redis away past redis-py's retries) costs that report, not the camera."""
+    reports: list[str] = []
+
+    def report(state) -> None:
+        reports.append(state.status)
+        if len(reports) <= 3:
+            raise ConnectionError("the state store is away")
+
+    bus = InProcessBus()
+    camera = CameraIngest("cam0", str(scene / "cam0.mp4"), bus, "site", chunk_seconds=2.0, stall_timeout_s=5.0,
+                          reconnect_max_s=1.0, realtime=False, report=report)
+    camera.run()
+    subscription = bus.subscribe("test", [CHUNKS])
+    chunks = subscription.poll(timeout_s=0.5, max_messages=1_000)
+    assert camera.chunks_published == len(chunks) >= 10  # the 20 s scene, 2 s chunks: none lost
+    assert reports[-1] == "finished"
 
 
 def test_chunks_carry_what_segmentation_needs_to_cut_the_same_clips(scene: Path) -> None:

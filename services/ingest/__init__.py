@@ -106,7 +106,15 @@ class CameraIngest(threading.Thread):
 
     def _set(self, status: str, detail: str = "") -> None:
         self.state.status, self.state.detail = status, detail
-        self._report(self.state)
+        self._report_state()
+
+    def _report_state(self) -> None:
+        """Reports the camera's state; a state store that is away costs a report, never the camera's reading
+        (the next report carries the state whole)."""
+        try:
+            self._report(self.state)
+        except Exception as error:  # redis-py's errors and any other store's
+            log.warning("ingest %s: camera state not reported (%s); reading on", self.camera_id, error)
 
     def run(self) -> None:
         network = is_network_source(self.source)
@@ -155,7 +163,7 @@ class CameraIngest(threading.Thread):
         self.bus.publish(CHUNKS, self.camera_id, chunk.SerializeToString())
         self.bus.flush()
         self.chunks_published += 1
-        self._report(self.state)
+        self._report_state()
 
 
 class IngestService(Worker):
