@@ -83,6 +83,7 @@ def calls(channel: grpc.Channel) -> dict[str, tuple[Callable[..., object], objec
     control = api_pb2_grpc.ControlStub(channel)
     return {
         "Search": (search.Search, api_pb2.SearchRequest(clip_id="cam0:0")),
+        "GetClip": (search.GetClip, api_pb2.GetClipRequest(clip_id="cam0:0")),
         "List": (anomalies.List, api_pb2.ListAnomaliesRequest()),
         "ListCameras": (control.ListCameras, api_pb2.ListCamerasRequest()),
         "GetTrainingStatus": (control.GetTrainingStatus, api_pb2.TrainingStatusRequest()),
@@ -96,7 +97,7 @@ def calls(channel: grpc.Channel) -> dict[str, tuple[Callable[..., object], objec
     }
 
 
-READS = {"Search", "List", "ListCameras", "GetTrainingStatus", "ListModels"}
+READS = {"Search", "GetClip", "List", "ListCameras", "GetTrainingStatus", "ListModels"}
 DENIED = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 
 

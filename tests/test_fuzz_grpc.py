@@ -4,8 +4,8 @@ URLs, empty fields, undecodable bytes) are each answered, or refused with a stat
 (INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, ...) and a short message; never UNKNOWN or INTERNAL,
 never a traceback in the server's log, and the server still answers afterwards.
 
-CI sends 25 requests per RPC (300); the long variant sends more, with another seed:
-``AVSURV_FUZZ_PER_RPC=100 AVSURV_FUZZ_SEED=1 pytest tests/test_fuzz_grpc.py -s`` (1,200 requests)."""
+CI sends 25 requests per RPC (325); the long variant sends more, with another seed:
+``AVSURV_FUZZ_PER_RPC=100 AVSURV_FUZZ_SEED=1 pytest tests/test_fuzz_grpc.py -s`` (1,300 requests)."""
 
 from __future__ import annotations
 
@@ -76,6 +76,8 @@ def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
                                 end_time=number * 10.0 + 3, peak_score=float(number))
         ports.registry.record_event(event.event_id, event.start_time, event.SerializeToString())
     ports.registry.want_camera("cam0", "rtsp://camera.local/s")
+    ports.archive.put(pb.Clip(header=pb.Header(camera_id="cam0", clip_id="cam0:1000", capture_time=1.0),
+                              frames_jpeg=[b"\xff\xd8 frame"] * 5))  # what GetClip finds (its bytes as stored)
     yield runtime
     runtime.stop()
 
@@ -148,6 +150,8 @@ def _list(rng: random.Random) -> api_pb2.ListAnomaliesRequest:
 
 REQUESTS: dict[str, tuple[type, Callable[[random.Random], object]]] = {
     "EventSearch/Search": (api_pb2.SearchResponse, _search),
+    "EventSearch/GetClip": (api_pb2.ClipMedia, lambda rng: api_pb2.GetClipRequest(
+        clip_id=_text(rng, rng.choice(("cam0:1000", "cam0:2000"))))),  # stored, or NOT_FOUND, unless odd
     "Anomalies/List": (api_pb2.ListAnomaliesResponse, _list),
     "Anomalies/Watch": (pb.AnomalyEvent, lambda rng: api_pb2.WatchAnomaliesRequest(
         camera_ids=_texts(rng), detectors=_texts(rng, ""))),

@@ -134,7 +134,7 @@ class _Swap(threading.Thread):
         while chunk := list(islice(iterator, BACKFILL_BATCH)):
             if self.cancelled.is_set() or s.stopping.is_set():
                 return None
-            messages = [s.archive.get(clip_id) for clip_id in chunk]
+            messages = [self._stored(clip_id) for clip_id in chunk]
             clips = [clip_from_message(m) for m in messages]
             z_v, z_a = model.embed(clips, history)
             s.vectors.upsert(self.collection, self.version, points_for(clips, messages, z_v, z_a))
@@ -145,6 +145,13 @@ class _Swap(threading.Thread):
             self.camera_stats = merged_per_camera(self.camera_stats, batch_stats)
             self.backfilled += len(chunk)
         return stored
+
+    def _stored(self, clip_id: str) -> pb.Clip:
+        """The stored clip with its URI: the clip store writes a clip before its URI is known, so the stored
+        message's own ``media_uri`` is empty and search results would have nothing to fetch."""
+        message = self.service.archive.get(clip_id)
+        message.media_uri = message.media_uri or self.service.archive.uri(clip_id)
+        return message
 
     def wrote_live(self, clip_ids: list[str]) -> None:
         """Live clips just written to this version's collection as the model gave them."""

@@ -26,6 +26,7 @@ from avsurv.learning.embeddings import EmbeddingSet
 from avsurv.learning.normalization import CAMERA, NONE, SiteNormalization
 from avsurv.media import Segmenter
 from avsurv.media.background import Backgrounds
+from avsurv.platform.archive import ClipArchive
 from avsurv.platform.config import Settings, without_credentials
 from avsurv.platform.model_versions import LoadedModel, load_version
 from avsurv.platform.registry import ModelRecord, Registry
@@ -92,8 +93,9 @@ def _handled_feed(method: Callable) -> Callable:
 
 class SearchServicer(api_pb2_grpc.EventSearchServicer):
     def __init__(self, vectors: QdrantVectors, registry: Registry, artifacts: Artifacts, cache_dir: Path,
-                 device: str = "auto", normalization: str = NONE) -> None:
+                 device: str = "auto", normalization: str = NONE, archive: ClipArchive | None = None) -> None:
         self.vectors, self.registry, self.artifacts, self.cache_dir = vectors, registry, artifacts, cache_dir
+        self.archive = archive  # the clip store GetClip reads; None: this server answers only searches
         self.device, self.normalization = device, normalization
         self._models: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
@@ -145,6 +147,21 @@ class SearchServicer(api_pb2_grpc.EventSearchServicer):
             clip_id=r.clip_id, camera_id=r.camera_id, capture_time=r.capture_time or r.clip_start,
             distance=r.distance, media_uri=r.source) for r in results)
         return response
+
+    @_handled
+    def GetClip(self, request: api_pb2.GetClipRequest, context: Context) -> api_pb2.ClipMedia:
+        """The stored clip's JPEG frames as the clip store keeps them (no re-encoding) and its middle one."""
+        clip_id = limits.check_clip_id(request.clip_id)
+        if self.archive is None:
+            raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, "this server has no clip store")
+        try:
+            stored = self.archive.get(clip_id)
+        except KeyError:
+            raise _Abort(grpc.StatusCode.NOT_FOUND, f"clip {limits.echo(clip_id)} is not in the clip store") from None
+        frames = list(stored.frames_jpeg)
+        return api_pb2.ClipMedia(clip_id=clip_id, camera_id=stored.header.camera_id,
+                                 capture_time=stored.header.capture_time, has_audio=stored.has_audio,
+                                 frames_jpeg=frames, thumbnail_jpeg=frames[len(frames) // 2] if frames else b"")
 
     def _query(self, request: api_pb2.SearchRequest, collection: str,
                version: str) -> tuple[np.ndarray, np.ndarray, str, float]:
@@ -398,6 +415,6 @@ def build(ports: Ports, settings: Settings) -> ServiceParts:
     if ports.vectors is None:
         ports.vectors = QdrantVectors(settings.vectors_url)
     search = SearchServicer(ports.vectors, ports.registry, ports.artifacts, settings.data_dir / "model-cache",
-                            settings.device, settings.normalization)
+                            settings.device, settings.normalization, ports.archive)
     return ServiceParts(servicers={"EventSearch": search, "Anomalies": AnomaliesServicer(ports.registry),
                                    "Control": ControlServicer(ports.registry, settings)})

@@ -80,9 +80,12 @@ class ClipArchive:
 
     def put(self, message: pb.Clip) -> str:
         """Stores the clip (idempotent) and returns its URI."""
-        key = clip_key(message.header.clip_id)
-        self.files.put(key, message.SerializeToString())
-        return self.files.uri(key)
+        self.files.put(clip_key(message.header.clip_id), message.SerializeToString())
+        return self.uri(message.header.clip_id)
+
+    def uri(self, clip_id: str) -> str:
+        """Where the clip is stored (whether or not it is yet)."""
+        return self.files.uri(clip_key(clip_id))
 
     def get(self, clip_id: str) -> pb.Clip:
         try:

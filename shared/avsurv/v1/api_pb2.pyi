@@ -82,6 +82,28 @@ class SearchResponse(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[SearchResult]
     def __init__(self, model_version: _Optional[str] = ..., results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ...) -> None: ...
 
+class GetClipRequest(_message.Message):
+    __slots__ = ("clip_id",)
+    CLIP_ID_FIELD_NUMBER: _ClassVar[int]
+    clip_id: str
+    def __init__(self, clip_id: _Optional[str] = ...) -> None: ...
+
+class ClipMedia(_message.Message):
+    __slots__ = ("clip_id", "camera_id", "capture_time", "has_audio", "frames_jpeg", "thumbnail_jpeg")
+    CLIP_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_TIME_FIELD_NUMBER: _ClassVar[int]
+    HAS_AUDIO_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_JPEG_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_JPEG_FIELD_NUMBER: _ClassVar[int]
+    clip_id: str
+    camera_id: str
+    capture_time: float
+    has_audio: bool
+    frames_jpeg: _containers.RepeatedScalarFieldContainer[bytes]
+    thumbnail_jpeg: bytes
+    def __init__(self, clip_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., capture_time: _Optional[float] = ..., has_audio: _Optional[bool] = ..., frames_jpeg: _Optional[_Iterable[bytes]] = ..., thumbnail_jpeg: _Optional[bytes] = ...) -> None: ...
+
 class ListAnomaliesRequest(_message.Message):
     __slots__ = ("camera_ids", "start_time", "end_time", "min_score", "limit", "detectors")
     CAMERA_IDS_FIELD_NUMBER: _ClassVar[int]

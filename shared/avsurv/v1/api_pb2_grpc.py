@@ -41,6 +41,11 @@ class EventSearchStub:
                 request_serializer=avsurv_dot_v1_dot_api__pb2.SearchRequest.SerializeToString,
                 response_deserializer=avsurv_dot_v1_dot_api__pb2.SearchResponse.FromString,
                 _registered_method=True)
+        self.GetClip = channel.unary_unary(
+                '/avsurv.v1.EventSearch/GetClip',
+                request_serializer=avsurv_dot_v1_dot_api__pb2.GetClipRequest.SerializeToString,
+                response_deserializer=avsurv_dot_v1_dot_api__pb2.ClipMedia.FromString,
+                _registered_method=True)
 
 
 class EventSearchServicer:
@@ -52,6 +57,13 @@ class EventSearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetClip(self, request, context):
+        """NOT_FOUND: the clip is not in the clip store
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventSearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +71,11 @@ def add_EventSearchServicer_to_server(servicer, server):
                     servicer.Search,
                     request_deserializer=avsurv_dot_v1_dot_api__pb2.SearchRequest.FromString,
                     response_serializer=avsurv_dot_v1_dot_api__pb2.SearchResponse.SerializeToString,
+            ),
+            'GetClip': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClip,
+                    request_deserializer=avsurv_dot_v1_dot_api__pb2.GetClipRequest.FromString,
+                    response_serializer=avsurv_dot_v1_dot_api__pb2.ClipMedia.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -88,6 +105,33 @@ class EventSearch:
             '/avsurv.v1.EventSearch/Search',
             avsurv_dot_v1_dot_api__pb2.SearchRequest.SerializeToString,
             avsurv_dot_v1_dot_api__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClip(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/avsurv.v1.EventSearch/GetClip',
+            avsurv_dot_v1_dot_api__pb2.GetClipRequest.SerializeToString,
+            avsurv_dot_v1_dot_api__pb2.ClipMedia.FromString,
             options,
             channel_credentials,
             insecure,
