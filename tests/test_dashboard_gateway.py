@@ -1,6 +1,7 @@
-"""The dashboard's gateway without a browser (issue 14 item 4, issue 16 item 4): DNS rebinding and cross-site
-POSTs refused, liveness and readiness for the probes of its Deployment, against a stand-in API (a real gRPC
-server with the standard health service and a Control servicer that counts the calls that reach it)."""
+"""The dashboard's gateway without a browser (issue 14 item 4, issue 16 items 2 and 4): DNS rebinding and
+cross-site POSTs refused, liveness and readiness for the probes of its Deployment, a clip's pictures served as
+JPEG through ``EventSearch.GetClip``, against a stand-in API (a real gRPC server with the standard health
+service, a Control servicer that counts the calls that reach it and an EventSearch one that knows one clip)."""
 
 from __future__ import annotations
 
@@ -36,11 +37,27 @@ class _Control(api_pb2_grpc.ControlServicer):
         return api_pb2.TrainingStatus()
 
 
+FRAMES = [b"\xff\xd8frame-%d" % i for i in range(5)]
+STORED_CLIP = "cam0:1000"
+
+
+@dataclass
+class _EventSearch(api_pb2_grpc.EventSearchServicer):
+    tokens: list[str] = field(default_factory=list)
+
+    def GetClip(self, request: api_pb2.GetClipRequest, context: Any) -> api_pb2.ClipMedia:
+        self.tokens.append(dict(context.invocation_metadata()).get("authorization", ""))
+        if request.clip_id != STORED_CLIP:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"clip {request.clip_id} is not in the clip store")
+        return api_pb2.ClipMedia(clip_id=STORED_CLIP, frames_jpeg=FRAMES, thumbnail_jpeg=FRAMES[2])
+
+
 @dataclass
 class Api:
     server: grpc.Server
     health: health.HealthServicer
     control: _Control
+    search: _EventSearch
 
 
 @dataclass
@@ -79,12 +96,14 @@ def setup() -> Iterator[Setup]:
     health_servicer, control = health.HealthServicer(), _Control()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     api_pb2_grpc.add_ControlServicer_to_server(control, server)
+    search = _EventSearch()
+    api_pb2_grpc.add_EventSearchServicer_to_server(search, server)
     api_port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     dashboard = serve(f"127.0.0.1:{api_port}", "127.0.0.1", 0, hosts=CONFIGURED)
     try:
-        yield Setup(Api(server, health_servicer, control), dashboard)
+        yield Setup(Api(server, health_servicer, control, search), dashboard)
     finally:
         dashboard.stop()
         server.stop(None)
@@ -136,6 +155,30 @@ def test_liveness_is_the_process_and_readiness_the_api_s_health(setup: Setup) ->
     setup.api.server.stop(None)  # the API gone: unready, not dead (the kubelet must not restart the gateway)
     assert setup.request("GET", "/readyz") == (503, {"api_serving": False})
     assert setup.request("GET", "/healthz")[0] == 200
+
+
+def _get_raw(port: int, path: str) -> tuple[int, str, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path, headers={"Authorization": "Bearer read-token"})
+        response = connection.getresponse()
+        return response.status, response.getheader("Content-Type", ""), response.read()
+    finally:
+        connection.close()
+
+
+def test_a_clip_s_pictures_are_served_as_jpeg_through_get_clip(setup: Setup) -> None:
+    assert _get_raw(setup.port, f"/api/clip.jpg?clip_id={STORED_CLIP}") == (200, "image/jpeg", FRAMES[2])
+    for index, frame in enumerate(FRAMES):
+        assert _get_raw(setup.port, f"/api/clip.jpg?clip_id={STORED_CLIP}&frame={index}") == (200, "image/jpeg", frame)
+    assert setup.api.search.tokens == ["Bearer read-token"] * 6  # the user's own token reaches the API
+    for path, status in (("/api/clip.jpg?clip_id=cam0:2000", 404), ("/api/clip.jpg", 400),
+                         (f"/api/clip.jpg?clip_id={STORED_CLIP}&frame=5", 400),
+                         (f"/api/clip.jpg?clip_id={STORED_CLIP}&frame=-1", 400),
+                         (f"/api/clip.jpg?clip_id={STORED_CLIP}&frame=x", 400)):
+        code, kind, body = _get_raw(setup.port, path)
+        assert (code, kind) == (status, "application/json"), path
+        assert json.loads(body)["error"], path
 
 
 def test_dashboard_hosts_is_a_comma_separated_setting_that_reaches_the_embedded_gateway() -> None:

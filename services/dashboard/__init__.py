@@ -1,6 +1,7 @@
 """Dashboard: a web page served by a thin gateway that is itself a client of the public gRPC API
-(protos/avsurv/v1/api.proto). It reads no store: every figure on the page comes from ``EventSearch``,
-``Anomalies`` (``List`` and the server-streaming ``Watch``, relayed as Server-Sent Events) and ``Control``,
+(protos/avsurv/v1/api.proto). It reads no store: every figure on the page comes from ``EventSearch``
+(``Search``; ``GetClip`` for the pictures, served as JPEG at ``/api/clip.jpg``), ``Anomalies`` (``List`` and
+the server-streaming ``Watch``, relayed as Server-Sent Events) and ``Control``,
 called with the dashboard user's own bearer token, so a read token sees and only a control token changes.
 
 Why these parts: the gateway is the standard library's ``ThreadingHTTPServer`` (a thread per request, the
@@ -44,6 +45,7 @@ KEEPALIVE_S = 10.0
 the gateway then cancels."""
 READY_TIMEOUT_S = 2.0
 """Longest wait for the API's health answer on /readyz (the kubelet's probe times out after 5 s)."""
+JPEG = "image/jpeg"
 LIST_LIMIT = 200
 """Events the live page loads before the feed takes over."""
 MODES = {"av": api_pb2.SEARCH_MODE_AUDIO_VISUAL, "audio": api_pb2.SEARCH_MODE_AUDIO,
@@ -189,6 +191,19 @@ class Gateway:
                 setattr(request, name, _number(query, name))
         return request
 
+    def clip_jpeg(self, query: dict[str, str], metadata: list[tuple[str, str]]) -> bytes:
+        """One stored picture of a clip (``EventSearch.GetClip``): its thumbnail, or frame ``frame``."""
+        if not query.get("clip_id"):
+            raise RequestError("a clip picture needs clip_id")
+        media = self.search.GetClip(api_pb2.GetClipRequest(clip_id=query["clip_id"]), timeout=CALL_TIMEOUT_S,
+                                    metadata=metadata)
+        if "frame" not in query:
+            return media.thumbnail_jpeg
+        index = _number(query, "frame", int)
+        if not 0 <= index < len(media.frames_jpeg):
+            raise RequestError(f"frame is in [0, {len(media.frames_jpeg)}), got {index}")
+        return media.frames_jpeg[index]
+
     def api_ready(self) -> bool:
         """The API answers its health check with SERVING (the check needs no token)."""
         try:
@@ -228,9 +243,14 @@ class Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, value: dict[str, Any]) -> None:
         self._send(status, json.dumps(value).encode(), "application/json")
 
-    def _api(self, call: Callable[[], Message]) -> None:
+    def _api(self, call: Callable[[], Message | bytes]) -> None:
+        """Answers with the call's message as JSON (or its bytes as a JPEG), or the API's refusal."""
         try:
-            self._json(HTTPStatus.OK, as_json(call()))
+            answer = call()
+            if isinstance(answer, bytes):
+                self._send(HTTPStatus.OK, answer, JPEG)
+            else:
+                self._json(HTTPStatus.OK, as_json(answer))
         except KeyError:
             self._json(HTTPStatus.NOT_FOUND, {"error": f"no endpoint {self.path}"})
         except (RequestError, ValueError, TypeError) as error:  # the latter two: a body's field of a wrong type
@@ -259,6 +279,8 @@ class Handler(BaseHTTPRequestHandler):
             self._json(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, {"api_serving": ready})
         elif url.path == "/api/watch":
             self._watch(query.get("camera", ""))
+        elif url.path == "/api/clip.jpg":
+            self._api(lambda: self.gateway.clip_jpeg(query, self._metadata()))
         elif url.path.startswith("/api/"):
             self._api(lambda: self.gateway.get(url.path, query, self._metadata()))
         else:

@@ -30,7 +30,26 @@ const svg = (tag, attrs = {}) => {
 
 const clock = (seconds) => new Date(seconds * 1000).toLocaleTimeString([], { hour12: false });
 const score = (value) => Number(value).toFixed(3);
-const jpeg = (base64) => `data:image/jpeg;base64,${base64}`;
+const FRAMES_PER_CLIP = 5;  // a stored clip's pictures (GetClip's frames_jpeg)
+
+// A clip's picture from the gateway's /api/clip.jpg (EventSearch.GetClip). Fetched, not an <img src>,
+// which could not send the Authorization header; the frame is the clip's thumbnail when omitted.
+function clipImage(clipId, attrs, frame) {
+  const query = new URLSearchParams({ clip_id: clipId, ...(frame === undefined ? {} : { frame }) });
+  const image = h("img", attrs);
+  fetch(`/api/clip.jpg?${query}`, { headers: authHeaders() })
+    .then((response) => (response.ok ? response.blob() : Promise.reject(new Error(`HTTP ${response.status}`))))
+    .then((blob) => { image.src = URL.createObjectURL(blob); })
+    .catch((error) => { image.alt = `${attrs.alt}: ${error.message}`; image.classList.add("missing"); });
+  return image;
+}
+
+// The event's clip at its peak (clip ids are camera:start in ms), else its first.
+function peakClip(e) {
+  const starts = e.clip_ids.map((id) => Number(id.slice(id.lastIndexOf(":") + 1)) / 1000);
+  const index = starts.findIndex((start) => start <= e.peak_time && e.peak_time < start + 1);
+  return e.clip_ids[Math.max(index, 0)];
+}
 
 function authHeaders() {
   const token = localStorage.getItem(TOKEN_KEY);
@@ -182,7 +201,7 @@ async function findEvent(id) {
 async function eventView(view, id) {
   const e = await findEvent(id);
   const camera = e.header.camera_id;
-  const frames = [e.thumbnail, ...(e.frames || [])].filter(Boolean);
+  const clip = e.clip_ids.length ? peakClip(e) : null;
   const other = Object.entries(e).filter(([name]) => !KNOWN_EVENT_FIELDS.has(name));
   view.replaceChildren(
     h("section", { id: "event" }, h("h2", {}, `Event on ${camera}, ${clock(e.start_time)}–${clock(e.end_time)}`),
@@ -192,13 +211,13 @@ async function eventView(view, id) {
           ["label", e.label || "—"], ["model version", e.model_version], ["clips", e.clip_ids.join(", ")],
           ...other.map(([name, value]) => [name, fieldValue(value)])]
           .map(([name, value]) => h("tr", {}, h("th", {}, name), h("td", {}, value)))))),
-    h("section", {}, h("h2", {}, "Frames"), frames.length
-      ? h("div", { class: "frames" }, frames.map((data) => h("img", { src: jpeg(data), alt: `frame of ${camera}` })))
-      : h("p", { class: "missing-data", id: "no-frames" }, "The API gives no picture of an event: AnomalyEvent has " +
-        "no thumbnail and no call returns a clip's frames.")),
+    h("section", {}, h("h2", {}, "Frames", clip ? h("span", { class: "muted" }, ` of ${clip}`) : ""), clip
+      ? h("div", { class: "frames" }, Array.from({ length: FRAMES_PER_CLIP },
+        (_, frame) => clipImage(clip, { alt: `frame ${frame} of ${clip}` }, frame)))
+      : h("p", { class: "missing-data", id: "no-frames" }, "This event names no clip.")),
     h("section", {}, h("h2", {}, "Sound"),
-      h("p", { class: "missing-data", id: "no-sound" }, "The API gives no sound of an event: no call returns a " +
-        "clip's audio samples, so there is nothing to play.")),
+      h("p", { class: "missing-data", id: "no-sound" }, "The API gives no sound of an event: the clip store keeps " +
+        "each clip's log-mel, not its audio samples, so there is nothing to play.")),
     h("section", {}, h("h2", {}, "Find similar moments"),
       Object.entries(MODES).map(([mode, words]) => h("a", {
         class: "find", "data-mode": mode,
@@ -207,10 +226,7 @@ async function eventView(view, id) {
 }
 
 function thumbnail(result) {
-  return result.thumbnail
-    ? h("img", { class: "thumb", src: jpeg(result.thumbnail), alt: `${result.camera_id} ${clock(result.capture_time)}` })
-    : h("div", { class: "thumb missing", title: "the API gives no picture of a search result" },
-      `${result.camera_id} ${clock(result.capture_time)} (no picture in the API)`);
+  return clipImage(result.clip_id, { class: "thumb", alt: `${result.camera_id} ${clock(result.capture_time)}` });
 }
 
 async function searchView(view, params) {
