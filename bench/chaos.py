@@ -393,14 +393,20 @@ def _count(figures: Figures, env: dict[str, str], registry: Registry, vectors: Q
     figures.points = sum(points.values())
     figures.points_duplicated = sum(n - 1 for n in points.values())
     wanted = expected_events([pb.Embedding.FromString(v) for v in read_topic(bootstrap, EMBEDDINGS)], threshold)
-    received = [pb.AnomalyEvent.FromString(v) for v in read_topic(bootstrap, ANOMALIES)]
+    messages = [pb.AnomalyEvent.FromString(v) for v in read_topic(bootstrap, ANOMALIES)]
+    received = [e for e in messages if e.phase == pb.AnomalyEvent.END]  # an event's lifecycle ends once
     seen = Counter((e.header.camera_id, e.start_time) for e in received)
     recorded = {(e.header.camera_id, e.start_time)
                 for e in map(pb.AnomalyEvent.FromString, registry.events(None, None, 1_000_000))}
     figures.events_expected, figures.events_received = len(wanted), len(received)
     figures.broker_lost_events = len(recorded - set(seen))
-    figures.events_lost = len(wanted - set(seen) - recorded)
-    figures.events_duplicated = sum(n - 1 for n in seen.values()) + len(received) - len({e.event_id for e in received})
+    sequences: dict[str, set[int]] = {}
+    for e in messages:
+        sequences.setdefault(e.event_id, set()).add(e.sequence)
+    figures.events_lost = (len(wanted - set(seen) - recorded)  # and lifecycle messages missing in a sequence
+                           + sum(max(s) + 1 - len(s) for s in sequences.values()))
+    figures.events_duplicated = (sum(n - 1 for n in seen.values()) + len(received) - len({e.event_id for e in received})
+                                 + len(messages) - len({(e.event_id, e.sequence) for e in messages}))
     figures.events_unexpected = len(set(seen) - wanted)
 
 

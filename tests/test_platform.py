@@ -165,8 +165,10 @@ def test_embedded_pipeline_from_video_to_search(tmp_path: Path, scene: Path, mod
             listed = api_pb2_grpc.AnomaliesStub(channel).List(api_pb2.ListAnomaliesRequest(limit=1000)).events
         wait_for(lambda: not runtime.workers["anomaly-detector"].runs, 30, "open anomaly runs to close")
         published = [pb.AnomalyEvent.FromString(v) for v in _read_all(bus, ANOMALIES)]
-        assert len({e.event_id for e in published}) == len(published)
-        assert {e.event_id for e in listed} <= {e.event_id for e in published}
+        assert len({(e.event_id, e.sequence) for e in published}) == len(published)  # each lifecycle message once
+        ended = [e.event_id for e in published if e.phase == pb.AnomalyEvent.END]
+        assert len(set(ended)) == len(ended) and {e.event_id for e in published} == set(ended)
+        assert {e.event_id for e in listed} <= set(ended)
     finally:
         runtime.stop()
 
@@ -305,7 +307,8 @@ def _scored_after_publishing(tmp_path: Path, scene: Path, model: Path, read: Cal
         wait_for(lambda: runtime.workers["anomaly-detector"].tracker.pending() == 0
                  and not runtime.workers["anomaly-detector"].runs, 60, "every clip scored and its events closed")
         embeddings = [pb.Embedding.FromString(v) for v in _read_all(ports.bus, EMBEDDINGS)]
-        published = [pb.AnomalyEvent.FromString(v) for v in _read_all(ports.bus, ANOMALIES)]
+        published = [e for e in map(pb.AnomalyEvent.FromString, _read_all(ports.bus, ANOMALIES))
+                     if e.phase == pb.AnomalyEvent.END]  # each whole event
         return version, embeddings, published, read(ports.registry, version)
     finally:
         runtime.stop()
@@ -514,7 +517,8 @@ def test_heads_attached_to_cameras_publish_their_events(tmp_path: Path, scene: P
         wait_for(lambda: runtime.workers["embedding"].clips_embedded >= clips, 120, "every clip embedded")
         wait_for(lambda: detector.tracker.pending() == 0 and not detector.runs, 60, "every clip's events")
         embeddings = [pb.Embedding.FromString(v) for v in _read_all(runtime.ports.bus, EMBEDDINGS)]
-        events = [pb.AnomalyEvent.FromString(v) for v in _read_all(runtime.ports.bus, ANOMALIES)]
+        events = [e for e in map(pb.AnomalyEvent.FromString, _read_all(runtime.ports.bus, ANOMALIES))
+                  if e.phase == pb.AnomalyEvent.END]  # each whole event
         with grpc.insecure_channel(f"127.0.0.1:{runtime.port}") as channel:
             anomalies = api_pb2_grpc.AnomaliesStub(channel)
             listed = {detector: {e.event_id for e in anomalies.List(api_pb2.ListAnomaliesRequest(

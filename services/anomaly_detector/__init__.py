@@ -13,20 +13,24 @@ The label-free score is the one the ``anomaly_detector`` setting names (``platfo
   than the message's ``w`` is refused, so score and threshold always agree.
 
 Either way a clip with audio is anomalous above ``mean + anomaly_stds * std`` of its calibration, and
-consecutive anomalous clips of a camera merge into one event, published when the run ends: at the camera's
-next clip that does not go on with it, or after ``anomaly_run_idle_s`` without clips once the camera has
-captured nothing after the run (its state in the registry). Event ids are
-deterministic, and an event already stored is not published again, so a replay after a restart repeats
-nothing; offsets are committed once a clip's event is out.
+consecutive anomalous clips of a camera merge into one event with a lifecycle (issue 16): a ``NEW`` message
+at its first anomalous clip, an ``UPDATE`` when its peak rose or it extended (at most one per
+``UPDATE_INTERVAL_S`` of capture time: deterministic, so a replay makes the same messages), and ``END`` when
+the run ends: at the camera's next clip that does not go on with it, or after ``anomaly_run_idle_s`` without
+clips once the camera has captured nothing after the run (its state in the registry). Event ids are
+deterministic and each message has a sequence; the registry keeps each event's latest message, and a message
+not beyond it is not published again, so a replay after a restart repeats nothing; offsets are committed once
+a clip's event has ended.
 
-**Decision** (each event on the topic once, for consumers that de-duplicate nothing): an outbox keyed by
-event id. The id goes into the state store's pending set before the event is published, and leaves it once
-the event is recorded. A detector that died in between finds the id pending when the replay closes the same
-run, and reads the tail of the anomalies topic (``READ_BACK`` messages of each partition) for it: published
-already, it is only recorded; not there, it is published. Kafka transactions would do the same for Kafka only
-(the in-process bus has none, and the registry write is outside any Kafka transaction anyway). A step that
-fails (the state store or the broker away) starts over as a restart would: it forgets what is in flight and
-rejoins the group, which hands back every uncommitted embedding.
+**Decision** (each lifecycle message on the topic once, for consumers that de-duplicate nothing): an outbox
+keyed by (event id, phase, sequence). The key goes into the state store's pending set before the message is
+published, and leaves it once the message is recorded. A detector that died in between finds the key pending
+when the replay makes the same message, and reads the tail of the anomalies topic (``READ_BACK`` messages of
+each partition) for it: published already, it is only recorded; not there, it is published.
+Kafka transactions would do the same for Kafka only (the in-process bus has none, and the registry write is
+outside any Kafka transaction anyway). A step that fails (the state store or the broker away) starts over as
+a restart would: it forgets what is in flight and rejoins the group, which hands back every uncommitted
+embedding.
 
 Heads attached to a camera (``avsurv.platform.head_attachments``) see the same embeddings through a ``HeadStream``
 each; consecutive clips a head gives the same event label make one event of that head (``detector``).
@@ -69,7 +73,10 @@ RUN_WAIT_FACTOR = 10
 or behind: closing now would split the event in two), but at most this many times ``anomaly_run_idle_s``."""
 READ_BACK = 1_000
 """Messages of each anomalies partition read back for an event pending since a death: far more than the
-events published between a detector's death and its restart."""
+messages published between a detector's death and its restart."""
+UPDATE_INTERVAL_S = 2.0
+"""Capture seconds an event's ``UPDATE`` waits after its previous message: consumers follow a long event's
+progress without a message per clip."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,12 @@ class _Run:
     clip_ids: list[str] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     touched: float = field(default_factory=time.monotonic)
+    sequence: int = -1  # of its last lifecycle message
+    sent_at: float = -math.inf  # the capture time of that message's last clip
+
+    @property
+    def event_id(self) -> str:
+        return event_id(self.camera_id, self.start, self.version, self.detector)
 
 
 @dataclass
@@ -135,7 +148,8 @@ class AnomalyService(Worker):
         self._calibrations: dict[tuple[str, str], Calibration | None] = {}
         self._novelty: dict[tuple[str, str], NoveltyCalibration | None] = {}
         self._histories: dict[tuple[str, str], CameraHistory] = {}  # (version, camera) -> its clips so far
-        self.events_published = 0
+        self.events_published = 0  # ended
+        self.messages_published = 0
         self.heads: dict[tuple[str, str], _Attached] = {}  # (camera, name) -> head
         self._heads_read = -math.inf
         self._failed_heads: set[tuple[str, str, str]] = set()  # (camera, name, sha256), logged once
@@ -352,6 +366,10 @@ class AnomalyService(Worker):
         run.messages.append(clip.message)
         if score > run.peak_score:
             run.peak_score, run.peak_time = score, time_
+        if run.sequence < 0:
+            self._emit(run, pb.AnomalyEvent.NEW)
+        elif time_ - run.sent_at >= UPDATE_INTERVAL_S:  # each clip extends the event
+            self._emit(run, pb.AnomalyEvent.UPDATE)
 
     def _release(self, message: Message) -> None:
         """One detector is done with the clip; the last one lets its offset be committed."""
@@ -362,38 +380,45 @@ class AnomalyService(Worker):
             self.tracker.done(message)
 
     def _close(self, run: _Run) -> None:
-        identifier = event_id(run.camera_id, run.start, run.version, run.detector)
-        event = pb.AnomalyEvent(
-            header=header(run.site, run.camera_id, run.clip_ids[0], run.start), event_id=identifier,
-            start_time=run.start, end_time=run.last + CLIP_SECONDS, peak_score=run.peak_score,
-            peak_time=run.peak_time, threshold=run.threshold, model_version=run.version, clip_ids=run.clip_ids,
-            detector=run.detector, label=run.label,
-        )
-        payload = event.SerializeToString()
-        if not self.registry.has_event(identifier) and self._publish_once(identifier, run.camera_id, payload):
-            self.events_published += 1
-            log.info("anomaly (%s): %s %.1f-%.1f peak %.3f > %.3f", f"{run.detector} {run.label}" if run.detector
-                     else "d(z_v, z_a)", run.camera_id, run.start, run.last + 1, run.peak_score, run.threshold)
-        self.registry.record_event(identifier, run.start, payload)  # a replayed run is not published twice
-        self.registry.state.srem(self._pending, identifier)
+        self._emit(run, pb.AnomalyEvent.END)
         del self.runs[(run.camera_id, run.detector)]
         for message in run.messages:
             self._release(message)
 
-    def _publish_once(self, identifier: str, camera_id: str, payload: bytes) -> bool:
-        """Publishes the event, unless a detector that died before recording it had (the outbox)."""
-        if self.registry.state.sismember(self._pending, identifier) and self._landed(identifier, camera_id):
-            log.info("anomaly: event %s was published before a restart: recorded, not published again", identifier)
+    def _emit(self, run: _Run, phase: pb.AnomalyEvent.Phase) -> None:
+        """Publishes the run's next lifecycle message once, and records it as the event's latest state."""
+        run.sequence, run.sent_at, identifier = run.sequence + 1, run.last, run.event_id
+        event = pb.AnomalyEvent(
+            header=header(run.site, run.camera_id, run.clip_ids[0], run.start), event_id=identifier,
+            start_time=run.start, end_time=run.last + CLIP_SECONDS, peak_score=run.peak_score,
+            peak_time=run.peak_time, threshold=run.threshold, model_version=run.version, clip_ids=run.clip_ids,
+            detector=run.detector, label=run.label, phase=phase, sequence=run.sequence,
+        )
+        payload, key = event.SerializeToString(), _outbox_key(event)
+        if (self.registry.event_sequence(identifier) < run.sequence
+                and self._publish_once(key, event, payload)):
+            self.messages_published += 1
+            self.events_published += phase == pb.AnomalyEvent.END
+            log.info("anomaly %s (%s): %s %.1f-%.1f peak %.3f > %.3f", pb.AnomalyEvent.Phase.Name(phase),
+                     f"{run.detector} {run.label}" if run.detector else "d(z_v, z_a)", run.camera_id, run.start,
+                     run.last + 1, run.peak_score, run.threshold)
+        self.registry.record_event_message(identifier, run.start, run.sequence, payload)  # a replay: not again
+        self.registry.state.srem(self._pending, key)
+
+    def _publish_once(self, key: str, event: pb.AnomalyEvent, payload: bytes) -> bool:
+        """Publishes the message, unless a detector that died before recording it had (the outbox)."""
+        if self.registry.state.sismember(self._pending, key) and self._landed(key, event.header.camera_id):
+            log.info("anomaly: %s was published before a restart: recorded, not published again", key)
             return False
-        self.registry.state.sadd(self._pending, identifier)
-        self.bus.publish(ANOMALIES, camera_id, payload)
+        self.registry.state.sadd(self._pending, key)
+        self.bus.publish(ANOMALIES, event.header.camera_id, payload)
         self.bus.flush()
         return True
 
-    def _landed(self, identifier: str, camera_id: str) -> bool:
+    def _landed(self, key: str, camera_id: str) -> bool:
         for value in self.bus.recent(ANOMALIES, camera_id, READ_BACK):
             with suppress(DecodeError):  # anyone may write to the topic
-                if pb.AnomalyEvent.FromString(value).event_id == identifier:
+                if _outbox_key(pb.AnomalyEvent.FromString(value)) == key:
                     return True
         return False
 
@@ -404,6 +429,11 @@ class AnomalyService(Worker):
     def close(self) -> None:
         if self.subscription is not None:
             self.subscription.close()  # open runs stay uncommitted: the next detector rebuilds them
+
+
+def _outbox_key(event: pb.AnomalyEvent) -> str:
+    """A lifecycle message's key: (event id, phase, sequence)."""
+    return f"{event.event_id}/{pb.AnomalyEvent.Phase.Name(event.phase)}/{event.sequence}"
 
 
 def _slot(message: Message) -> tuple[str, int, int]:

@@ -5,6 +5,7 @@ training requests. Keys are namespaced by site."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -222,6 +223,26 @@ class Registry:
             return False
         self.state.zadd(self._key("events", "by_time"), {event_id: start_time})
         self.state.publish(EVENTS_CHANNEL.format(site=self.site), payload)
+        return True
+
+    def event_sequence(self, event_id: str) -> float:
+        """The sequence of the event's latest recorded lifecycle message: -1 for none, inf for an event
+        recorded whole before the lifecycle (it had one message)."""
+        if (sequence := self.state.hget(self._key("events", "sequence"), event_id)) is not None:
+            return int(sequence)
+        return math.inf if self.has_event(event_id) else -1
+
+    def record_event_message(self, event_id: str, start_time: float, sequence: int, payload: bytes) -> bool:
+        """Stores a lifecycle message as the event's latest state, and hands it to live watchers; False if
+        a message as late was already stored (a replay). One detector writes each event."""
+        if sequence <= self.event_sequence(event_id):
+            return False
+        with self.state.pipeline() as pipe:
+            pipe.hset(self._key("events"), event_id, payload)
+            pipe.hset(self._key("events", "sequence"), event_id, sequence)
+            pipe.zadd(self._key("events", "by_time"), {event_id: start_time})
+            pipe.publish(EVENTS_CHANNEL.format(site=self.site), payload)
+            pipe.execute()
         return True
 
     def events(self, start_time: float | None, end_time: float | None, limit: int) -> list[bytes]:

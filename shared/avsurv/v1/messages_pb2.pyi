@@ -106,7 +106,15 @@ class Embedding(_message.Message):
     def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., model_version: _Optional[str] = ..., z_v: _Optional[_Iterable[float]] = ..., z_a: _Optional[_Iterable[float]] = ..., has_audio: _Optional[bool] = ..., point_id: _Optional[str] = ..., w: _Optional[float] = ..., model_sha256: _Optional[str] = ..., profile: _Optional[str] = ...) -> None: ...
 
 class AnomalyEvent(_message.Message):
-    __slots__ = ("header", "event_id", "start_time", "end_time", "peak_score", "peak_time", "threshold", "model_version", "clip_ids", "detector", "label")
+    __slots__ = ("header", "event_id", "start_time", "end_time", "peak_score", "peak_time", "threshold", "model_version", "clip_ids", "detector", "label", "phase", "sequence")
+    class Phase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        END: _ClassVar[AnomalyEvent.Phase]
+        NEW: _ClassVar[AnomalyEvent.Phase]
+        UPDATE: _ClassVar[AnomalyEvent.Phase]
+    END: AnomalyEvent.Phase
+    NEW: AnomalyEvent.Phase
+    UPDATE: AnomalyEvent.Phase
     HEADER_FIELD_NUMBER: _ClassVar[int]
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +126,8 @@ class AnomalyEvent(_message.Message):
     CLIP_IDS_FIELD_NUMBER: _ClassVar[int]
     DETECTOR_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     header: Header
     event_id: str
     start_time: float
@@ -129,7 +139,9 @@ class AnomalyEvent(_message.Message):
     clip_ids: _containers.RepeatedScalarFieldContainer[str]
     detector: str
     label: str
-    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., event_id: _Optional[str] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., peak_score: _Optional[float] = ..., peak_time: _Optional[float] = ..., threshold: _Optional[float] = ..., model_version: _Optional[str] = ..., clip_ids: _Optional[_Iterable[str]] = ..., detector: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
+    phase: AnomalyEvent.Phase
+    sequence: int
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., event_id: _Optional[str] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., peak_score: _Optional[float] = ..., peak_time: _Optional[float] = ..., threshold: _Optional[float] = ..., model_version: _Optional[str] = ..., clip_ids: _Optional[_Iterable[str]] = ..., detector: _Optional[str] = ..., label: _Optional[str] = ..., phase: _Optional[_Union[AnomalyEvent.Phase, str]] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class ModelUpdate(_message.Message):
     __slots__ = ("header", "model_version", "sha256", "artifact_uri", "parent_version", "created_time", "metrics")
