@@ -108,10 +108,12 @@ def test_the_dashboard_follows_a_live_scene_opens_events_and_finds_similar_clips
     expect(page.locator("#feed-state")).to_have_text("feed: live")
     expect(page.locator("#feed tbody tr")).to_have_count(0)
     platform.publish_model()
-    # Events published while the page is open reach it through Watch: the feed marks them "new".
-    live = page.locator("#feed tbody tr:has(.badge.new)")
-    expect(live.first).to_be_visible(timeout=LIVE_S * 1000)
+    # Events published while the page is open reach it through Watch, each row marked with its lifecycle
+    # message (new, update, end); once the scene is scored every event has ended.
+    expect(page.locator("#feed tbody tr:has(.badge)").first).to_be_visible(timeout=LIVE_S * 1000)
     wait_for(platform.runtime.drained, 60, "the whole scene scored and indexed, so that it can be searched")
+    live = page.locator("#feed tbody tr:has(.badge.end)")
+    expect(live.first).to_be_visible()
     page.wait_for_selector("svg.timeline circle.peak")
     _shot(page, "live")
 

@@ -5,7 +5,7 @@ const TOKEN_KEY = "avsurv-token";
 const KNOWN_EVENT_FIELDS = new Set(["header", "event_id", "start_time", "end_time", "peak_score", "peak_time",
   "threshold", "model_version", "clip_ids", "detector", "label", "thumbnail", "frames"]);
 const MODES = { av: "sound and picture", audio: "sound only", visual: "picture only" };
-const events = new Map();  // event id -> {event, seen: "new" | "update", at}
+const events = new Map();  // event id -> {event, seen: "new" | "update" | "end" (live) or "", at}
 let feedListeners = [];
 
 // ---- helpers -------------------------------------------------------------------------------------------
@@ -80,7 +80,7 @@ async function api(path, body) {
 
 function remember(event, live) {
   if (!live && events.has(event.event_id)) return;  // the feed's copy is as new or newer
-  const seen = events.has(event.event_id) ? "update" : "new";
+  const seen = (event.phase || "END").toLowerCase();  // the lifecycle message: new, update or end
   events.set(event.event_id, { event, seen: live ? seen : "", at: Date.now() });
   if (live) feedListeners.forEach((listener) => listener(event));
 }
