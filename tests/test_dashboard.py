@@ -124,6 +124,11 @@ def test_the_dashboard_follows_a_live_scene_opens_events_and_finds_similar_clips
     expect(frames).to_have_count(5)
     for index in range(5):
         expect(frames.nth(index)).to_have_attribute("src", re.compile("^blob:"))
+    # Why (issue 16 item 2): the event's own thumbnail, its explanation (Eq. 5 here) and the camera's
+    # nearest normal clips, their pictures through GetClip.
+    expect(page.locator("#event-thumbnail")).to_have_attribute("src", re.compile("^data:image/jpeg;base64,."))
+    expect(page.locator("#deviation")).to_have_attribute("data-deviation", "DISAGREE")
+    expect(page.locator("#normal-clips img.thumb[src^='blob:']").first).to_be_visible()
     _shot(page, "event")
 
     page.click("a.find[data-mode=av]")

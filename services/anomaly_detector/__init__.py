@@ -35,10 +35,17 @@ embedding.
 Heads attached to a camera (``avsurv.platform.head_attachments``) see the same embeddings through a ``HeadStream``
 each; consecutive clips a head gives the same event label make one event of that head (``detector``).
 A clip's offset is committed once every detector is done with it.
+
+Every lifecycle message carries the evidence of the event's peak clip (issue 16 item 2): its id, a thumbnail
+(the middle frame read from the clip store, ``THUMBNAIL_WIDTH`` px wide), which modality deviated (novelty:
+each modality's term of the score against the threshold; Eq. 5: the two disagree) and the camera's nearest
+earlier clips that the label-free detector did not flag (``NORMAL_CLIPS``), from the history it keeps of
+every camera when a vector store is at hand. They are worked out again only when the peak moves.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import time
 from contextlib import suppress
@@ -47,10 +54,12 @@ from pathlib import Path
 
 import numpy as np
 from google.protobuf.message import DecodeError
+from PIL import Image
 
 from avsurv.adapters.artifacts import Artifacts
 from avsurv.adapters.bus import Bus, CommitTracker, Message, Subscription
 from avsurv.adapters.vectors import QdrantVectors, collection_name
+from avsurv.clipids import clip_id, parse_clip_id
 from avsurv.constants import ANOMALY_STDS, CLIP_SECONDS, EMBEDDING_DIM
 from avsurv.errors import ModelError
 from avsurv.heads.model import LOCALIZATION_KINDS
@@ -59,6 +68,7 @@ from avsurv.heads.training import ANOMALY_SCORE
 from avsurv.learning.calibration import Calibration
 from avsurv.learning.normalization import NONE
 from avsurv.learning.scores import clip_scores
+from avsurv.platform.archive import ClipArchive
 from avsurv.platform.config import EQ5, LABEL_FREE_DETECTORS, NOVELTY, Settings
 from avsurv.platform.head_attachments import HEADS_REFRESH_S, load_attached
 from avsurv.platform.messages import ANOMALIES, EMBEDDINGS, InvalidMessage, dead_letter, event_id, header, parse
@@ -77,6 +87,14 @@ messages published between a detector's death and its restart."""
 UPDATE_INTERVAL_S = 2.0
 """Capture seconds an event's ``UPDATE`` waits after its previous message: consumers follow a long event's
 progress without a message per clip."""
+THUMBNAIL_WIDTH = 160
+"""Pixels across an event's thumbnail: enough to recognise the scene, a few KB in every message."""
+THUMBNAIL_QUALITY = 75
+NORMAL_CLIPS = 3
+"""Nearest normal clips an event names."""
+NORMAL_SEPARATION_S = 10.0
+"""Seconds between two of an event's normal clips: different moments, not the seconds around one."""
+_Deviation = pb.AnomalyEvent.Deviation
 
 
 @dataclass(frozen=True)
@@ -87,6 +105,34 @@ class _Clip:
     clip_id: str
     capture_time: float
     site: str
+    z_v: np.ndarray  # [D]
+    z_a: np.ndarray
+    w: float
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """A detector's word on one clip."""
+
+    flagged: bool
+    score: float
+    threshold: float
+    deviation: _Deviation = pb.AnomalyEvent.UNEXPLAINED
+    modalities: tuple[float, float] | None = None  # novelty's (visual, audio) terms, against ``threshold``
+
+    def explained(self, event: pb.AnomalyEvent) -> None:
+        """Writes the explanation into ``event``."""
+        event.deviation = self.deviation
+        if self.modalities is not None:
+            event.visual.CopyFrom(pb.AnomalyEvent.ModalityScore(score=self.modalities[0], threshold=self.threshold))
+            event.audio.CopyFrom(pb.AnomalyEvent.ModalityScore(score=self.modalities[1], threshold=self.threshold))
+
+
+def _novelty_verdict(anomalous: bool, modalities: tuple[float, float], threshold: float) -> _Verdict:
+    visual, audio = (term > threshold for term in modalities)
+    deviation = (pb.AnomalyEvent.BOTH if visual and audio else pb.AnomalyEvent.VISUAL if visual
+                 else pb.AnomalyEvent.AUDIO if audio else pb.AnomalyEvent.UNEXPLAINED)
+    return _Verdict(anomalous, sum(modalities) / 2, threshold, deviation, modalities)
 
 
 @dataclass
@@ -98,18 +144,23 @@ class _Run:
     threshold: float
     start: float
     last: float
-    peak_score: float
-    peak_time: float
+    peak: _Clip
+    verdict: _Verdict  # of the peak clip
     site: str
     clip_ids: list[str] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     touched: float = field(default_factory=time.monotonic)
     sequence: int = -1  # of its last lifecycle message
     sent_at: float = -math.inf  # the capture time of that message's last clip
+    evidence: pb.AnomalyEvent | None = None  # the peak's evidence fields, once worked out
 
     @property
     def event_id(self) -> str:
         return event_id(self.camera_id, self.start, self.version, self.detector)
+
+    @property
+    def peak_score(self) -> float:
+        return self.verdict.score
 
 
 @dataclass
@@ -131,16 +182,19 @@ class AnomalyService(Worker):
 
     def __init__(self, bus: Bus, registry: Registry, artifacts: Artifacts, cache_dir: Path,
                  run_idle_s: float, stds: float = ANOMALY_STDS, detector: str = EQ5,
-                 vectors: QdrantVectors | None = None, normalization: str = NONE) -> None:
+                 vectors: QdrantVectors | None = None, normalization: str = NONE,
+                 archive: ClipArchive | None = None) -> None:
         super().__init__()
         if detector not in LABEL_FREE_DETECTORS or (detector == NOVELTY and vectors is None):
             raise ValueError(f"the label-free detector must be one of {LABEL_FREE_DETECTORS} (novelty with a "
                              f"vector store), got {detector!r}")
         self.run_idle_s, self.stds, self.detector, self.vectors = run_idle_s, stds, detector, vectors
+        self.label_free = "" if detector == EQ5 else NOVELTY  # its events' detector
         # The training calibration is on the encoders' own scale: no fallback once vectors are standardized.
         self._training_fallback = normalization == NONE
         self._last_seen: dict[str, float] = {}
         self.bus, self.registry, self.artifacts, self.cache_dir = bus, registry, artifacts, cache_dir
+        self.archive = archive  # where thumbnails come from; None: events carry none
         self._pending = f"avsurv:{registry.site}:events:pending"  # the outbox: ids published, not yet recorded
         self.subscription: Subscription | None = None
         self._join()
@@ -189,21 +243,45 @@ class AnomalyService(Worker):
             if hits:
                 history = history.added(np.stack([h.z_v for h in hits]), np.stack([h.z_a for h in hits]),
                                         np.array([float(h.payload["capture_time"]) for h in hits]))
+                history = history.flagged(self._flagged_stamps(camera_id, float(history.times.min()), before))
             self._histories[key] = history
         return self._histories[key]
 
-    def _label_free(self, embedding: pb.Embedding, z_v: np.ndarray, z_a: np.ndarray) -> tuple[bool, float, float]:
-        """(anomalous, score, threshold) of the clip by the configured label-free detector."""
+    def _flagged_stamps(self, camera_id: str, since: float, before: float) -> set[int]:
+        """Starts (ms) of the camera's clips in the label-free events recorded from ``since`` to ``before``:
+        a history read after a restart learns which of its clips are no normal examples."""
+        stamps: set[int] = set()
+        for payload in self.registry.events(since, before, READ_BACK):
+            with suppress(DecodeError):
+                event = pb.AnomalyEvent.FromString(payload)
+                if event.header.camera_id == camera_id and event.detector == self.label_free:
+                    stamps |= {parse_clip_id(c)[1] for c in event.clip_ids}
+        return stamps
+
+    def _label_free(self, embedding: pb.Embedding, z_v: np.ndarray, z_a: np.ndarray) -> _Verdict:
+        """The configured label-free detector's verdict on the clip, which then joins its camera's history."""
         h, version = embedding.header, embedding.model_version
-        if self.detector == NOVELTY:
-            history = self._history(version, h.camera_id, h.capture_time, z_v.shape[1])
-            novelty = self.novelty(version, h.camera_id)
-            score = novelty.score(z_v[0], z_a[0], h.capture_time, history) if novelty else None
-            self._histories[(version, h.camera_id)] = history.added(z_v, z_a, np.array([h.capture_time]))
-            if novelty is None or score is None:
-                return False, 0.0, 0.0  # no calibration or no history yet: nothing to compare with
-            threshold = novelty.calibration.with_stds(self.stds).threshold
-            return embedding.has_audio and score > threshold, score, threshold
+        if self.vectors is None:
+            return self._eq5_of(embedding, z_v, z_a)
+        history = self._history(version, h.camera_id, h.capture_time, z_v.shape[1])
+        verdict = (self._novelty_of(embedding, z_v, z_a, history) if self.detector == NOVELTY
+                   else self._eq5_of(embedding, z_v, z_a))
+        self._histories[(version, h.camera_id)] = history.added(z_v, z_a, np.array([h.capture_time]),
+                                                                np.array([not verdict.flagged]))
+        return verdict
+
+    def _novelty_of(self, embedding: pb.Embedding, z_v: np.ndarray, z_a: np.ndarray,
+                 history: CameraHistory) -> _Verdict:
+        h = embedding.header
+        novelty = self.novelty(embedding.model_version, h.camera_id)
+        modalities = novelty.modalities(z_v[0], z_a[0], h.capture_time, history) if novelty else None
+        if novelty is None or modalities is None:
+            return _Verdict(False, 0.0, 0.0)  # no calibration or no history yet: nothing to compare with
+        threshold = novelty.calibration.with_stds(self.stds).threshold
+        return _novelty_verdict(embedding.has_audio and sum(modalities) / 2 > threshold, modalities, threshold)
+
+    def _eq5_of(self, embedding: pb.Embedding, z_v: np.ndarray, z_a: np.ndarray) -> _Verdict:
+        h, version = embedding.header, embedding.model_version
         calibration = self.calibration(version, h.camera_id)
         if calibration is not None and not math.isclose(calibration.w, embedding.w):
             log.error("anomaly: %s of %s scored with w=%g but its calibration has w=%g: not flagged", h.clip_id,
@@ -211,8 +289,9 @@ class AnomalyService(Worker):
             calibration = None
         score = float(clip_scores(z_v, z_a, embedding.w)[0])
         if calibration is None:
-            return False, score, 0.0
-        return embedding.has_audio and score > calibration.threshold, score, calibration.threshold
+            return _Verdict(False, score, 0.0)
+        return _Verdict(embedding.has_audio and score > calibration.threshold, score, calibration.threshold,
+                        pb.AnomalyEvent.DISAGREE)
 
     def _join(self) -> None:
         self.subscription = self.bus.subscribe("anomaly-detector", [EMBEDDINGS])
@@ -309,11 +388,9 @@ class AnomalyService(Worker):
         self._last_seen[h.camera_id] = h.capture_time
         heads = self._heads_reading(h.camera_id, version)
         self._holders[_slot(message)] = 1 + len(heads)
-        clip = _Clip(message, h.clip_id, h.capture_time, h.site)
         z_v, z_a = np.asarray([embedding.z_v], np.float32), np.asarray([embedding.z_a], np.float32)
-        anomalous, score, threshold = self._label_free(embedding, z_v, z_a)
-        self._extend(clip, h.camera_id, "" if self.detector == EQ5 else NOVELTY, "", version, anomalous, score,
-                     threshold)
+        clip = _Clip(message, h.clip_id, h.capture_time, h.site, z_v[0], z_a[0], embedding.w)
+        self._extend(clip, h.camera_id, self.label_free, "", version, self._label_free(embedding, z_v, z_a))
         for attached in heads:
             attached.version, attached.touched = version, time.monotonic()
             for prediction in attached.stream.add(clip, h.capture_time, z_v[0], z_a[0]):
@@ -345,27 +422,27 @@ class AnomalyService(Worker):
     def _head_says(self, attached: _Attached, prediction: StreamPrediction[_Clip]) -> None:
         record = attached.record
         self._extend(prediction.key, record.camera_id, record.detector, prediction.label or "", attached.version,
-                     prediction.label in record.labels, prediction.score, attached.threshold)
+                     _Verdict(prediction.label in record.labels, prediction.score, attached.threshold))
 
-    def _extend(self, clip: _Clip, camera_id: str, detector: str, label: str, version: str, flagged: bool,
-                score: float, threshold: float) -> None:
+    def _extend(self, clip: _Clip, camera_id: str, detector: str, label: str, version: str,
+                verdict: _Verdict) -> None:
         """Adds a flagged clip to the (camera, detector) event, or ends that event at an unflagged one."""
         run, time_ = self.runs.get((camera_id, detector)), clip.capture_time
-        if run is not None and (not flagged or run.version != version or run.label != label
+        if run is not None and (not verdict.flagged or run.version != version or run.label != label
                                 or not 0 < time_ - run.last <= CLIP_SECONDS * 1.5):
             self._close(run)
             run = None
-        if not flagged:
+        if not verdict.flagged:
             self._release(clip.message)
             return
         if run is None:
-            run = self.runs[(camera_id, detector)] = _Run(camera_id, detector, label, version, threshold,
-                                                          time_, time_, score, time_, clip.site)
+            run = self.runs[(camera_id, detector)] = _Run(camera_id, detector, label, version, verdict.threshold,
+                                                          time_, time_, clip, verdict, clip.site)
         run.last, run.touched = time_, time.monotonic()
         run.clip_ids.append(clip.clip_id)
         run.messages.append(clip.message)
-        if score > run.peak_score:
-            run.peak_score, run.peak_time = score, time_
+        if verdict.score > run.peak_score:
+            run.peak, run.verdict, run.evidence = clip, verdict, None
         if run.sequence < 0:
             self._emit(run, pb.AnomalyEvent.NEW)
         elif time_ - run.sent_at >= UPDATE_INTERVAL_S:  # each clip extends the event
@@ -391,9 +468,10 @@ class AnomalyService(Worker):
         event = pb.AnomalyEvent(
             header=header(run.site, run.camera_id, run.clip_ids[0], run.start), event_id=identifier,
             start_time=run.start, end_time=run.last + CLIP_SECONDS, peak_score=run.peak_score,
-            peak_time=run.peak_time, threshold=run.threshold, model_version=run.version, clip_ids=run.clip_ids,
-            detector=run.detector, label=run.label, phase=phase, sequence=run.sequence,
+            peak_time=run.peak.capture_time, threshold=run.threshold, model_version=run.version,
+            clip_ids=run.clip_ids, detector=run.detector, label=run.label, phase=phase, sequence=run.sequence,
         )
+        event.MergeFrom(self._evidence(run))
         payload, key = event.SerializeToString(), _outbox_key(event)
         if (self.registry.event_sequence(identifier) < run.sequence
                 and self._publish_once(key, event, payload)):
@@ -404,6 +482,34 @@ class AnomalyService(Worker):
                      run.last + 1, run.peak_score, run.threshold)
         self.registry.record_event_message(identifier, run.start, run.sequence, payload)  # a replay: not again
         self.registry.state.srem(self._pending, key)
+
+    def _evidence(self, run: _Run) -> pb.AnomalyEvent:
+        """The evidence fields of the run's peak clip, worked out once per peak."""
+        if run.evidence is None:
+            peak = run.peak
+            run.evidence = pb.AnomalyEvent(peak_clip_id=peak.clip_id, thumbnail_jpeg=self._thumbnail(peak.clip_id))
+            run.verdict.explained(run.evidence)
+            if (history := self._histories.get((run.version, run.camera_id))) is not None:
+                times = history.nearest_normal(peak.z_v, peak.z_a, peak.w, run.start, NORMAL_CLIPS,
+                                               NORMAL_SEPARATION_S)
+                run.evidence.normal_clip_ids.extend(clip_id(run.camera_id, t) for t in times)
+        return run.evidence
+
+    def _thumbnail(self, clip_id_: str) -> bytes:
+        """The clip's middle frame, ``THUMBNAIL_WIDTH`` px wide; empty when the clip store cannot give it (an
+        event goes out without its picture rather than not at all)."""
+        if self.archive is None:
+            return b""
+        try:
+            frames = self.archive.get(clip_id_).frames_jpeg
+            image = Image.open(io.BytesIO(frames[len(frames) // 2])).convert("RGB")
+        except (KeyError, IndexError, OSError) as error:
+            log.warning("anomaly: no thumbnail of %s: %s", clip_id_, error)
+            return b""
+        image.thumbnail((THUMBNAIL_WIDTH, THUMBNAIL_WIDTH * image.height // image.width + 1))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=THUMBNAIL_QUALITY)
+        return buffer.getvalue()
 
     def _publish_once(self, key: str, event: pb.AnomalyEvent, payload: bytes) -> bool:
         """Publishes the message, unless a detector that died before recording it had (the outbox)."""
@@ -441,9 +547,9 @@ def _slot(message: Message) -> tuple[str, int, int]:
 
 
 def build(ports: Ports, settings: Settings) -> ServiceParts:
-    if settings.anomaly_detector == NOVELTY and ports.vectors is None:
-        ports.vectors = QdrantVectors(settings.vectors_url)  # the cameras' histories
+    if ports.vectors is None:
+        ports.vectors = QdrantVectors(settings.vectors_url)  # the cameras' histories: novelty, normal clips
     return ServiceParts(worker=AnomalyService(ports.bus, ports.registry, ports.artifacts,
                                               settings.data_dir / "model-cache", settings.anomaly_run_idle_s,
                                               settings.anomaly_stds, settings.anomaly_detector, ports.vectors,
-                                              settings.normalization))
+                                              settings.normalization, ports.archive))

@@ -3,7 +3,16 @@
 
 const TOKEN_KEY = "avsurv-token";
 const KNOWN_EVENT_FIELDS = new Set(["header", "event_id", "start_time", "end_time", "peak_score", "peak_time",
-  "threshold", "model_version", "clip_ids", "detector", "label", "thumbnail", "frames"]);
+  "threshold", "model_version", "clip_ids", "detector", "label", "thumbnail", "frames", "peak_clip_id",
+  "thumbnail_jpeg", "deviation", "visual", "audio", "normal_clip_ids"]);
+// AnomalyEvent.deviation in words: which modality made the event.
+const DEVIATIONS = {
+  VISUAL: "The picture is unlike this camera's history; the sound is not.",
+  AUDIO: "The sound is unlike this camera's history; the picture is not.",
+  BOTH: "Both the picture and the sound are unlike this camera's history.",
+  DISAGREE: "Sound and picture do not fit each other (Eq. 5).",
+  UNEXPLAINED: "No per-modality explanation (a head's event: its label says what it saw).",
+};
 const MODES = { av: "sound and picture", audio: "sound only", visual: "picture only" };
 const events = new Map();  // event id -> {event, seen: "new" | "update" | "end" (live) or "", at}
 let feedListeners = [];
@@ -46,7 +55,8 @@ function clipImage(clipId, attrs, frame) {
 
 // The event's clip at its peak (clip ids are camera:start in ms), else its first.
 function peakClip(e) {
-  const starts = e.clip_ids.map((id) => Number(id.slice(id.lastIndexOf(":") + 1)) / 1000);
+  if (e.peak_clip_id) return e.peak_clip_id;
+  const starts = e.clip_ids.map(clipStart);
   const index = starts.findIndex((start) => start <= e.peak_time && e.peak_time < start + 1);
   return e.clip_ids[Math.max(index, 0)];
 }
@@ -211,6 +221,7 @@ async function eventView(view, id) {
           ["label", e.label || "—"], ["model version", e.model_version], ["clips", e.clip_ids.join(", ")],
           ...other.map(([name, value]) => [name, fieldValue(value)])]
           .map(([name, value]) => h("tr", {}, h("th", {}, name), h("td", {}, value)))))),
+    explanation(e),
     h("section", {}, h("h2", {}, "Frames", clip ? h("span", { class: "muted" }, ` of ${clip}`) : ""), clip
       ? h("div", { class: "frames" }, Array.from({ length: FRAMES_PER_CLIP },
         (_, frame) => clipImage(clip, { alt: `frame ${frame} of ${clip}` }, frame)))
@@ -224,6 +235,27 @@ async function eventView(view, id) {
         href: `#/search?camera=${encodeURIComponent(camera)}&time=${e.peak_time}&mode=${mode}`,
       }, h("button", {}, `by ${words}`)), " ")));
 }
+
+// Why the event was raised: its thumbnail, the deviating modality in words with each modality's score
+// against the threshold, and the camera's nearest normal clips (what it usually looks like).
+function explanation(e) {
+  const modalities = [["picture", e.visual], ["sound", e.audio]].filter(([, m]) => m);
+  return h("section", { id: "explanation" }, h("h2", {}, "Why"),
+    h("div", { class: "why" },
+      e.thumbnail_jpeg ? h("img", { id: "event-thumbnail", alt: `peak clip ${e.peak_clip_id}`,
+        src: `data:image/jpeg;base64,${e.thumbnail_jpeg}` }) : null,
+      h("div", {}, h("p", { id: "deviation", "data-deviation": e.deviation }, DEVIATIONS[e.deviation] || e.deviation),
+        modalities.length ? h("ul", {}, modalities.map(([name, m]) => h("li", {},
+          `${name}: ${score(m.score)} ${m.score > m.threshold ? "above" : "below"} the threshold ${score(m.threshold)}`)))
+          : null)),
+    h("h2", {}, "What normal looks like here"),
+    e.normal_clip_ids.length ? h("div", { class: "results", id: "normal-clips" }, e.normal_clip_ids.map((id) =>
+      h("div", { class: "result" }, clipImage(id, { class: "thumb", alt: id }), h("div", {}, clock(clipStart(id))),
+        h("a", { href: `#/search?clip_id=${encodeURIComponent(id)}&mode=av` }, "similar to this"))))
+      : h("p", { class: "missing-data" }, "No normal clip of this camera's history is known."));
+}
+
+const clipStart = (id) => Number(id.slice(id.lastIndexOf(":") + 1)) / 1000;
 
 function thumbnail(result) {
   return clipImage(result.clip_id, { class: "thumb", alt: `${result.camera_id} ${clock(result.capture_time)}` });

@@ -17,13 +17,15 @@ Two uses of one computation:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from avsurv.constants import ANOMALY_STDS, SEARCH_EXCLUSION_S
 from avsurv.errors import TaskError
 from avsurv.learning.calibration import Calibration
+from avsurv.learning.distance import pairwise_distance
 from avsurv.learning.normalization import CameraStats
 
 NOVELTY_K = 5
@@ -61,23 +63,53 @@ def site_novelty(z_v: np.ndarray, z_a: np.ndarray, times: np.ndarray, *, k: int 
 
 @dataclass(frozen=True, eq=False)
 class CameraHistory:
-    """The last ``capacity`` clips of one camera in one model's space: raw z_v, z_a [H, D] and times [H]."""
+    """The last ``capacity`` clips of one camera in one model's space: raw z_v, z_a [H, D], times [H] and
+    ``normal`` [H] (False: the clip was flagged, so it is no example of what normal looks like)."""
 
     z_v: np.ndarray
     z_a: np.ndarray
     times: np.ndarray
     capacity: int = NOVELTY_HISTORY
+    normal: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
     @classmethod
     def empty(cls, dim: int, capacity: int = NOVELTY_HISTORY) -> CameraHistory:
         return cls(np.zeros((0, dim), np.float32), np.zeros((0, dim), np.float32), np.zeros(0), capacity)
 
-    def added(self, z_v: np.ndarray, z_a: np.ndarray, times: np.ndarray) -> CameraHistory:
-        """This history and the clips ``z_v``, ``z_a`` [M, D] at ``times`` [M], the oldest beyond capacity
-        dropped."""
+    def added(self, z_v: np.ndarray, z_a: np.ndarray, times: np.ndarray,
+              normal: np.ndarray | None = None) -> CameraHistory:
+        """This history and the clips ``z_v``, ``z_a`` [M, D] at ``times`` [M] (``normal`` [M], all True
+        when not given), the oldest beyond capacity dropped."""
         keep = slice(-self.capacity, None)
+        normal = np.ones(len(times), bool) if normal is None else np.asarray(normal, bool)
         return CameraHistory(np.concatenate([self.z_v, z_v])[keep], np.concatenate([self.z_a, z_a])[keep],
-                             np.concatenate([self.times, np.asarray(times, np.float64)])[keep], self.capacity)
+                             np.concatenate([self.times, np.asarray(times, np.float64)])[keep], self.capacity,
+                             np.concatenate([self.normal, normal])[keep])
+
+    def flagged(self, stamps_ms: set[int]) -> CameraHistory:
+        """This history with the clips that start at ``stamps_ms`` (integer milliseconds, as in clip ids)
+        marked not normal."""
+        normal = self.normal & ~np.isin(np.round(self.times * 1000).astype(np.int64), list(stamps_ms))
+        return CameraHistory(self.z_v, self.z_a, self.times, self.capacity, normal)
+
+    def nearest_normal(self, z_v: np.ndarray, z_a: np.ndarray, w: float, before: float, k: int,
+                       separation_s: float) -> list[float]:
+        """Times of up to ``k`` normal clips before ``before`` nearest to the clip ``z_v``, ``z_a`` [D] by the
+        audio-visual distance of search (the mean of Eq. 5 in each modality), nearest first, each at least
+        ``separation_s`` from those picked before it (else the seconds around one moment fill the list)."""
+        rows = np.flatnonzero(self.normal & (self.times < before))
+        if rows.size == 0:
+            return []
+        with torch.no_grad():
+            d = sum(pairwise_distance(torch.from_numpy(q[None]).double(), torch.from_numpy(h[rows]).double(), w)[0]
+                    for q, h in ((z_v, self.z_v), (z_a, self.z_a))).numpy()
+        picked: list[float] = []
+        for time in self.times[rows[np.argsort(d, kind="stable")]]:
+            if all(abs(time - p) >= separation_s for p in picked):
+                picked.append(float(time))
+                if len(picked) == k:
+                    break
+        return picked
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,14 +141,21 @@ class NoveltyCalibration:
     def score(self, z_v: np.ndarray, z_a: np.ndarray, time: float, history: CameraHistory) -> float | None:
         """The novelty of one clip (``z_v``, ``z_a`` [D]) at ``time`` against ``history``; None without k
         clips of history before ``time - exclusion_s``."""
+        terms = self.modalities(z_v, z_a, time, history)
+        return None if terms is None else (terms[0] + terms[1]) / 2
+
+    def modalities(self, z_v: np.ndarray, z_a: np.ndarray, time: float,
+                   history: CameraHistory) -> tuple[float, float] | None:
+        """The (visual, audio) terms of :meth:`score`, each on the scale of its median (the score is their
+        mean): which modality makes the clip new."""
         earlier = history.times <= time - self.exclusion_s
         if int(earlier.sum()) < self.k:
             return None
         query = self.stats.standardize(z_v[None], z_a[None])
         past = self.stats.standardize(history.z_v[earlier], history.z_a[earlier])
-        terms = [np.partition(np.maximum(_squared(q, h), 0.0)[0], self.k - 1)[self.k - 1] / q.shape[1]
-                 for q, h in zip(query, past, strict=True)]
-        return float(_combined([np.array([t]) for t in terms], self.scales)[0])
+        visual, audio = (np.partition(np.maximum(_squared(q, h), 0.0)[0], self.k - 1)[self.k - 1] / q.shape[1]
+                         for q, h in zip(query, past, strict=True))
+        return float(visual / self.scales[0]), float(audio / self.scales[1])
 
     def to_dict(self) -> dict:
         return {"format": NOVELTY_FORMAT, "stats": self.stats.to_dict(), "scales": list(self.scales),
