@@ -121,3 +121,9 @@ DEFAULT_PROFILE: Final = "fg"
 
 DEVICES: Final = ("auto", "cpu", "cuda")
 """Where models run (``avsurv.models.device.resolve_device``): ``auto`` is CUDA when torch sees a GPU."""
+
+# --- Modalities ----------------------------------------------------------------------------------
+VISUAL: Final = "visual"
+AUDIO: Final = "audio"
+MODALITIES: Final = (VISUAL, AUDIO)
+"""The keys of every per-modality dict, in EPG's order (F_v, F_a): z_v before z_a in files and reports."""

@@ -23,11 +23,10 @@ import torch
 from torch import nn
 
 from avsurv.constants import AVACA_HEADS, AVACA_LAMBDA, AVACA_THETA
-from avsurv.heads.layers import CrossAttention
+from avsurv.heads.layers import BUILD_ORDER, CrossAttention
 from avsurv.heads.losses import DMIL_ALPHA, center_loss, dmil_loss
 from avsurv.heads.targets import IGNORE, Targets
 
-MODALITIES = ("audio", "visual")
 DEFAULT_HIDDEN = 128
 """Channels of the convolutions and the transformers; the paper does not state them. Small for CPU."""
 KERNEL = 3
@@ -59,10 +58,10 @@ class AVACA(nn.Module):
             raise ValueError(f"AVACA needs dim >= 1, hidden divisible by heads, alpha > 0 and loss weights "
                              f">= 0; got {dim}, {hidden}, {heads}, {alpha}, {theta}, {lambda_}")
         self.alpha, self.theta, self.lambda_ = alpha, theta, lambda_
-        self.stage1 = nn.ModuleDict({m: _temporal_convolutions(dim, hidden, dropout) for m in MODALITIES})
+        self.stage1 = nn.ModuleDict({m: _temporal_convolutions(dim, hidden, dropout) for m in BUILD_ORDER})
         self.vat = CrossAttention(hidden, heads, dropout)
         self.avt = CrossAttention(hidden, heads, dropout)
-        self.stage2 = nn.ModuleDict({m: _temporal_convolutions(hidden, hidden, dropout) for m in MODALITIES})
+        self.stage2 = nn.ModuleDict({m: _temporal_convolutions(hidden, hidden, dropout) for m in BUILD_ORDER})
         self.score = nn.Linear(2 * hidden, 1)
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

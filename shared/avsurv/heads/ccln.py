@@ -40,11 +40,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from avsurv.constants import CCLN_TAU_FULL, CCLN_TAU_WEAK
-from avsurv.heads.layers import Integration, SelfAttention
+from avsurv.heads.layers import BUILD_ORDER, Integration, SelfAttention
 from avsurv.heads.losses import WCCL_TEMPERATURE, focal_loss, wccl_loss
 from avsurv.heads.targets import IGNORE, Targets
 
-MODALITIES = ("audio", "visual")
 SUPERVISIONS = ("full", "weak")
 DEFAULT_HIDDEN = 128
 """d of the fusion features; the paper does not state it. Small for CPU."""
@@ -111,22 +110,22 @@ class CCLN(nn.Module):
         self.lambda_, self.eta, self.temperature = lambda_, eta, temperature
         self.register_buffer("foreground", torch.tensor(foreground), persistent=False)
         self.embed = nn.ModuleDict({m: nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout))
-                                    for m in MODALITIES})
+                                    for m in BUILD_ORDER})
         self.lstm = nn.ModuleDict({m: nn.LSTM(hidden, hidden // 2, batch_first=True, bidirectional=True)
-                                   for m in MODALITIES})
-        self.fusion_attention = nn.ModuleDict({m: SelfAttention(hidden, heads, dropout) for m in MODALITIES})
+                                   for m in BUILD_ORDER})
+        self.fusion_attention = nn.ModuleDict({m: SelfAttention(hidden, heads, dropout) for m in BUILD_ORDER})
         self.sbi = SBI(hidden, self.tau)
-        self.integration = nn.ModuleDict({m: Integration(hidden, heads, dropout) for m in MODALITIES})
+        self.integration = nn.ModuleDict({m: Integration(hidden, heads, dropout) for m in BUILD_ORDER})
         self.segment_logits = nn.Linear(hidden, classes)  # W_5 (W_f5 or W_w5)
         self.fusion_score = nn.Linear(hidden, 1)  # W_6
         self.event_logits = nn.Linear(hidden, len(foreground))  # W_7
-        self.event_gate = nn.ModuleDict({m: nn.Linear(hidden, len(foreground)) for m in MODALITIES})
+        self.event_gate = nn.ModuleDict({m: nn.Linear(hidden, len(foreground)) for m in BUILD_ORDER})
         self.window_weight = nn.Linear(classes, 1)  # W_b, weak only
         self.visual_branch = nn.Sequential(Integration(hidden, heads, dropout), nn.Linear(hidden, 1))
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        encoded = {m: self.lstm[m](self.embed[m](features[m]))[0] for m in MODALITIES}
-        fused = {m: self.fusion_attention[m](encoded[m]) for m in MODALITIES}  # v^F, a^F
+        encoded = {m: self.lstm[m](self.embed[m](features[m]))[0] for m in BUILD_ORDER}
+        fused = {m: self.fusion_attention[m](encoded[m]) for m in BUILD_ORDER}  # v^F, a^F
         v_i, a_i = self.sbi(fused["visual"], fused["audio"])
         v_z, a_z = self.integration["visual"](v_i), self.integration["audio"](a_i)
         p_out = (v_z + a_z) / 2

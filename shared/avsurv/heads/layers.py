@@ -1,9 +1,19 @@
-"""Transformer pieces shared by the CCLN and AVACA heads."""
+"""Pieces shared by the heads: the order they build per-modality layers in, and the CCLN and AVACA
+Transformer layers."""
 
 from __future__ import annotations
 
+from typing import Final
+
 import torch
 from torch import nn
+
+from avsurv.constants import AUDIO, VISUAL
+
+BUILD_ORDER: Final = (AUDIO, VISUAL)
+"""Audio, then visual (not ``MODALITIES``' order): the order every head creates its per-modality layers and
+buffers in (and CCLN runs them in), which fixes a seeded head's initial weights, its dropout draws and the
+key order of its saved state dict."""
 
 
 class SelfAttention(nn.Module):

@@ -8,8 +8,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from avsurv.constants import MODALITIES
 from avsurv.heads.avaca import AVACA
 from avsurv.heads.ccln import CCLN
+from avsurv.heads.layers import BUILD_ORDER
 from avsurv.heads.tacma import TACMA
 from avsurv.heads.targets import Targets
 
@@ -19,7 +21,6 @@ LOCALIZATION_KINDS = ("tacma", "ccln")
 """Heads that classify segments (scored by segment-wise accuracy); AVACA scores anomalies (ROC-AUC)."""
 SUPERVISIONS = {"tacma": ("full",), "ccln": ("full", "weak"), "avaca": ("weak",)}
 """Label settings of each paper; the first is the default."""
-MODALITIES = ("audio", "visual")
 _STD_FLOOR = 1e-6
 """A constant embedding dimension is divided by 1 instead of ~0."""
 
@@ -31,7 +32,7 @@ class HeadModel(nn.Module):
     def __init__(self, net: nn.Module, dim: int) -> None:
         super().__init__()
         self.net = net
-        for m in MODALITIES:
+        for m in BUILD_ORDER:
             self.register_buffer(f"{m}_mean", torch.zeros(dim))
             self.register_buffer(f"{m}_std", torch.ones(dim))
 

@@ -33,9 +33,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from avsurv.constants import TACMA_THETA
+from avsurv.heads.layers import BUILD_ORDER
 from avsurv.heads.targets import IGNORE, Targets
 
-MODALITIES = ("audio", "visual")
 MIN_ATTENTION = 1e-6
 """Floor of M_ij in Eq. 4 (see the module docstring)."""
 DEFAULT_HIDDEN = 128
@@ -76,10 +76,10 @@ class TACMA(nn.Module):
             raise ValueError(f"TACMA needs dim, hidden >= 1, classes >= 2, theta >= 0 and dropout in [0, 1), "
                              f"got {dim}, {hidden}, {classes}, {theta}, {dropout}")
         self.theta, self.scale = theta, math.sqrt(dim)  # Eq. 3 scales by sqrt(d_l), d_l the feature size
-        self.query = nn.ModuleDict({m: nn.Linear(dim, hidden, bias=False) for m in MODALITIES})  # W^1
-        self.value = nn.ModuleDict({m: nn.Linear(dim, dim, bias=False) for m in MODALITIES})  # W^2
+        self.query = nn.ModuleDict({m: nn.Linear(dim, hidden, bias=False) for m in BUILD_ORDER})  # W^1
+        self.value = nn.ModuleDict({m: nn.Linear(dim, dim, bias=False) for m in BUILD_ORDER})  # W^2
         self.output = nn.ModuleDict({m: nn.Sequential(nn.Linear(dim, hidden), nn.LayerNorm(hidden))
-                                     for m in MODALITIES})  # W^3 and layernorm, Eq. 7
+                                     for m in BUILD_ORDER})  # W^3 and layernorm, Eq. 7
         self.classifier = nn.Sequential(  # Eq. 8, the three-layer MLP
             nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
             nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),

@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from avsurv.constants import AUDIO, MODALITIES, VISUAL
 from avsurv.errors import TaskError, read_json
 from avsurv.learning.embeddings import EmbeddingSet
 
-MODALITIES = ("visual", "audio")
 MIN_CLIPS = 60
 """A minute of clips: fewer than this and a camera falls back to the reference statistics."""
 EPS = 1e-5
@@ -90,9 +90,9 @@ class CameraStats:
     def standardize(self, z_v: np.ndarray, z_a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """float32 ``(z - mean) / sqrt(var + EPS)`` of each modality."""
         var = self.var
-        scaled = [(np.asarray(z, dtype=np.float64) - self.mean[m]) / np.sqrt(var[m] + EPS)
-                  for m, z in zip(MODALITIES, (z_v, z_a), strict=True)]
-        return scaled[0].astype(np.float32), scaled[1].astype(np.float32)
+        scaled = {m: (np.asarray(z, dtype=np.float64) - self.mean[m]) / np.sqrt(var[m] + EPS)
+                  for m, z in ((VISUAL, z_v), (AUDIO, z_a))}
+        return scaled[VISUAL].astype(np.float32), scaled[AUDIO].astype(np.float32)
 
     def to_dict(self) -> dict[str, Any]:
         var = self.var

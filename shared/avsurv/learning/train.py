@@ -39,6 +39,7 @@ from avsurv.constants import (
     EMBEDDING_DIM,
     LR_AUDIO,
     LR_VISUAL,
+    MODALITIES,
     SIGMA,
     WEIGHT_DECAY,
     W,
@@ -70,7 +71,6 @@ SUPERVISED = "supervised"
 """Trained end to end with event labels: the ceiling of the evaluation, not a method of the paper."""
 SCHEDULES = ("auto", "layerwise", "joint")
 EPG_SWITCHES = ("epoch", "aligned")
-MODALITIES = ("visual", "audio")
 
 
 @dataclass(frozen=True)

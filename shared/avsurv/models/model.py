@@ -6,13 +6,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from avsurv.constants import MODALITIES
 from avsurv.models.audio import AudioEncoder
 from avsurv.models.foreground import ForegroundConfig, ForegroundEncoder
 from avsurv.models.inputs import VisualInput
 from avsurv.models.profiles import PROFILES
 from avsurv.models.x3d import X3D
-
-MODALITIES = ("visual", "audio")
 
 
 class AudioVisualModel(nn.Module):
