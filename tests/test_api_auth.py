@@ -85,6 +85,7 @@ def calls(channel: grpc.Channel) -> dict[str, tuple[Callable[..., object], objec
         "Search": (search.Search, api_pb2.SearchRequest(clip_id="cam0:0")),
         "GetClip": (search.GetClip, api_pb2.GetClipRequest(clip_id="cam0:0")),
         "List": (anomalies.List, api_pb2.ListAnomaliesRequest()),
+        "Export": (anomalies.Export, api_pb2.ExportEvidenceRequest(event_id="e0")),
         "ListCameras": (control.ListCameras, api_pb2.ListCamerasRequest()),
         "GetTrainingStatus": (control.GetTrainingStatus, api_pb2.TrainingStatusRequest()),
         "ListModels": (control.ListModels, api_pb2.ListModelsRequest()),
@@ -97,7 +98,7 @@ def calls(channel: grpc.Channel) -> dict[str, tuple[Callable[..., object], objec
     }
 
 
-READS = {"Search", "GetClip", "List", "ListCameras", "GetTrainingStatus", "ListModels"}
+READS = {"Search", "GetClip", "List", "Export", "ListCameras", "GetTrainingStatus", "ListModels"}
 DENIED = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 
 

@@ -153,6 +153,8 @@ REQUESTS: dict[str, tuple[type, Callable[[random.Random], object]]] = {
     "EventSearch/GetClip": (api_pb2.ClipMedia, lambda rng: api_pb2.GetClipRequest(
         clip_id=_text(rng, rng.choice(("cam0:1000", "cam0:2000"))))),  # stored, or NOT_FOUND, unless odd
     "Anomalies/List": (api_pb2.ListAnomaliesResponse, _list),
+    "Anomalies/Export": (api_pb2.EvidenceFile, lambda rng: api_pb2.ExportEvidenceRequest(
+        event_id=_text(rng, "e0"), margin_s=_number(rng, DOUBLES, 2.0))),  # unknown (NOT_FOUND) unless odd
     "Anomalies/Watch": (pb.AnomalyEvent, lambda rng: api_pb2.WatchAnomaliesRequest(
         camera_ids=_texts(rng), detectors=_texts(rng, ""))),
     "Control/AddCamera": (api_pb2.Camera, lambda rng: api_pb2.AddCameraRequest(

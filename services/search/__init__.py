@@ -20,14 +20,16 @@ import numpy as np
 from avsurv.adapters.artifacts import Artifacts
 from avsurv.adapters.vectors import Hit, QdrantVectors, alias_name, point_id
 from avsurv.clipids import clip_id as make_clip_id
-from avsurv.constants import SEARCH_EXCLUSION_S, SEARCH_SEPARATION_S
+from avsurv.constants import CLIP_SECONDS, SEARCH_EXCLUSION_S, SEARCH_SEPARATION_S
 from avsurv.errors import MediaError, TaskError
 from avsurv.learning.embeddings import EmbeddingSet
 from avsurv.learning.normalization import CAMERA, NONE, SiteNormalization
-from avsurv.media import Segmenter
+from avsurv.media import Clip, Segmenter
 from avsurv.media.background import Backgrounds
+from avsurv.media.evidence import clip_time, evidence_mp4
 from avsurv.platform.archive import ClipArchive
 from avsurv.platform.config import Settings, without_credentials
+from avsurv.platform.messages import InvalidMessage, clip_from_message
 from avsurv.platform.model_versions import LoadedModel, load_version
 from avsurv.platform.registry import ModelRecord, Registry
 from avsurv.platform.runtime import Ports, ServiceParts
@@ -213,9 +215,45 @@ def _index(hits: Sequence[Hit]) -> EmbeddingSet:
 
 
 class AnomaliesServicer(api_pb2_grpc.AnomaliesServicer):
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
+    def __init__(self, registry: Registry, archive: ClipArchive) -> None:
+        self.registry, self.archive = registry, archive
         self.feed = LiveFeed(registry)
+
+    @_handled
+    def Export(self, request: api_pb2.ExportEvidenceRequest, context: Context) -> api_pb2.EvidenceFile:
+        """The stored clips overlapping the event widened by the margin, as an mp4 with their sound."""
+        margin = limits.check_export(request)
+        payload = self.registry.event(request.event_id)
+        if payload is None:
+            raise _Abort(grpc.StatusCode.NOT_FOUND, f"no event {limits.echo(request.event_id)}")
+        event = pb.AnomalyEvent.FromString(payload)
+        first, end = math.floor(event.start_time - margin), math.ceil(event.end_time + margin)
+        if end - first > limits.MAX_EXPORT_S:
+            raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, f"the event and its margins span {end - first} s; "
+                         f"an export holds at most {limits.MAX_EXPORT_S:g} s (ask for a smaller margin_s)")
+        stored = self._stored(event.header.camera_id, range(first, end))
+        if not stored:
+            raise _Abort(grpc.StatusCode.NOT_FOUND,
+                         f"no readable clip of event {request.event_id} is in the clip store")
+        clips = [clip for _, clip in stored]
+        return api_pb2.EvidenceFile(
+            event_id=request.event_id, camera_id=event.header.camera_id, start_time=clip_time(clips[0]),
+            end_time=clip_time(clips[-1]) + CLIP_SECONDS, mp4=evidence_mp4(clips),
+            clip_ids=[m.header.clip_id for m, _ in stored],
+            silent_clip_ids=[m.header.clip_id for m, clip in stored if clip.audio is None])
+
+    def _stored(self, camera_id: str, seconds: range) -> list[tuple[pb.Clip, Clip]]:
+        """The camera's readable stored clips starting at these seconds (clips start on whole seconds), in
+        order; a damaged one is left out like a missing one, so the rest of the evidence still comes."""
+        stored = []
+        for second in seconds:
+            with contextlib.suppress(KeyError):
+                message = self.archive.get(make_clip_id(camera_id, second))
+                try:
+                    stored.append((message, clip_from_message(message)))
+                except InvalidMessage as error:
+                    log.warning("search: export leaves out a damaged clip: %s", error)
+        return stored
 
     @_handled
     def List(self, request: api_pb2.ListAnomaliesRequest, context: Context) -> api_pb2.ListAnomaliesResponse:
@@ -416,5 +454,6 @@ def build(ports: Ports, settings: Settings) -> ServiceParts:
         ports.vectors = QdrantVectors(settings.vectors_url)
     search = SearchServicer(ports.vectors, ports.registry, ports.artifacts, settings.data_dir / "model-cache",
                             settings.device, settings.normalization, ports.archive)
-    return ServiceParts(servicers={"EventSearch": search, "Anomalies": AnomaliesServicer(ports.registry),
+    return ServiceParts(servicers={"EventSearch": search,
+                                   "Anomalies": AnomaliesServicer(ports.registry, ports.archive),
                                    "Control": ControlServicer(ports.registry, settings)})

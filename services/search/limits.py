@@ -29,6 +29,11 @@ MAX_WINDOW_S = 7 * 86_400.0
 """Search exclusion and separation."""
 MAX_MEDIA_OFFSET_S = 3_600.0
 """Second of an uploaded query clip (a short media file)."""
+EXPORT_MARGIN_S = 2.0
+"""Seconds an evidence export keeps before and after its event when the request names none."""
+MAX_EXPORT_MARGIN_S = 60.0
+MAX_EXPORT_S = 600.0
+"""The longest window an export encodes (event and margins): some 10 MB of mp4, a few seconds of encoding."""
 MAX_ECHO_CHARS = 80
 """Of a refused value quoted back in an error."""
 
@@ -115,6 +120,14 @@ def check_list(request: api_pb2.ListAnomaliesRequest) -> None:
     if request.HasField("min_score"):
         check_number("min_score", request.min_score, -math.inf, math.inf)
     check_number("limit", request.limit, 0, MAX_LIST_LIMIT)
+
+
+def check_export(request: api_pb2.ExportEvidenceRequest) -> float:
+    """The request's margin (the default when unset)."""
+    check_text("event_id", request.event_id)
+    if not request.HasField("margin_s"):
+        return EXPORT_MARGIN_S
+    return check_number("margin_s", request.margin_s, 0.0, MAX_EXPORT_MARGIN_S)
 
 
 def check_trigger(request: api_pb2.TriggerTrainingRequest) -> None:

@@ -83,6 +83,7 @@ class SegmentationService(Worker):
         for clip in clips:
             clip_message = clip_to_message(clip, self.site)
             clip_message.media_uri = self.archive.put(clip_message)
+            clip_message.ClearField("audio_pcm_s16le")  # for evidence only: the topic's consumers need the log-mel
             self.bus.publish(CLIPS, camera, clip_message.SerializeToString())
         self.bus.flush()  # the clips are durable: now their chunks may be committed
         if ended is not None:

@@ -4,9 +4,13 @@ Layout (no pickles anywhere):
 - ``clips.jsonl``: one JSON object per clip (clip_id, camera_id, start, capture_time, source, has_audio,
   shard, row), in the order written;
 - ``shard-NNNNN.npz``: ``frames_jpeg`` (uint8, the JPEG files of all frames back to back),
-  ``frame_offsets`` (int64, [5 * rows + 1]) and ``log_mel`` (float32, [rows, 1, 128, 64]);
+  ``frame_offsets`` (int64, [5 * rows + 1]), ``log_mel`` (float32, [rows, 1, 128, 64]) and ``audio_pcm``
+  (int16, [rows, 44100]: each second's samples, for evidence; zeros in a row whose record says
+  ``audio_samples`` false, and absent from shards written before it was kept);
 - ``reports.jsonl``: one segmentation report per input.
-Frames are stored as JPEG (quality 90), as on the clips topic: about 10x smaller than raw pixels.
+Frames are stored as JPEG (quality 90), as on the clips topic: about 10x smaller than raw pixels. Audio is
+16-bit PCM (88 kB per clip): enough for listening, while the log-mel, computed from the float samples, is
+kept as it was.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from avsurv.constants import FRAMES_PER_CLIP
-from avsurv.media.segment import Clip, SegmentReport
+from avsurv.media.segment import CLIP_SAMPLES, Clip, SegmentReport
 
 JPEG_QUALITY = 90
 CLIPS_PER_SHARD = 256
@@ -37,6 +41,8 @@ class ClipRecord:
     has_audio: bool
     shard: int
     row: int
+    audio_samples: bool = False
+    """The shard keeps the clip's samples (False in directories written before they were kept)."""
 
 
 def encode_jpeg(frame: np.ndarray) -> bytes:
@@ -47,6 +53,15 @@ def encode_jpeg(frame: np.ndarray) -> bytes:
 
 def decode_jpeg(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def to_pcm16(samples: np.ndarray) -> np.ndarray:
+    """Float samples in [-1, 1] (clipped beyond) as int16."""
+    return np.round(np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)
+
+
+def from_pcm16(samples: np.ndarray) -> np.ndarray:
+    return samples.astype(np.float32) / 32767
 
 
 class ClipWriter:
@@ -61,15 +76,17 @@ class ClipWriter:
         self._shard = 0
         self._jpegs: list[bytes] = []
         self._mels: list[np.ndarray] = []
+        self._audio: list[np.ndarray] = []
         self.count = 0
 
     def add(self, clip: Clip) -> None:
         record = ClipRecord(
             clip.clip_id, clip.camera_id, clip.start, clip.capture_time, clip.source, clip.has_audio,
-            self._shard, len(self._mels),
+            self._shard, len(self._mels), clip.audio is not None,
         )
         self._jpegs += [encode_jpeg(frame) for frame in clip.frames]
         self._mels.append(clip.log_mel)
+        self._audio.append(to_pcm16(clip.audio) if clip.audio is not None else np.zeros(CLIP_SAMPLES, np.int16))
         self._index.write(json.dumps(asdict(record)) + "\n")
         self.count += 1
         if len(self._mels) == CLIPS_PER_SHARD:
@@ -88,9 +105,10 @@ class ClipWriter:
             frames_jpeg=np.frombuffer(b"".join(self._jpegs), dtype=np.uint8),
             frame_offsets=offsets,
             log_mel=np.stack(self._mels),
+            audio_pcm=np.stack(self._audio),
         )
         self._shard += 1
-        self._jpegs, self._mels = [], []
+        self._jpegs, self._mels, self._audio = [], [], []
 
     def close(self) -> None:
         self._write_shard()
@@ -140,6 +158,7 @@ class ClipStore:
             has_audio=record.has_audio,
             frames=np.stack(frames),
             log_mel=data["log_mel"][record.row],
+            audio=from_pcm16(data["audio_pcm"][record.row]) if record.audio_samples else None,
         )
 
     def __iter__(self) -> Iterator[Clip]:

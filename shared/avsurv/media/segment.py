@@ -74,6 +74,9 @@ class Clip:
     """uint8 [5, 224, 398, 3]: the sampled frames resized to 398x224, RGB."""
     log_mel: np.ndarray
     """float32 [1, 128, 64] log-mel in dB (silence where audio is missing)."""
+    audio: np.ndarray | None = None
+    """float32 [44100]: the second's mono samples at 44.1 kHz (zeros where none were decoded); None when the
+    source has no audio track or the clip was stored without its samples (evidence export plays silence)."""
 
     @property
     def clip_id(self) -> str:
@@ -404,4 +407,5 @@ class _ClipAssembler:
             has_audio=has_audio,
             frames=np.stack(pending.frames),
             log_mel=log_mel(pending.audio),
+            audio=pending.audio if self.has_audio_stream else None,
         )

@@ -106,15 +106,16 @@ def _refusal(handler: grpc.RpcMethodHandler | None, code: grpc.StatusCode, detai
 
 def operator_channel(settings: Settings, port: int, host: str = "127.0.0.1") -> grpc.Channel:
     """A channel to this platform's own API as its operator (the demo): over TLS, trusting the configured
-    certificate, when the API serves TLS; with a control token when tokens are configured."""
+    certificate, when the API serves TLS; with a control token when tokens are configured, else a read one."""
     target = f"{host}:{port}"
     if settings.grpc_tls_cert:
         credentials = grpc.ssl_channel_credentials(Path(settings.grpc_tls_cert).read_bytes())
         channel = grpc.secure_channel(target, credentials)
     else:
         channel = grpc.insecure_channel(target)
-    control = configured_tokens(settings).get(CONTROL)
-    return grpc.intercept_channel(channel, _Bearer(control[0])) if control else channel
+    tokens = configured_tokens(settings)
+    token = tokens.get(CONTROL) or tokens.get(READ)
+    return grpc.intercept_channel(channel, _Bearer(token[0])) if token else channel
 
 
 class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):

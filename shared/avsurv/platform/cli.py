@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import re
 import signal
 import sys
@@ -13,6 +14,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import redis
 
 from avsurv.adapters.artifacts import Artifacts
@@ -21,10 +23,12 @@ from avsurv.clisupport import reports_errors
 from avsurv.errors import TaskError
 from avsurv.heads.training import TrainedHead
 from avsurv.platform.archive import open_artifacts
+from avsurv.platform.auth import operator_channel
 from avsurv.platform.config import ConfigError, Settings, group_heads, load_settings
 from avsurv.platform.head_attachments import HEADS_REFRESH_S, NAME_PATTERN, attach_head, event_labels
 from avsurv.platform.registry import Registry
 from avsurv.platform.runtime import SERVICES, Runtime, open_state
+from avsurv.v1 import api_pb2, api_pb2_grpc
 
 
 def _logging() -> None:
@@ -123,6 +127,31 @@ def run_health(args: argparse.Namespace) -> int:
         return 1
     print(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+@reports_errors("export")
+def run_export(args: argparse.Namespace) -> int:
+    """An event's evidence through the API (``Anomalies.Export``), written atomically to ``--out``."""
+    host, _, port = args.api.rpartition(":")
+    if not host or not port.isdigit():
+        raise TaskError(f"--api is HOST:PORT, got {args.api!r}")
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as error:
+        raise TaskError(str(error)) from None
+    request = api_pb2.ExportEvidenceRequest(event_id=args.event_id, margin_s=args.margin_s)
+    try:
+        with operator_channel(settings, int(port), host.strip("[]")) as channel:
+            evidence = api_pb2_grpc.AnomaliesStub(channel).Export(request, timeout=args.timeout)
+    except grpc.RpcError as error:
+        raise TaskError(f"{args.api}: {error.code().name}: {error.details()}") from None
+    staging = args.out.with_name(f".{args.out.name}.{os.getpid()}.tmp")  # same directory: replace is atomic
+    staging.write_bytes(evidence.mp4)
+    os.replace(staging, args.out)
+    silent = f", {len(evidence.silent_clip_ids)} of them without stored sound" if evidence.silent_clip_ids else ""
+    print(f"wrote {args.out}: {evidence.camera_id}, {evidence.end_time - evidence.start_time:g} s from capture time "
+          f"{evidence.start_time:.3f} ({len(evidence.clip_ids)} clips{silent}), {len(evidence.mp4)} bytes")
+    return 0
 
 
 def _head_stores(args: argparse.Namespace) -> tuple[Registry, Artifacts]:
@@ -255,6 +284,20 @@ def register_cli(sub: argparse._SubParsersAction, heads: argparse._SubParsersAct
     dashboard.add_argument("--port", type=int, help="port (default: dashboard_port, 8080)")
     dashboard.add_argument("--config", type=Path, help="YAML file of settings")
     dashboard.set_defaults(func=run_dashboard)
+
+    export = sub.add_parser("export", help="write an anomaly event's evidence as an mp4 with sound",
+                            description="Asks the API (Anomalies.Export) for the event's stored seconds and a "
+                            "margin before and after them, as H.264 video at 5 frames per second with AAC sound, and "
+                            "writes the file atomically. TLS and tokens as configured (grpc_tls_cert; the control "
+                            "token, else a read token).")
+    export.add_argument("event_id", help="the event's id (AnomalyEvent.event_id, as Anomalies.List gives it)")
+    export.add_argument("--out", type=Path, required=True, metavar="FILE.mp4", help="the file to write")
+    export.add_argument("--margin-s", type=float, default=2.0, help="seconds before and after the event (default 2, "
+                        "at most 60)")
+    export.add_argument("--api", default="127.0.0.1:50051", help="the API's HOST:PORT (default: 127.0.0.1:50051)")
+    export.add_argument("--timeout", type=float, default=120.0, help="seconds (default 120)")
+    export.add_argument("--config", type=Path, help="YAML file of settings (TLS certificate, tokens)")
+    export.set_defaults(func=run_export)
 
     check = sub.add_parser("health", help="ask a service's gRPC health endpoint (exit 0 when SERVING)")
     check.add_argument("--host", default="127.0.0.1")

@@ -14,7 +14,7 @@ from avsurv.adapters.bus import Bus
 from avsurv.adapters.bus import Message as BusMessage
 from avsurv.clipids import MAX_TIME_S, check_camera_id, parse_clip_id
 from avsurv.constants import FRAME_HEIGHT, FRAME_WIDTH, FRAMES_PER_CLIP, MEL_FRAMES, N_MELS
-from avsurv.media.clipstore import decode_jpeg, encode_jpeg
+from avsurv.media.clipstore import CLIP_SAMPLES, decode_jpeg, encode_jpeg, from_pcm16, to_pcm16
 from avsurv.media.segment import Clip
 from avsurv.v1 import messages_pb2 as pb
 
@@ -112,6 +112,7 @@ def clip_to_message(clip: Clip, site: str, media_uri: str = "") -> pb.Clip:
         header=header(site, clip.camera_id, clip.clip_id, capture),
         frames_jpeg=[encode_jpeg(frame) for frame in clip.frames],
         log_mel_f16=clip.log_mel.astype("<f2").tobytes(), has_audio=clip.has_audio, media_uri=media_uri,
+        audio_pcm_s16le=to_pcm16(clip.audio).astype("<i2").tobytes() if clip.audio is not None else b"",
     )
 
 
@@ -131,7 +132,18 @@ def clip_from_message(message: pb.Clip, source: str = "") -> Clip:
     log_mel = np.frombuffer(message.log_mel_f16, "<f2").astype(np.float32).reshape(1, N_MELS, MEL_FRAMES)
     h = message.header
     return Clip(camera_id=h.camera_id, start=h.capture_time, capture_time=h.capture_time,
-                source=source or message.media_uri, has_audio=message.has_audio, frames=frames, log_mel=log_mel)
+                source=source or message.media_uri, has_audio=message.has_audio, frames=frames, log_mel=log_mel,
+                audio=clip_audio(message))
+
+
+def clip_audio(message: pb.Clip) -> np.ndarray | None:
+    """The clip's stored samples (float32 [44100]), None when it was stored without them."""
+    if not message.audio_pcm_s16le:
+        return None
+    if len(message.audio_pcm_s16le) != CLIP_SAMPLES * 2:
+        raise InvalidMessage(f"clip {message.header.clip_id} has {len(message.audio_pcm_s16le)} bytes of audio, "
+                             f"expected {CLIP_SAMPLES * 2}")
+    return from_pcm16(np.frombuffer(message.audio_pcm_s16le, "<i2"))
 
 
 def event_id(camera_id: str, start_time: float, model_version: str, detector: str = "") -> str:

@@ -245,6 +245,10 @@ class Registry:
             pipe.execute()
         return True
 
+    def event(self, event_id: str) -> bytes | None:
+        """The event's latest stored message."""
+        return self.state.hget(self._key("events"), event_id)
+
     def events(self, start_time: float | None, end_time: float | None, limit: int) -> list[bytes]:
         """Stored events, newest first, starting in [start_time, end_time]."""
         ids = self.state.zrevrangebyscore(self._key("events", "by_time"),

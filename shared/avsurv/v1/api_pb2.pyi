@@ -134,6 +134,32 @@ class WatchAnomaliesRequest(_message.Message):
     detectors: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, camera_ids: _Optional[_Iterable[str]] = ..., detectors: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class ExportEvidenceRequest(_message.Message):
+    __slots__ = ("event_id", "margin_s")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_S_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    margin_s: float
+    def __init__(self, event_id: _Optional[str] = ..., margin_s: _Optional[float] = ...) -> None: ...
+
+class EvidenceFile(_message.Message):
+    __slots__ = ("event_id", "camera_id", "start_time", "end_time", "mp4", "clip_ids", "silent_clip_ids")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    MP4_FIELD_NUMBER: _ClassVar[int]
+    CLIP_IDS_FIELD_NUMBER: _ClassVar[int]
+    SILENT_CLIP_IDS_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    camera_id: str
+    start_time: float
+    end_time: float
+    mp4: bytes
+    clip_ids: _containers.RepeatedScalarFieldContainer[str]
+    silent_clip_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, event_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., mp4: _Optional[bytes] = ..., clip_ids: _Optional[_Iterable[str]] = ..., silent_clip_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class Camera(_message.Message):
     __slots__ = ("camera_id", "source", "status", "last_capture_time", "detail")
     CAMERA_ID_FIELD_NUMBER: _ClassVar[int]

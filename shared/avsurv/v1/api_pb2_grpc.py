@@ -162,6 +162,11 @@ class AnomaliesStub:
                 request_serializer=avsurv_dot_v1_dot_api__pb2.WatchAnomaliesRequest.SerializeToString,
                 response_deserializer=avsurv_dot_v1_dot_messages__pb2.AnomalyEvent.FromString,
                 _registered_method=True)
+        self.Export = channel.unary_unary(
+                '/avsurv.v1.Anomalies/Export',
+                request_serializer=avsurv_dot_v1_dot_api__pb2.ExportEvidenceRequest.SerializeToString,
+                response_deserializer=avsurv_dot_v1_dot_api__pb2.EvidenceFile.FromString,
+                _registered_method=True)
 
 
 class AnomaliesServicer:
@@ -180,6 +185,14 @@ class AnomaliesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Export(self, request, context):
+        """NOT_FOUND: no such event, or none of its window's clips is stored; INVALID_ARGUMENT: a bad margin;
+        FAILED_PRECONDITION: the window is longer than the export limit (600 s).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnomaliesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -192,6 +205,11 @@ def add_AnomaliesServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=avsurv_dot_v1_dot_api__pb2.WatchAnomaliesRequest.FromString,
                     response_serializer=avsurv_dot_v1_dot_messages__pb2.AnomalyEvent.SerializeToString,
+            ),
+            'Export': grpc.unary_unary_rpc_method_handler(
+                    servicer.Export,
+                    request_deserializer=avsurv_dot_v1_dot_api__pb2.ExportEvidenceRequest.FromString,
+                    response_serializer=avsurv_dot_v1_dot_api__pb2.EvidenceFile.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -248,6 +266,33 @@ class Anomalies:
             '/avsurv.v1.Anomalies/Watch',
             avsurv_dot_v1_dot_api__pb2.WatchAnomaliesRequest.SerializeToString,
             avsurv_dot_v1_dot_messages__pb2.AnomalyEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Export(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/avsurv.v1.Anomalies/Export',
+            avsurv_dot_v1_dot_api__pb2.ExportEvidenceRequest.SerializeToString,
+            avsurv_dot_v1_dot_api__pb2.EvidenceFile.FromString,
             options,
             channel_credentials,
             insecure,

@@ -70,18 +70,20 @@ class Chunk(_message.Message):
     def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., session: _Optional[str] = ..., sequence: _Optional[int] = ..., capture_epoch: _Optional[float] = ..., fps: _Optional[float] = ..., has_audio: _Optional[bool] = ..., frames: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ..., audio: _Optional[_Iterable[_Union[AudioPiece, _Mapping]]] = ..., end_of_stream: _Optional[bool] = ..., source: _Optional[str] = ...) -> None: ...
 
 class Clip(_message.Message):
-    __slots__ = ("header", "frames_jpeg", "log_mel_f16", "has_audio", "media_uri")
+    __slots__ = ("header", "frames_jpeg", "log_mel_f16", "has_audio", "media_uri", "audio_pcm_s16le")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     FRAMES_JPEG_FIELD_NUMBER: _ClassVar[int]
     LOG_MEL_F16_FIELD_NUMBER: _ClassVar[int]
     HAS_AUDIO_FIELD_NUMBER: _ClassVar[int]
     MEDIA_URI_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_PCM_S16LE_FIELD_NUMBER: _ClassVar[int]
     header: Header
     frames_jpeg: _containers.RepeatedScalarFieldContainer[bytes]
     log_mel_f16: bytes
     has_audio: bool
     media_uri: str
-    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., frames_jpeg: _Optional[_Iterable[bytes]] = ..., log_mel_f16: _Optional[bytes] = ..., has_audio: _Optional[bool] = ..., media_uri: _Optional[str] = ...) -> None: ...
+    audio_pcm_s16le: bytes
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., frames_jpeg: _Optional[_Iterable[bytes]] = ..., log_mel_f16: _Optional[bytes] = ..., has_audio: _Optional[bool] = ..., media_uri: _Optional[str] = ..., audio_pcm_s16le: _Optional[bytes] = ...) -> None: ...
 
 class Embedding(_message.Message):
     __slots__ = ("header", "model_version", "z_v", "z_a", "has_audio", "point_id", "w", "model_sha256", "profile")
