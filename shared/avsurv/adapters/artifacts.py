@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -31,6 +32,25 @@ def check_artifact_name(name: str) -> str:
     return name
 
 
+def place_directory(target: Path, fill: Callable[[Path], object]) -> Path:
+    """``target``, filled by ``fill`` in a staging directory beside it and then renamed into place, so that
+    a reader never sees a partial artifact. If another writer placed it meanwhile, theirs stays: same name,
+    same content."""
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        fill(staging)
+    except BaseException:
+        shutil.rmtree(staging)
+        raise
+    try:
+        staging.rename(target)
+    except OSError:
+        shutil.rmtree(staging)
+        if not target.is_dir():
+            raise
+    return target
+
+
 class DirectoryArtifacts:
     SCHEME = "file://"
 
@@ -49,15 +69,7 @@ class DirectoryArtifacts:
     def put(self, local_dir: Path, name: str) -> str:
         target = self.root / check_artifact_name(name)
         if not target.exists():
-            # Copy beside the target, then rename: readers never see a half-written artifact.
-            staging = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{name}."))
-            shutil.copytree(local_dir, staging, dirs_exist_ok=True)
-            try:
-                staging.rename(target)
-            except OSError:  # stored meanwhile by another writer: same name, same content
-                shutil.rmtree(staging)
-                if not target.is_dir():
-                    raise
+            place_directory(target, lambda staging: shutil.copytree(local_dir, staging, dirs_exist_ok=True))
         return self.SCHEME + str(target)
 
     def fetch(self, uri: str, cache_dir: Path) -> Path:

@@ -8,13 +8,11 @@ artifact: storing is atomic for readers, as the directory store's rename is."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from avsurv.adapters.artifacts import check_artifact_name
+from avsurv.adapters.artifacts import check_artifact_name, place_directory
 
 SCHEME = "s3://"
 MANIFEST = ".manifest"
@@ -138,20 +136,7 @@ class ObjectArtifacts:
         except KeyError:
             raise FileNotFoundError(f"artifact {uri} does not exist") from None
         cache_dir.mkdir(parents=True, exist_ok=True)
-        # Download beside the target, then rename: a concurrent reader never sees a partial copy.
-        staging = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{name}."))
-        try:
-            self._download(name, files, staging)
-        except BaseException:
-            shutil.rmtree(staging)
-            raise
-        try:
-            staging.rename(target)
-        except OSError:  # fetched meanwhile by another reader: same name, same content
-            shutil.rmtree(staging)
-            if not target.is_dir():
-                raise
-        return target
+        return place_directory(target, lambda staging: self._download(name, files, staging))
 
     def exists(self, uri: str) -> bool:
         return self.store.exists(self._name(uri) + MANIFEST)
