@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -64,54 +66,40 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, stream URLs or clip directories")
     p.add_argument("--out", type=Path, required=True, help="model directory to write (required)")
-    p.add_argument("--profile", default=d.profile, choices=sorted(PROFILES),
-                   help="encoders: fg (whole frames minus each camera's background; CPU), paper (X3D-M + ResNet18, "
-                        f"as published) or tiny (X3D on pooled crops; CPU) (default {d.profile})")
-    p.add_argument("--method", default=d.method, choices=(*METHODS, SUPERVISED),
-                   help=f"epg (the paper), or the baselines tpg, avbt, infonce; {SUPERVISED} trains with --labels "
-                   f"(a ceiling for evaluations) (default {d.method})")
+    option = _config_option(p)
+    option("--profile", "encoders: fg (whole frames minus each camera's background; CPU), paper (X3D-M + ResNet18, "
+           "as published) or tiny (X3D on pooled crops; CPU)", choices=sorted(PROFILES))
+    option("--method", f"epg (the paper), or the baselines tpg, avbt, infonce; {SUPERVISED} trains with --labels "
+           "(a ceiling for evaluations)", choices=(*METHODS, SUPERVISED))
     p.add_argument("--labels", type=Path,
                    help=f"{SUPERVISED} only: ground_truth.json or a camera_id,t,label CSV (as avsurv probe reads)")
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"training epochs (default {d.epochs})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size,
-                   help=f"clips per batch, drawn across the whole stream (default {d.batch_size})")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"random seed; runs are reproducible (default {d.seed})")
-    p.add_argument("--w", type=float, default=d.w, help=f"Eq. 5 weight of the Euclidean term, 0..1 (default {d.w})")
-    p.add_argument("--sigma", type=float, default=d.sigma,
-                   help=f"seconds within which clips are also positives (default {d.sigma})")
-    p.add_argument("--tau", type=float, default=d.tau, help=f"margin of the Eq. 4 loss (default {d.tau})")
-    p.add_argument("--reduction", default=d.reduction, choices=("balanced", "sum", "mean"),
-                   help="how Eq. 4 terms are combined: balanced (mean over positives + mean over negatives), "
-                   f"sum (the paper's plain Eq. 4) or mean over all pairs (default {d.reduction})")
-    p.add_argument("--tpg-epochs", type=int, default=d.tpg_epochs,
-                   help=f"EPG only: first epochs with temporal (TPG) labels (default {d.tpg_epochs})")
-    p.add_argument("--epg-switch", default=d.epg_switch, choices=EPG_SWITCHES,
-                   help="EPG only: epoch = EPG labels right after --tpg-epochs (the paper); aligned = also wait "
-                   f"until an epoch ends with the encoders aligned (see --switch-gap) (default {d.epg_switch})")
-    p.add_argument("--switch-gap", type=float, default=d.switch_gap,
-                   help="EPG with --epg-switch aligned: aligned when the mean aligned distance is at most this "
-                   f"fraction of the mean negative distance (default {d.switch_gap})")
-    p.add_argument("--label-rule", default=d.label_rule, choices=RULES,
-                   help="EPG Eq. 1: a pair (video m, audio n) is positive if either (or) / both (and) same-modality "
-                   "distances of m and n are within m's aligned distance; cross: if the pair's own cross-modal "
-                   f"distance is (the other reading of the paper's section 4.1) (default {d.label_rule})")
+    option("--epochs", "training epochs", type=int)
+    option("--batch-size", "clips per batch, drawn across the whole stream", type=int)
+    option("--seed", "random seed; runs are reproducible", type=int)
+    option("--w", "Eq. 5 weight of the Euclidean term, 0..1", type=float)
+    option("--sigma", "seconds within which clips are also positives", type=float)
+    option("--tau", "margin of the Eq. 4 loss", type=float)
+    option("--reduction", "how Eq. 4 terms are combined: balanced (mean over positives + mean over negatives), "
+           "sum (the paper's plain Eq. 4) or mean over all pairs", choices=("balanced", "sum", "mean"))
+    option("--tpg-epochs", "EPG only: first epochs with temporal (TPG) labels", type=int)
+    option("--epg-switch", "EPG only: epoch = EPG labels right after --tpg-epochs (the paper); aligned = also wait "
+           "until an epoch ends with the encoders aligned (see --switch-gap)", choices=EPG_SWITCHES)
+    option("--switch-gap", "EPG with --epg-switch aligned: aligned when the mean aligned distance is at most this "
+           "fraction of the mean negative distance", type=float)
+    option("--label-rule", "EPG Eq. 1: a pair (video m, audio n) is positive if either (or) / both (and) same-modality "
+           "distances of m and n are within m's aligned distance; cross: if the pair's own cross-modal distance is "
+           "(the other reading of the paper's section 4.1)", choices=RULES)
     p.add_argument("--max-positives", type=int, default=d.max_positives,
                    help="EPG safeguard: keep at most this many nearest extra positives per anchor (default: no cap)")
-    p.add_argument("--schedule", default=d.schedule, choices=SCHEDULES,
-                   help="layerwise: F_a alone first, then alternate epochs (the paper); joint: both every step; "
-                   f"auto: layerwise with --kinetics-weights, joint from scratch (default {d.schedule})")
-    p.add_argument("--audio-epochs", type=int, default=d.audio_epochs,
-                   help=f"layerwise: epochs training F_a alone with F_v frozen (default {d.audio_epochs})")
-    p.add_argument("--lr-visual", type=float, default=d.lr_visual, help=f"F_v learning rate (default {d.lr_visual})")
-    p.add_argument("--lr-audio", type=float, default=d.lr_audio, help=f"F_a learning rate (default {d.lr_audio})")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
-                   help=f"weight decay of both encoders (default {d.weight_decay})")
-    p.add_argument("--temperature", type=float, default=d.temperature,
-                   help=f"InfoNCE temperature (default {d.temperature})")
-    p.add_argument("--avbt-lambda", type=float, default=d.avbt_lambda,
-                   help=f"AV-BT off-diagonal weight (default {d.avbt_lambda})")
-    p.add_argument("--avbt-window", type=int, default=d.avbt_window,
-                   help=f"AV-BT: consecutive clips forming one video (default {d.avbt_window})")
+    option("--schedule", "layerwise: F_a alone first, then alternate epochs (the paper); joint: both every step; "
+           "auto: layerwise with --kinetics-weights, joint from scratch", choices=SCHEDULES)
+    option("--audio-epochs", "layerwise: epochs training F_a alone with F_v frozen", type=int)
+    option("--lr-visual", "F_v learning rate", type=float)
+    option("--lr-audio", "F_a learning rate", type=float)
+    option("--weight-decay", "weight decay of both encoders", type=float)
+    option("--temperature", "InfoNCE temperature", type=float)
+    option("--avbt-lambda", "AV-BT off-diagonal weight", type=float)
+    option("--avbt-window", "AV-BT: consecutive clips forming one video", type=int)
     p.add_argument("--kinetics-weights", type=Path,
                    help="start F_v from a local Kinetics-400 X3D-M file (.pyth or .safetensors; paper profile)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out after its last saved epoch")
@@ -120,6 +108,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "never uses bf16)")
     _add_running(p, d.device, "; a resumed run may use another device")
     p.set_defaults(func=run_train)
+
+
+def _config_option(p: argparse.ArgumentParser) -> Callable[..., None]:
+    """Adds an option whose default is the TrainConfig field of its name, stated at the end of its help."""
+    def option(flag: str, help: str, **kwargs: Any) -> None:
+        default = getattr(_DEFAULT, flag.removeprefix("--").replace("-", "_"))
+        p.add_argument(flag, default=default, help=f"{help} (default {default})", **kwargs)
+    return option
 
 
 def _add_running(p: argparse.ArgumentParser, device: str, note: str = "") -> None:
