@@ -49,7 +49,7 @@ from platformkit import Service, small_scene, untrained_model, wait_for
 from realparts import TANSU, _wait_for_port, free_port
 
 from avsurv.adapters.state import connect_state
-from avsurv.adapters.vectors import QdrantVectors, alias_name
+from avsurv.adapters.vectors import QdrantVectors, alias_name, open_vectors
 from avsurv.learning.calibration import Calibration
 from avsurv.learning.modeldir import CALIBRATION, load_model
 from avsurv.learning.scores import clip_scores
@@ -320,7 +320,7 @@ def deployment(work: Path, *, seed: int, cameras: int, duration_s: float) -> Ite
         try:
             _start(services)
             yield Deployment(services, parts, env, Registry(connect_state(env["AVSURV_STATE"]), "default"),
-                             QdrantVectors(env["AVSURV_VECTORS"]), threshold)
+                             open_vectors(env["AVSURV_VECTORS"]), threshold)
         finally:
             codes = {name: service.stop() for name, service in services.items()}
             if any(code != 0 for code in codes.values()):

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from avsurv.adapters.state import close_state, connect_state
-from avsurv.adapters.vectors import Hit, QdrantVectors, collection_name
+from avsurv.adapters.vectors import Hit, collection_name, open_vectors
 from avsurv.clipids import parse_clip_id
 from avsurv.learning.embeddings import EmbeddingSet
 from avsurv.learning.normalization import NORMALIZATIONS
@@ -106,7 +106,7 @@ def index_search(platform_dir: Path, truth: dict) -> dict[str, float]:
     version = registry.active_version()
     w = registry.model(version).w
     close_state(registry.state)
-    vectors = QdrantVectors(settings.vectors_url)
+    vectors = open_vectors(settings.vectors_url)
     try:
         hits = [h for camera in truth["seconds"]
                 for h in vectors.window(collection_name(settings.site, version), camera, -math.inf, math.inf)]

@@ -1,18 +1,21 @@
 """Query-by-example search latency at N indexed clips: the platform's path against the core's exact scan.
 
-    python bench/search_speed.py [--sizes 10000 100000] [--queries 20]
+    python bench/search_speed.py [--sizes 10000 100000] [--queries 20] [--ef 4096]
 
 For each index size N, in the same run and on the same random 512-d embeddings (N clips of 4 cameras, one
 clip per camera per second; search speed does not depend on training), the per-query latency p50 and p95
 of audio-visual queries by clip (top 10, exclusion and separation 60 s):
 - exact scan (baseline): ``avsurv.tasks.search.search`` over every clip, as ``avsurv search`` does;
 - platform: ``SearchServicer.Search`` called directly (no gRPC transport): the query clip's vectors read
-  back from the vector store, the nearest ``CANDIDATES`` points per modality from it, then the exact Eq. 5
-  re-rank of those. The store is the embedded deployment's (``local://``: HNSW indexes in process,
-  avsurv.adapters.ann), the registry an embedded Redis.
-Also printed: recall@10 (the share of the exact scan's results that the platform also returns), how long
-filling the store took (its indexes built as the embedder builds them, a batch at a time) and the
-process's resident memory after it. Each path gets one untimed warm-up query.
+  back from the vector store, its nearest points by both vectors at once (the store's ``candidates``, more
+  while exclusion and separation leave fewer than 10 results), then the exact Eq. 5 re-rank of those. The
+  store is the embedded deployment's (``local://``: HNSW indexes in process, avsurv.adapters.ann), the
+  registry an embedded Redis.
+With several ``--ef`` values (the joint index's search ef, avsurv.adapters.ann.JOINT_EF_SEARCH), the
+platform is timed at each over the same filled store. Also printed: recall@10 (the share of the exact
+scan's results that the platform also returns), how long filling the store took (its indexes built as the
+embedder builds them, a batch at a time) and the process's resident memory after it. Each path gets one
+untimed warm-up query.
 
 The store is written to /dev/shm (tmpfs) where there is one, so that the figures measure the engine rather
 than this machine's disk. Run alone, it keeps torch and BLAS to one thread (per-core figures, steady on a
@@ -42,14 +45,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from platformkit import untrained_model
 
+import avsurv.adapters.ann as ann
 from avsurv.adapters.artifacts import DirectoryArtifacts
 from avsurv.adapters.state import close_state, connect_state
-from avsurv.adapters.vectors import Point, QdrantVectors, alias_name, collection_name
+from avsurv.adapters.vectors import EmbeddedVectors, Point, QdrantVectors, alias_name, collection_name, open_vectors
 from avsurv.constants import EMBEDDING_DIM
 from avsurv.learning.embeddings import EmbeddingSet
 from avsurv.platform.model_versions import publish_model
 from avsurv.platform.registry import Registry
-from avsurv.services.search import CANDIDATES, SearchServicer
+from avsurv.services.search import SearchServicer
 from avsurv.tasks.search import search
 from avsurv.v1 import api_pb2
 
@@ -112,43 +116,57 @@ def scratch_root() -> str | None:
     return "/dev/shm" if Path("/dev/shm").is_dir() else None
 
 
-def measure_size(size: int, queries: int, log: Callable[[str], None] = print) -> dict[str, Any]:
+def measure_size(size: int, queries: int, efs: Sequence[int] = (ann.JOINT_EF_SEARCH,),
+                 log: Callable[[str], None] = print) -> dict[str, Any]:
     index = random_index(size)
     rows = [int(row) for row in np.random.default_rng(1).choice(size, queries + 1, replace=False)]
     exact_s, exact_ids = latencies(exact_query(index), rows)
+    result: dict[str, Any] = {"clips": size, "queries": queries, "exact": summary(exact_s), "platform": []}
     with tempfile.TemporaryDirectory(dir=scratch_root()) as scratch:
         root = Path(scratch)
         state = connect_state(f"embedded://{root / 'state.db'}")
-        vectors = QdrantVectors(f"local://{root / 'qdrant'}")
+        vectors = open_vectors(f"local://{root / 'qdrant'}")
+        default_ef = ann.JOINT_EF_SEARCH
         try:
             registry, artifacts = Registry(state, "bench"), DirectoryArtifacts(root / "artifacts")
             version = publish_model(untrained_model(root / "model", seed=0), registry, artifacts, None).version
             collection = collection_name("bench", version)
-            fill_s = fill(vectors, collection, version, index)
-            rss_gb = psutil.Process().memory_info().rss / 1e9
+            result["fill_s"] = fill(vectors, collection, version, index)
+            result["rss_gb"] = psutil.Process().memory_info().rss / 1e9
+            log(f"{size:>7} clips: exact scan p50 {result['exact']['p50_s'] * 1e3:.0f} ms, p95 "
+                f"{result['exact']['p95_s'] * 1e3:.0f} ms | store filled (indexes built) in {result['fill_s']:.0f} s, "
+                f"process RSS {result['rss_gb']:.1f} GB")
             vectors.set_alias(alias_name("bench"), collection)
-            servicer = SearchServicer(vectors, registry, artifacts, root / "cache")
-
-            def platform_query(row: int) -> list[str]:
-                request = api_pb2.SearchRequest(clip_id=str(index.clip_id[row]), top_k=TOP_K,
-                                                mode=api_pb2.SEARCH_MODE_AUDIO_VISUAL)
-                return [result.clip_id for result in servicer.Search(request, None).results]
-
-            platform_s, platform_ids = latencies(platform_query, rows)
+            platform_query = servicer_query(SearchServicer(vectors, registry, artifacts, root / "cache"), index)
+            for ef in efs:
+                ann.JOINT_EF_SEARCH = ef
+                result["platform"].append(platform_figures(ef, *latencies(platform_query, rows), exact_ids,
+                                                           result["exact"], log))
         finally:
+            ann.JOINT_EF_SEARCH = default_ef
             vectors.close()
             close_state(state)
-    # Exclusion and separation can leave fewer than TOP_K results: the share of the exact scan's results.
-    overlap = statistics.mean(len(set(a) & set(b)) / len(b) for a, b in zip(platform_ids, exact_ids, strict=True))
-    result = {"clips": size, "queries": queries, "fill_s": fill_s, "exact": summary(exact_s),
-              "platform": summary(platform_s), "agreement": overlap, "rss_gb": rss_gb}
-    result["p50_ratio_platform_to_exact"] = result["platform"]["p50_s"] / result["exact"]["p50_s"]
-    log(f"{size:>7} clips: exact scan p50 {result['exact']['p50_s'] * 1e3:.0f} ms, p95 "
-        f"{result['exact']['p95_s'] * 1e3:.0f} ms | platform (embedded HNSW + re-rank) p50 "
-        f"{result['platform']['p50_s'] * 1e3:.0f} ms, p95 {result['platform']['p95_s'] * 1e3:.0f} ms "
-        f"(x{result['p50_ratio_platform_to_exact']:.2f} the exact scan at p50) | recall@10 {overlap:.2f} | "
-        f"store filled in {fill_s:.0f} s, process RSS {rss_gb:.1f} GB")
     return result
+
+
+def servicer_query(servicer: SearchServicer, index: EmbeddingSet) -> Callable[[int], list[str]]:
+    def query(row: int) -> list[str]:
+        request = api_pb2.SearchRequest(clip_id=str(index.clip_id[row]), top_k=TOP_K,
+                                        mode=api_pb2.SEARCH_MODE_AUDIO_VISUAL)
+        return [result.clip_id for result in servicer.Search(request, None).results]
+    return query
+
+
+def platform_figures(ef: int, seconds: list[float], ids: list[list[str]], exact_ids: list[list[str]],
+                     exact: dict[str, float], log: Callable[[str], None]) -> dict[str, Any]:
+    # Exclusion and separation can leave fewer than TOP_K results: the share of the exact scan's results.
+    recall = statistics.mean(len(set(a) & set(b)) / len(b) for a, b in zip(ids, exact_ids, strict=True))
+    figures = {"ef": ef, **summary(seconds), "agreement": recall}
+    figures["p50_ratio_platform_to_exact"] = figures["p50_s"] / exact["p50_s"]
+    log(f"    platform (embedded HNSW, ef {ef}, + exact re-rank) p50 {figures['p50_s'] * 1e3:.1f} ms, p95 "
+        f"{figures['p95_s'] * 1e3:.1f} ms (x{figures['p50_ratio_platform_to_exact']:.3f} the exact scan at p50) "
+        f"| recall@10 {recall:.3f}")
+    return figures
 
 
 def summary(seconds: Sequence[float]) -> dict[str, float]:
@@ -156,20 +174,23 @@ def summary(seconds: Sequence[float]) -> dict[str, float]:
     return {"p50_s": float(p50), "p95_s": float(p95), "mean_s": float(np.mean(seconds))}
 
 
-def measure(sizes: Sequence[int], queries: int, log: Callable[[str], None] = print) -> dict[str, Any]:
-    return {"top_k": TOP_K, "candidates": CANDIDATES, "cameras": CAMERAS,
-            "tmpfs": scratch_root() is not None, "sizes": [measure_size(n, queries, log) for n in sizes]}
+def measure(sizes: Sequence[int], queries: int, efs: Sequence[int] = (ann.JOINT_EF_SEARCH,),
+            log: Callable[[str], None] = print) -> dict[str, Any]:
+    return {"top_k": TOP_K, "candidates": EmbeddedVectors.candidates, "cameras": CAMERAS,
+            "tmpfs": scratch_root() is not None, "sizes": [measure_size(n, queries, efs, log) for n in sizes]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000], help="indexed clips")
     parser.add_argument("--queries", type=int, default=20, help="timed queries per size (default 20)")
+    parser.add_argument("--ef", nargs="+", type=int, default=[ann.JOINT_EF_SEARCH],
+                        help=f"search ef of the joint index, each timed (default {ann.JOINT_EF_SEARCH})")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if any(size <= args.queries or size < 2 for size in args.sizes) or args.queries < 1:
         parser.error("every size must exceed the number of queries")
-    measure(args.sizes, args.queries, log=lambda line: print(line, flush=True))
+    measure(args.sizes, args.queries, args.ef, log=lambda line: print(line, flush=True))
 
 
 if __name__ == "__main__":

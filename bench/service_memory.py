@@ -39,7 +39,7 @@ from platformkit import Service, wait_for
 from realparts import free_port, kafka_broker, redis_server
 
 from avsurv.adapters.state import close_state, connect_state
-from avsurv.adapters.vectors import QdrantVectors, alias_name
+from avsurv.adapters.vectors import QdrantVectors, alias_name, open_vectors
 from avsurv.platform.archive import ClipArchive
 from avsurv.platform.registry import Registry
 from avsurv.platform.runtime import SERVICES
@@ -140,7 +140,7 @@ def distributed(videos: list[Path], model: Path, clips: int, root: Path, env: di
                 if service.name == "embedding":
                     wait_for(service.serving, TIMEOUT_S, "the embedding service to serve")
             wait_for(lambda: all(s.serving() for s in services.values()), TIMEOUT_S, "every service to serve")
-            registry, vectors = Registry(state, "default"), QdrantVectors(base["AVSURV_VECTORS"])
+            registry, vectors = Registry(state, "default"), open_vectors(base["AVSURV_VECTORS"])
             archive = ClipArchive(base["AVSURV_CLIP_STORE"])
             wait_for(lambda: indexed(registry, vectors, archive, clips - len(videos)), TIMEOUT_S,
                      "every clip indexed", poll_s=1.0)

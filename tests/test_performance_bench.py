@@ -33,6 +33,7 @@ import segment_speed
 import service_memory
 import train_speed
 
+from avsurv.adapters.vectors import EmbeddedVectors
 from avsurv.platform.runtime import SERVICES
 
 
@@ -321,14 +322,15 @@ def test_search_latencies_time_every_query_but_the_untimed_first(monkeypatch) ->
     assert asked == [9, 1, 2, 3] and seconds == [1.0, 2.0, 3.0] and results == [["clip1"], ["clip2"], ["clip3"]]
 
 
-def test_platform_search_over_every_clip_agrees_fully_with_the_exact_scan(monkeypatch) -> None:
-    # With as many Qdrant candidates as clips, the platform re-ranks every clip exactly as the core's
-    # scan does: the agreement must be exactly 1. 600 clips of 4 cameras span 150 s, so a 60 s exclusion
-    # and separation leave results.
-    api = sys.modules[search_speed.SearchServicer.__module__]
-    monkeypatch.setattr(api, "CANDIDATES", 10_000)
-    result = search_speed.measure_size(600, 3, log=lambda _: None)
-    assert result["agreement"] == 1.0
+@pytest.mark.parametrize("candidates", [10_000, 4], ids=["every-clip", "grown"])
+def test_platform_search_over_every_clip_agrees_fully_with_the_exact_scan(monkeypatch, candidates: int) -> None:
+    # With as many candidates as clips, the platform re-ranks every clip exactly as the core's scan does:
+    # the agreement must be exactly 1. 600 clips of 4 cameras span 150 s, so a 60 s exclusion and
+    # separation leave results. Asked for 4 at first (the query itself among them, excluded), the search
+    # asks for more until it has its 10 results, and agrees as fully.
+    monkeypatch.setattr(EmbeddedVectors, "candidates", candidates)
+    result = search_speed.measure_size(600, 3, efs=(16, 64), log=lambda _: None)
+    assert [(figures["ef"], figures["agreement"]) for figures in result["platform"]] == [(16, 1.0), (64, 1.0)]
     assert (result["clips"], result["queries"]) == (600, 3) and result["fill_s"] > 0
 
 

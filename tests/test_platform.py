@@ -22,7 +22,7 @@ from platformkit import small_scene, untrained_model, wait_for
 from realparts import free_port
 
 from avsurv.adapters.bus import InProcessBus
-from avsurv.adapters.vectors import QdrantVectors, alias_name, collection_name, point_id
+from avsurv.adapters.vectors import QdrantVectors, alias_name, collection_name, open_vectors, point_id
 from avsurv.cli import main
 from avsurv.constants import DEFAULT_PROFILE
 from avsurv.heads import HeadSettings, TrainedHead, train_head
@@ -469,7 +469,7 @@ def test_avsurv_run_serves_cameras_until_their_files_end(tmp_path: Path, scene: 
     assert main(["run", "--camera", f"cam0={scene / 'cam0.mp4'}", "--model", str(models[0]), "--data-dir",
                  str(tmp_path), "--grpc-port", "0", "--config", str(config), "--exit-when-done"]) == 0
     clips = len(ClipArchive(tmp_path / "clips"))
-    vectors = QdrantVectors(f"local://{tmp_path / 'qdrant'}")
+    vectors = open_vectors(f"local://{tmp_path / 'qdrant'}")
     try:
         assert clips >= 18 and vectors.count(vectors.alias_target(alias_name("default")) or "") == clips
     finally:

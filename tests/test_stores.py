@@ -13,7 +13,7 @@ import pytest
 import avsurv.adapters.vectors as vectors_module
 from avsurv.adapters.artifacts import DirectoryArtifacts
 from avsurv.adapters.state import connect_state
-from avsurv.adapters.vectors import Point, QdrantVectors, alias_name, collection_name, point_id
+from avsurv.adapters.vectors import Point, QdrantVectors, alias_name, collection_name, open_vectors, point_id
 
 
 def points(n: int, seed: int, camera: str = "cam0") -> list[Point]:
@@ -25,7 +25,7 @@ def points(n: int, seed: int, camera: str = "cam0") -> list[Point]:
 
 @pytest.fixture(params=["local", "local-shared"])
 def vectors(tmp_path: Path, request: pytest.FixtureRequest):
-    store = QdrantVectors(f"{request.param}://{tmp_path / 'qdrant'}")
+    store = open_vectors(f"{request.param}://{tmp_path / 'qdrant'}")
     yield store
     store.close()
 
@@ -76,10 +76,24 @@ def test_nearest_neighbour_and_filters(vectors: QdrantVectors) -> None:
     assert len(window) == 10 and all(1005.0 <= h.payload["capture_time"] <= 1009.0 for h in window)
 
 
+def test_nearest_by_both_vectors_finds_the_point_near_in_both(vectors: QdrantVectors) -> None:
+    # Point 3 is nearest the query in neither vector alone but in both together; filters still apply.
+    name = collection_name("site", "v1")
+    vectors.ensure_collection(name)
+    query_v, query_a = np.zeros(512, np.float32), np.zeros(512, np.float32)
+    batch = [Point(f"cam0:{i}", np.full(512, v, np.float32), np.full(512, a, np.float32),
+                   {"camera_id": "cam0", "capture_time": 1000.0 + i})
+             for i, (v, a) in enumerate([(0.0, 3.0), (3.0, 0.0), (0.1, 2.9), (1.0, 1.0), (2.0, 2.0)])]
+    vectors.upsert(name, "v1", batch)
+    assert "cam0:3" in {h.payload["clip_id"] for h in vectors.nearest(name, query_v, query_a, "av", 2)}
+    assert vectors.nearest(name, query_v, query_a, "visual", 1)[0].payload["clip_id"] == "cam0:0"
+    assert vectors.nearest(name, query_v, query_a, "av", 3, start_time=1004.0)[0].payload["clip_id"] == "cam0:4"
+
+
 def test_local_mode_serves_queries_while_another_thread_upserts(tmp_path: Path) -> None:
     """The embedded deployment's threads share one store: a backfill upserting while the API queries the
     same collection (qdrant-client's local mode alone breaks on this)."""
-    vectors = QdrantVectors(f"local://{tmp_path / 'qdrant'}")
+    vectors = open_vectors(f"local://{tmp_path / 'qdrant'}")
     name = collection_name("site", "v1")
     vectors.ensure_collection(name)
     vectors.upsert(name, "v1", points(4, seed=3))
@@ -135,7 +149,7 @@ def test_alias_switches_between_versions(vectors: QdrantVectors) -> None:
 
 def test_vector_store_url_is_checked() -> None:
     with pytest.raises(ValueError, match="local://"):
-        QdrantVectors("qdrant:6333")
+        open_vectors("qdrant:6333")
 
 
 def test_embedded_redis_keeps_state_across_restarts(tmp_path: Path) -> None:

@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 import avsurv.adapters.ann as ann
-from avsurv.adapters.vectors import EmbeddedVectors, Point, QdrantVectors, alias_name, collection_name, point_id
+from avsurv.adapters.vectors import (
+    EmbeddedVectors,
+    Point,
+    QdrantVectors,
+    alias_name,
+    collection_name,
+    open_vectors,
+    point_id,
+)
 
 SIZE = 3000
 NAME = collection_name("site", "v1")
@@ -40,7 +48,7 @@ def graph(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def open_store(path: Path) -> QdrantVectors:
-    store = QdrantVectors(f"local://{path}")
+    store = open_vectors(f"local://{path}")
     assert isinstance(store, EmbeddedVectors)
     return store
 
@@ -60,6 +68,21 @@ def test_the_graph_finds_what_an_exact_scan_finds(tmp_path: Path, graph: None) -
     exact = nearest(batch, queries[0], 10,
                     keep=lambda p: p.payload["camera_id"] == "cam1" and p.payload["capture_time"] >= 100)
     assert len({h.payload["clip_id"] for h in cam1} & set(exact)) >= 9
+    store.close()
+
+
+def test_the_joint_graph_finds_the_nearest_by_both_vectors(tmp_path: Path, graph: None) -> None:
+    batch = clustered_points(SIZE, seed=4)
+    store = open_store(tmp_path / "v")
+    store.ensure_collection(NAME)
+    store.upsert(NAME, "v1", batch)
+    joint = np.stack([np.concatenate([p.z_v, p.z_a]) for p in batch])
+    recall = []
+    for row in range(0, SIZE, 300):
+        exact = {batch[i].clip_id for i in np.argsort(((joint - joint[row]) ** 2).sum(1))[:10]}
+        found = store.nearest(NAME, batch[row].z_v, batch[row].z_a, "av", 10)
+        recall.append(len({h.payload["clip_id"] for h in found} & exact) / 10)
+    assert np.mean(recall) >= 0.95
     store.close()
 
 

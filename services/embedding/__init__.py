@@ -34,7 +34,7 @@ import numpy as np
 
 from avsurv.adapters.artifacts import Artifacts
 from avsurv.adapters.bus import Bus, CommitTracker, Message
-from avsurv.adapters.vectors import Hit, Point, QdrantVectors, alias_name, collection_name, point_id
+from avsurv.adapters.vectors import Hit, Point, QdrantVectors, alias_name, collection_name, open_vectors, point_id
 from avsurv.errors import ModelError, TaskError
 from avsurv.learning.calibration import Calibration
 from avsurv.learning.normalization import CAMERA, CameraStats, SiteNormalization, merged_per_camera, per_camera
@@ -358,6 +358,6 @@ class EmbeddingService(Worker):
 
 def build(ports: Ports, settings: Settings) -> ServiceParts:
     if ports.vectors is None:
-        ports.vectors = QdrantVectors(settings.vectors_url)
+        ports.vectors = open_vectors(settings.vectors_url)
     return ServiceParts(worker=EmbeddingService(ports.bus, ports.vectors, ports.registry, ports.artifacts,
                                                 ports.archive, settings))

@@ -18,7 +18,7 @@ import grpc
 import numpy as np
 
 from avsurv.adapters.artifacts import Artifacts
-from avsurv.adapters.vectors import Hit, QdrantVectors, alias_name, point_id
+from avsurv.adapters.vectors import Hit, QdrantVectors, alias_name, open_vectors, point_id
 from avsurv.clipids import clip_id as make_clip_id
 from avsurv.constants import CLIP_SECONDS, SEARCH_EXCLUSION_S, SEARCH_SEPARATION_S
 from avsurv.errors import MediaError, TaskError
@@ -39,8 +39,9 @@ from avsurv.v1 import messages_pb2 as pb
 
 from . import limits
 
-CANDIDATES = 512
-"""Nearest points fetched per modality before exclusion, separation and the exact Eq. 5 re-ranking."""
+MAX_CANDIDATES = 16_384
+"""At most this many nearest points are re-ranked: the store's first ``candidates``, grown 4x while exclusion
+and separation leave fewer than ``top_k`` results."""
 MODES = {api_pb2.SEARCH_MODE_UNSPECIFIED: "av", api_pb2.SEARCH_MODE_AUDIO_VISUAL: "av",
          api_pb2.SEARCH_MODE_AUDIO: "audio", api_pb2.SEARCH_MODE_VISUAL: "visual"}
 INTERNAL_DETAIL = "internal error; the server logged it"
@@ -129,22 +130,21 @@ class SearchServicer(api_pb2_grpc.EventSearchServicer):
             raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, "no model version is indexed yet")
         version = collection.removeprefix(f"avsurv_{site}_")  # the concrete collection: one version
         z_v, z_a, camera, capture = self._query(request, collection, version)
-        hits: dict[str, Hit] = {}
-        for using in ("visual", "audio") if mode == "av" else (mode,):
-            for hit in self.vectors.query(collection, z_v if using == "visual" else z_a, using, CANDIDATES,
-                                          camera_ids=request.camera_ids,
-                                          start_time=request.start_time if request.HasField("start_time") else None,
-                                          end_time=request.end_time if request.HasField("end_time") else None):
-                hits[hit.id] = hit
+        top_k = request.top_k or DEFAULT_TOP_K
+        options = {"mode": mode, "top_k": top_k, "w": self._record(version).w, "query_capture_time": capture,
+                   "exclusion_s": request.exclusion_s if request.HasField("exclusion_s") else SEARCH_EXCLUSION_S,
+                   "separation_s": request.separation_s if request.HasField("separation_s") else SEARCH_SEPARATION_S}
+        limit = self.vectors.candidates
+        while True:
+            hits = self.vectors.nearest(collection, z_v, z_a, mode, limit, request.camera_ids,
+                                        request.start_time if request.HasField("start_time") else None,
+                                        request.end_time if request.HasField("end_time") else None)
+            results = search(_index(hits), z_v, z_a, capture, camera, **options) if hits else []
+            # Exact search keeps the nearest in order, so re-ranking more points can only add results.
+            if len(results) >= top_k or len(hits) < limit or limit >= MAX_CANDIDATES:
+                break
+            limit *= 4
         response = api_pb2.SearchResponse(model_version=version)
-        if not hits:
-            return response
-        index = _index(list(hits.values()))
-        results = search(index, z_v, z_a, capture, camera, query_capture_time=capture, mode=mode,
-                         top_k=request.top_k or DEFAULT_TOP_K,
-                         exclusion_s=request.exclusion_s if request.HasField("exclusion_s") else SEARCH_EXCLUSION_S,
-                         separation_s=request.separation_s if request.HasField("separation_s") else SEARCH_SEPARATION_S,
-                         w=self._record(version).w)
         response.results.extend(api_pb2.SearchResult(
             clip_id=r.clip_id, camera_id=r.camera_id, capture_time=r.capture_time or r.clip_start,
             distance=r.distance, media_uri=r.source) for r in results)
@@ -451,7 +451,7 @@ class ControlServicer(api_pb2_grpc.ControlServicer):
 
 def build(ports: Ports, settings: Settings) -> ServiceParts:
     if ports.vectors is None:
-        ports.vectors = QdrantVectors(settings.vectors_url)
+        ports.vectors = open_vectors(settings.vectors_url)
     search = SearchServicer(ports.vectors, ports.registry, ports.artifacts, settings.data_dir / "model-cache",
                             settings.device, settings.normalization, ports.archive)
     return ServiceParts(servicers={"EventSearch": search,

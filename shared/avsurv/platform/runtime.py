@@ -119,9 +119,9 @@ def open_server_vectors(settings: Settings) -> QdrantVectors | None:
     first service using it opens (it locks its directory)."""
     if not settings.vectors.startswith(("http://", "https://")):
         return None
-    from avsurv.adapters.vectors import QdrantVectors  # qdrant-client only where a service uses it
+    from avsurv.adapters.vectors import open_vectors  # qdrant-client only where a service uses it
 
-    return QdrantVectors(settings.vectors, api_key=settings.vectors_api_key.get_secret_value(),
+    return open_vectors(settings.vectors, api_key=settings.vectors_api_key.get_secret_value(),
                          replication_factor=settings.vectors_replication_factor)
 
 
