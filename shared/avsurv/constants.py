@@ -108,6 +108,9 @@ ANOMALY_STDS: Final = 2.0
 
 SEARCH_EXCLUSION_S: Final = 60.0
 """Search results within 1 minute before or after the query are excluded."""
+NOVELTY_EXCLUSION_S: Final = SEARCH_EXCLUSION_S
+"""Site novelty's history starts this long before a clip: the seconds of its own event are not its
+neighbours (``avsurv.tasks.novelty``; here so that settings need not import torch)."""
 
 SEARCH_SEPARATION_S: Final = 60.0
 """Each search result is at least 1 minute from every higher-ranked result."""

@@ -14,10 +14,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from avsurv.clipids import check_camera_id
-from avsurv.constants import ANOMALY_STDS, DEFAULT_PROFILE, DEVICES, PROFILE_NAMES
+from avsurv.constants import ANOMALY_STDS, DEFAULT_PROFILE, DEVICES, NOVELTY_EXCLUSION_S, PROFILE_NAMES
 from avsurv.learning.normalization import NONE, NORMALIZATIONS
 from avsurv.media.privacy import parse_privacy
-from avsurv.tasks.novelty import NOVELTY_EXCLUSION_S
 
 ENV_PREFIX = "AVSURV_"
 NOVELTY, EQ5 = "novelty", "eq5"

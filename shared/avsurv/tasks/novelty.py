@@ -20,18 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
-from avsurv.constants import ANOMALY_STDS, SEARCH_EXCLUSION_S
+from avsurv.constants import ANOMALY_STDS, NOVELTY_EXCLUSION_S
 from avsurv.errors import TaskError
 from avsurv.learning.calibration import Calibration
-from avsurv.learning.distance import pairwise_distance
 from avsurv.learning.normalization import CameraStats
 
 NOVELTY_K = 5
 """Neighbours of the novelty detector: an event seen a few times before is no longer new."""
-NOVELTY_EXCLUSION_S = SEARCH_EXCLUSION_S
-"""History starts this long before a clip: the seconds of its own event are not its neighbours."""
 NOVELTY_HISTORY = 1800
 """Clips of history kept per camera (half an hour at one clip per second)."""
 NOVELTY_FORMAT = "avsurv-novelty-v1"
@@ -100,6 +96,11 @@ class CameraHistory:
         rows = np.flatnonzero(self.normal & (self.times < before))
         if rows.size == 0:
             return []
+        # Imported here: the registry, which the ingest service loads, reads this module without torch.
+        import torch
+
+        from avsurv.learning.distance import pairwise_distance
+
         with torch.no_grad():
             d = sum(pairwise_distance(torch.from_numpy(q[None]).double(), torch.from_numpy(h[rows]).double(), w)[0]
                     for q, h in ((z_v, self.z_v), (z_a, self.z_a))).numpy()
