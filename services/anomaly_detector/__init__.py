@@ -58,7 +58,7 @@ from PIL import Image
 
 from avsurv.adapters.artifacts import Artifacts
 from avsurv.adapters.bus import Bus, CommitTracker, Message, Subscription
-from avsurv.adapters.vectors import QdrantVectors, collection_name
+from avsurv.adapters.vectors import QdrantVectors, collection_name, open_vectors
 from avsurv.clipids import clip_id, parse_clip_id
 from avsurv.constants import ANOMALY_STDS, CLIP_SECONDS, EMBEDDING_DIM
 from avsurv.errors import ModelError
@@ -548,7 +548,7 @@ def _slot(message: Message) -> tuple[str, int, int]:
 
 def build(ports: Ports, settings: Settings) -> ServiceParts:
     if ports.vectors is None:
-        ports.vectors = QdrantVectors(settings.vectors_url)  # the cameras' histories: novelty, normal clips
+        ports.vectors = open_vectors(settings.vectors_url)  # the cameras' histories: novelty, normal clips
     return ServiceParts(worker=AnomalyService(ports.bus, ports.registry, ports.artifacts,
                                               settings.data_dir / "model-cache", settings.anomaly_run_idle_s,
                                               settings.anomaly_stds, settings.anomaly_detector, ports.vectors,

@@ -79,10 +79,6 @@ class QdrantVectors:
     candidates = 512
     """Points :meth:`nearest` is first asked for: per named vector, which holds the nearest by both deep down."""
 
-    def __new__(cls, url: str, **_: Any) -> QdrantVectors:
-        # Only for services/anomaly_detector, which still calls QdrantVectors(url): drop once it calls open_vectors.
-        return super().__new__(EmbeddedVectors if url.startswith("local://") and cls is QdrantVectors else cls)
-
     def __init__(self, url: str, *, api_key: str = "", replication_factor: int = 1) -> None:
         """``api_key`` and ``replication_factor`` (of the collections it creates) apply to a server."""
         self.url = url
