@@ -48,8 +48,6 @@ from avsurv.v1 import api_pb2, api_pb2_grpc
 DEMO = SimpleNamespace(duration=90.0, cameras=2, first_epochs=2, second_epochs=5, anomalies_per_10min=30.0)
 FIGURES = ("events_precision", "events_recall", "search_p5", "cross_camera_p5", "index_p5", "index_chance_p5",
            "other_camera_share")
-SEPARATION_S = 5.0
-"""The demo's example searches' separation."""
 
 
 def scene(seed: int, root: Path) -> Path:
@@ -94,7 +92,8 @@ def cross_camera_precision(channel: Any, runtime: Runtime, truth: dict) -> float
     for clip_id, _ in queries:
         others = [camera for camera in truth["seconds"] if camera != parse_clip_id(clip_id)[0]]
         response = search.Search(api_pb2.SearchRequest(clip_id=clip_id, top_k=demo.SEARCH_K, camera_ids=others,
-                                                       exclusion_s=demo.DEMO_EXCLUSION_S, separation_s=5))
+                                                       exclusion_s=demo.DEMO_EXCLUSION_S,
+                                                       separation_s=demo.DEMO_SEPARATION_S))
         found.append([demo._truth_at(truth, r.camera_id, r.capture_time)["label"] for r in response.results])
     return label_precision_at_k([label for _, label in queries], found, demo.SEARCH_K)
 
@@ -122,7 +121,7 @@ def index_search(platform_dir: Path, truth: dict) -> dict[str, float]:
         far = index.has_audio & (np.abs(index.capture_time - index.capture_time[row]) >= demo.DEMO_EXCLUSION_S)
         chance.append(float(np.mean(truths[far] == labels[row])))  # a random ranking's expected precision
         results = search_by_clip(index, index, row, top_k=demo.SEARCH_K, exclusion_s=demo.DEMO_EXCLUSION_S,
-                                 separation_s=SEPARATION_S, w=w)
+                                 separation_s=demo.DEMO_SEPARATION_S, w=w)
         found.append([_truth_label(truth, r.camera_id, r.capture_time) for r in results])
         other += [r.camera_id != index.camera_id[row] for r in results]
     return {"index_p5": label_precision_at_k([labels[row] for row in queries], found, demo.SEARCH_K),

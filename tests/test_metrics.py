@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -12,6 +13,7 @@ from avsurv.tasks.anomalies import novelty_scores
 from avsurv.tasks.metrics import (
     anomalous_episodes,
     average_precision,
+    best_precision_at_k,
     event_precision_recall,
     label_precision_at_k,
     precision_at_k,
@@ -113,6 +115,31 @@ def test_label_precision_at_k_is_the_mean_over_queries() -> None:
     assert math.isnan(label_precision_at_k([], [], k=5))
     with pytest.raises(ValueError, match="one result list per query"):
         label_precision_at_k(["car"], [], k=5)
+
+
+def best_precision_loop(query: float, times: list[float], k: int, exclusion: float, separation: float) -> float:
+    """The largest set of candidates pairwise at least ``separation`` apart, by trying every subset."""
+    candidates = [t for t in times if abs(t - query) >= exclusion]
+    best = 0
+    for mask in range(1 << len(candidates)):
+        chosen = sorted(t for i, t in enumerate(candidates) if mask >> i & 1)
+        if all(b - a >= separation for a, b in itertools.pairwise(chosen)):
+            best = max(best, len(chosen))
+    return min(best, k) / k
+
+
+def test_best_precision_at_k_is_the_largest_separated_set_of_relevant_clips() -> None:
+    # Around the query at 50: 45 and 52 are excluded; 60, 62 and 64 hold two moments 5 s apart, 70 a third.
+    assert best_precision_at_k(50.0, [45.0, 52.0, 60.0, 62.0, 64.0, 70.0], 5, 10.0, 4.0) == pytest.approx(3 / 5)
+    assert best_precision_at_k(50.0, [], 5, 10.0, 5.0) == 0.0
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        times = rng.integers(0, 40, rng.integers(0, 11)).astype(float).tolist()
+        query, k = float(rng.integers(0, 40)), int(rng.integers(1, 6))
+        expected = best_precision_loop(query, times, k, 5.0, 3.0)
+        assert best_precision_at_k(query, times, k, 5.0, 3.0) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        best_precision_at_k(0.0, [1.0], 0, 0.0, 0.0)
 
 
 def novelty_loop(z: np.ndarray, times: np.ndarray, k: int, exclusion_s: float, w: float) -> list[float]:

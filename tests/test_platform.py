@@ -402,6 +402,9 @@ def test_demo_runs_the_platform_end_to_end(tmp_path: Path, capsys: pytest.Captur
     quality = json.loads((tmp_path / "demo_quality.json").read_text())
     assert quality["events"]["episodes"] >= 1 and quality["search"]["queries"]
     assert all(len(query["results"]) <= 5 for query in quality["search"]["queries"])
+    # No ranking beats a perfect one: the ceiling counts the scene's separate moments of each query's class.
+    assert "a perfect ranking scores" in out
+    assert 0.0 <= quality["search"]["precision_at_5"] <= quality["search"]["best_precision_at_5"] <= 1.0
 
 
 def test_bad_messages_go_to_the_dead_letter_topic_and_cameras_change_at_run_time(tmp_path: Path,

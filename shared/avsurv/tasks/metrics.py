@@ -121,3 +121,19 @@ def label_precision_at_k(query_labels: Sequence[str], result_labels: Sequence[Se
         return float("nan")
     return float(np.mean([precision_at_k(np.asarray(found, dtype=object) == query, k)
                           for query, found in zip(query_labels, result_labels, strict=True)]))
+
+
+def best_precision_at_k(query_time: float, relevant_times: Sequence[float], k: int, exclusion_s: float,
+                        separation_s: float) -> float:
+    """The precision@k of a perfect ranking for one query at ``query_time``: relevant clips at
+    ``relevant_times`` (capture seconds, every camera on one time line) are candidates when at least
+    ``exclusion_s`` from the query, and a result must lie at least ``separation_s`` from each one ranked
+    above it, as search does. A scene with few separate moments of a class caps what any embedding can
+    score; taking the earliest candidate that fits, in time order, keeps the most such moments."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    kept: list[float] = []
+    for time in sorted(t for t in relevant_times if abs(t - query_time) >= exclusion_s):
+        if not kept or time - kept[-1] >= separation_s:
+            kept.append(time)
+    return min(len(kept), k) / k
