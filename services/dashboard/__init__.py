@@ -1,7 +1,8 @@
 """Dashboard: a web page served by a thin gateway that is itself a client of the public gRPC API
 (protos/avsurv/v1/api.proto). It reads no store: every figure on the page comes from ``EventSearch``
-(``Search``; ``GetClip`` for the pictures, served as JPEG at ``/api/clip.jpg``), ``Anomalies`` (``List`` and
-the server-streaming ``Watch``, relayed as Server-Sent Events) and ``Control``,
+(``Search``; ``GetClip`` for the pictures, served as JPEG at ``/api/clip.jpg``), ``Anomalies`` (``List``, the
+server-streaming ``Watch``, relayed as Server-Sent Events, and ``Export``, an event's seconds with their sound
+served as mp4 at ``/api/events/<event_id>/evidence.mp4``) and ``Control``,
 called with the dashboard user's own bearer token, so a read token sees and only a control token changes.
 
 Why these parts: the gateway is the standard library's ``ThreadingHTTPServer`` (a thread per request, the
@@ -11,7 +12,8 @@ adds no dependency; the page is plain ES modules with no build step (``static/``
 Cross-site protection: a request whose ``Host`` is not an IP address, a loopback name or one of the configured
 ``dashboard_hosts`` is refused (421), which defeats DNS rebinding (a hostile page's name re-pointed at this
 server still sends its own name as ``Host``); a POST whose ``Origin`` is not this host, or that the browser
-marks cross-site or same-site (another port of localhost is same-site), is refused (403)."""
+marks cross-site or same-site (another port of localhost is same-site), is refused (403), and so is such a
+request for an event's evidence (a foreign page's ``<video src>`` would make the API encode it at will)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import json
 import logging
 import mimetypes
 import queue
+import re
 import socket
 import threading
 from collections.abc import Callable, Collection
@@ -28,7 +31,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import grpc
 from google.protobuf import json_format
@@ -40,12 +43,18 @@ from avsurv.v1 import api_pb2, api_pb2_grpc
 STATIC = Path(__file__).with_name("static")
 CALL_TIMEOUT_S = 15.0
 """Longest wait for one unary API call (a search embeds nothing for a clip id: well under this)."""
+EXPORT_TIMEOUT_S = 60.0
+"""Longest wait for an event's evidence (the API encodes up to 600 s of clips: a few seconds)."""
 KEEPALIVE_S = 10.0
 """A quiet live feed sends a comment this often: the write finds a closed browser tab, whose Watch call
 the gateway then cancels."""
 READY_TIMEOUT_S = 2.0
 """Longest wait for the API's health answer on /readyz (the kubelet's probe times out after 5 s)."""
-JPEG = "image/jpeg"
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+"""Largest API answer taken: the API's own limit (an evidence mp4 of 600 s is some 10 MB; gRPC's default, 4)."""
+JPEG, MP4 = "image/jpeg", "video/mp4"
+EVIDENCE_PATH = re.compile(r"/api/events/([^/]+)/evidence\.mp4")
+UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
 LIST_LIMIT = 200
 """Events the live page loads before the feed takes over."""
 MODES = {"av": api_pb2.SEARCH_MODE_AUDIO_VISUAL, "audio": api_pb2.SEARCH_MODE_AUDIO,
@@ -68,6 +77,14 @@ class RequestError(Exception):
     """A request the gateway refuses before calling the API (HTTP 400)."""
 
 
+@dataclass(frozen=True)
+class File:
+    """An answer that is not JSON: a picture or a video, and the name to save it under, if any."""
+    body: bytes
+    content_type: str
+    filename: str = ""
+
+
 def as_json(message: Message) -> dict[str, Any]:
     """A message as the page reads it: proto field names, every field (bytes as base64), so fields added to
     the API later reach the page without a change here."""
@@ -77,10 +94,11 @@ def as_json(message: Message) -> dict[str, Any]:
 
 def api_channel(target: str, tls_cert: str = "") -> grpc.Channel:
     """A channel to the API, over TLS trusting ``tls_cert`` when given. It carries no token of its own:
-    each call carries its user's."""
+    each call carries its user's. It takes answers as large as the API sends (an evidence mp4 is megabytes)."""
+    options = [("grpc.max_receive_message_length", MAX_ANSWER_BYTES)]
     if tls_cert:
-        return grpc.secure_channel(target, grpc.ssl_channel_credentials(Path(tls_cert).read_bytes()))
-    return grpc.insecure_channel(target)
+        return grpc.secure_channel(target, grpc.ssl_channel_credentials(Path(tls_cert).read_bytes()), options)
+    return grpc.insecure_channel(target, options)
 
 
 def _number(query: dict[str, str], name: str, kind: type = float) -> Any:
@@ -191,18 +209,27 @@ class Gateway:
                 setattr(request, name, _number(query, name))
         return request
 
-    def clip_jpeg(self, query: dict[str, str], metadata: list[tuple[str, str]]) -> bytes:
+    def clip_jpeg(self, query: dict[str, str], metadata: list[tuple[str, str]]) -> File:
         """One stored picture of a clip (``EventSearch.GetClip``): its thumbnail, or frame ``frame``."""
         if not query.get("clip_id"):
             raise RequestError("a clip picture needs clip_id")
         media = self.search.GetClip(api_pb2.GetClipRequest(clip_id=query["clip_id"]), timeout=CALL_TIMEOUT_S,
                                     metadata=metadata)
         if "frame" not in query:
-            return media.thumbnail_jpeg
+            return File(media.thumbnail_jpeg, JPEG)
         index = _number(query, "frame", int)
         if not 0 <= index < len(media.frames_jpeg):
             raise RequestError(f"frame is in [0, {len(media.frames_jpeg)}), got {index}")
-        return media.frames_jpeg[index]
+        return File(media.frames_jpeg[index], JPEG)
+
+    def evidence(self, event_id: str, query: dict[str, str], metadata: list[tuple[str, str]]) -> File:
+        """An event's seconds with their sound (``Anomalies.Export``), ``margin_s`` either side (the API's
+        default when omitted), as an mp4 named after its camera and event."""
+        request = api_pb2.ExportEvidenceRequest(event_id=event_id)
+        if "margin_s" in query:
+            request.margin_s = _number(query, "margin_s")
+        answer = self.anomalies.Export(request, timeout=EXPORT_TIMEOUT_S, metadata=metadata)
+        return File(answer.mp4, MP4, UNSAFE_FILENAME.sub("_", f"evidence-{answer.camera_id}-{answer.event_id}.mp4"))
 
     def api_ready(self) -> bool:
         """The API answers its health check with SERVING (the check needs no token)."""
@@ -231,9 +258,11 @@ class Handler(BaseHTTPRequestHandler):
         header = self.headers.get("Authorization", "")
         return [("authorization", header)] if header else []
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def _send(self, status: int, body: bytes, content_type: str, filename: str = "") -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        if filename:  # only [A-Za-z0-9._-]: nothing to quote
+            self.send_header("Content-Disposition", f'attachment; filename="{filename}"')
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
@@ -243,12 +272,12 @@ class Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, value: dict[str, Any]) -> None:
         self._send(status, json.dumps(value).encode(), "application/json")
 
-    def _api(self, call: Callable[[], Message | bytes]) -> None:
-        """Answers with the call's message as JSON (or its bytes as a JPEG), or the API's refusal."""
+    def _api(self, call: Callable[[], Message | File]) -> None:
+        """Answers with the call's message as JSON (or its file as is), or the API's refusal."""
         try:
             answer = call()
-            if isinstance(answer, bytes):
-                self._send(HTTPStatus.OK, answer, JPEG)
+            if isinstance(answer, File):
+                self._send(HTTPStatus.OK, answer.body, answer.content_type, answer.filename)
             else:
                 self._json(HTTPStatus.OK, as_json(answer))
         except KeyError:
@@ -267,6 +296,14 @@ class Handler(BaseHTTPRequestHandler):
         self._json(HTTPStatus.MISDIRECTED_REQUEST, {"error": f"host {host!r} is not served here (dashboard_hosts)"})
         return True
 
+    def _cross_site(self) -> bool:
+        """Answers 403 to a request another site's page sent."""
+        refused = cross_site(self.headers.get("Origin"), self.headers.get("Sec-Fetch-Site"),
+                             self.headers.get("Host", ""))
+        if refused:
+            self._json(HTTPStatus.FORBIDDEN, {"error": f"cross-site request refused: {refused}"})
+        return bool(refused)
+
     def do_GET(self) -> None:
         if self._foreign_host():
             return
@@ -281,18 +318,16 @@ class Handler(BaseHTTPRequestHandler):
             self._watch(query.get("camera", ""))
         elif url.path == "/api/clip.jpg":
             self._api(lambda: self.gateway.clip_jpeg(query, self._metadata()))
+        elif evidence := EVIDENCE_PATH.fullmatch(url.path):
+            if not self._cross_site():
+                self._api(lambda: self.gateway.evidence(unquote(evidence[1]), query, self._metadata()))
         elif url.path.startswith("/api/"):
             self._api(lambda: self.gateway.get(url.path, query, self._metadata()))
         else:
             self._static(url.path)
 
     def do_POST(self) -> None:
-        if self._foreign_host():
-            return
-        refused = cross_site(self.headers.get("Origin"), self.headers.get("Sec-Fetch-Site"),
-                             self.headers.get("Host", ""))
-        if refused:
-            self._json(HTTPStatus.FORBIDDEN, {"error": f"cross-site request refused: {refused}"})
+        if self._foreign_host() or self._cross_site():
             return
         # JSON only: a cross-site form cannot send it without the browser asking first (CORS preflight).
         if self.headers.get("Content-Type", "").split(";")[0] != "application/json":

@@ -40,17 +40,44 @@ const svg = (tag, attrs = {}) => {
 const clock = (seconds) => new Date(seconds * 1000).toLocaleTimeString([], { hour12: false });
 const score = (value) => Number(value).toFixed(3);
 const FRAMES_PER_CLIP = 5;  // a stored clip's pictures (GetClip's frames_jpeg)
+const EVIDENCE_MARGIN_S = 2;  // seconds of evidence before and after an event
 
-// A clip's picture from the gateway's /api/clip.jpg (EventSearch.GetClip). Fetched, not an <img src>,
-// which could not send the Authorization header; the frame is the clip's thumbnail when omitted.
+// A file from the gateway as an object URL, with its response. Fetched, not an <img> or <video> src,
+// which could not send the Authorization header.
+async function fileUrl(path) {
+  const response = await fetch(path, { headers: authHeaders() });
+  if (!response.ok) throw new Error((await response.json().catch(() => ({}))).error || `HTTP ${response.status}`);
+  return { url: URL.createObjectURL(await response.blob()), response };
+}
+
+// A clip's picture from the gateway's /api/clip.jpg (EventSearch.GetClip); the clip's thumbnail when the
+// frame is omitted.
 function clipImage(clipId, attrs, frame) {
   const query = new URLSearchParams({ clip_id: clipId, ...(frame === undefined ? {} : { frame }) });
   const image = h("img", attrs);
-  fetch(`/api/clip.jpg?${query}`, { headers: authHeaders() })
-    .then((response) => (response.ok ? response.blob() : Promise.reject(new Error(`HTTP ${response.status}`))))
-    .then((blob) => { image.src = URL.createObjectURL(blob); })
+  fileUrl(`/api/clip.jpg?${query}`)
+    .then(({ url }) => { image.src = url; })
     .catch((error) => { image.alt = `${attrs.alt}: ${error.message}`; image.classList.add("missing"); });
   return image;
+}
+
+// The event's seconds with their sound (Anomalies.Export, an mp4), to play and to save under the name the
+// gateway gives it.
+function evidence(e) {
+  const source = `/api/events/${encodeURIComponent(e.event_id)}/evidence.mp4?margin_s=${EVIDENCE_MARGIN_S}`;
+  const video = h("video", { id: "evidence", controls: true, preload: "metadata", "data-source": source });
+  const link = h("a", { id: "evidence-download", hidden: true }, "download evidence");
+  const state = h("p", { class: "muted" }, "loading the event's seconds with their sound…");
+  fileUrl(source).then(({ url, response }) => {
+    const name = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") || "");
+    Object.assign(link, { href: url, download: name ? name[1] : "evidence.mp4", hidden: false });
+    video.src = url;
+    state.textContent = `${EVIDENCE_MARGIN_S} s before and after the event, as the clip store holds them.`;
+  }).catch((error) => {
+    state.textContent = `No evidence: ${error.message}`;
+    state.className = "missing-data";
+  });
+  return h("section", {}, h("h2", {}, "Picture and sound"), video, state, link);
 }
 
 // The event's clip at its peak (clip ids are camera:start in ms), else its first.
@@ -226,9 +253,7 @@ async function eventView(view, id) {
       ? h("div", { class: "frames" }, Array.from({ length: FRAMES_PER_CLIP },
         (_, frame) => clipImage(clip, { alt: `frame ${frame} of ${clip}` }, frame)))
       : h("p", { class: "missing-data", id: "no-frames" }, "This event names no clip.")),
-    h("section", {}, h("h2", {}, "Sound"),
-      h("p", { class: "missing-data", id: "no-sound" }, "The API gives no sound of an event: the clip store keeps " +
-        "each clip's log-mel, not its audio samples, so there is nothing to play.")),
+    evidence(e),
     h("section", {}, h("h2", {}, "Find similar moments"),
       Object.entries(MODES).map(([mode, words]) => h("a", {
         class: "find", "data-mode": mode,
