@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health
 
 from avsurv.platform.config import ConfigError, Settings
+from avsurv.platform.grpc_server import MAX_MESSAGE_BYTES
 
 READ, CONTROL = "read", "control"
 SCOPES = (READ, CONTROL)
@@ -108,11 +109,13 @@ def operator_channel(settings: Settings, port: int, host: str = "127.0.0.1") -> 
     """A channel to this platform's own API as its operator (the demo): over TLS, trusting the configured
     certificate, when the API serves TLS; with a control token when tokens are configured, else a read one."""
     target = f"{host}:{port}"
+    # The API's own limit, not gRPC's 4 MB default: an exported evidence mp4 is up to some 10 MB.
+    options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
     if settings.grpc_tls_cert:
         credentials = grpc.ssl_channel_credentials(Path(settings.grpc_tls_cert).read_bytes())
-        channel = grpc.secure_channel(target, credentials)
+        channel = grpc.secure_channel(target, credentials, options)
     else:
-        channel = grpc.insecure_channel(target)
+        channel = grpc.insecure_channel(target, options)
     tokens = configured_tokens(settings)
     token = tokens.get(CONTROL) or tokens.get(READ)
     return grpc.intercept_channel(channel, _Bearer(token[0])) if token else channel
