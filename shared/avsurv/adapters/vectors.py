@@ -19,10 +19,9 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from avsurv.adapters.ann import JOINT, AnnStore
-from avsurv.constants import EMBEDDING_DIM
+from avsurv.constants import AUDIO, EMBEDDING_DIM, MODALITIES, VISUAL
 
-VECTORS = ("visual", "audio")
-MODE_VECTORS = {"av": VECTORS, "visual": ("visual",), "audio": ("audio",)}
+MODE_VECTORS = {"av": MODALITIES, "visual": (VISUAL,), "audio": (AUDIO,)}
 """The named vectors a search mode compares (avsurv.tasks.search's modes)."""
 _POINT_NAMESPACE = uuid.UUID("5b0b3a52-6f1e-4c65-9d0e-3f4a8a7c2e11")
 
@@ -123,7 +122,7 @@ class QdrantVectors:
             if client.collection_exists(name):
                 return
             params = models.VectorParams(size=EMBEDDING_DIM, distance=models.Distance.EUCLID)
-            client.create_collection(name, vectors_config=dict.fromkeys(VECTORS, params),
+            client.create_collection(name, vectors_config=dict.fromkeys(MODALITIES, params),
                                      replication_factor=None if self.local else self.replication_factor)
             if self.local:
                 return  # local mode has no payload indexes (it filters by scanning)
@@ -232,7 +231,7 @@ class EmbeddedVectors(QdrantVectors):
         self.url, self.local, self.replication_factor = url, True, 1
         self._client = None
         self._turns = threading.RLock()
-        self._store = AnnStore(Path(url.removeprefix("local://")), VECTORS)
+        self._store = AnnStore(Path(url.removeprefix("local://")), MODALITIES)
 
     def ensure_collection(self, name: str) -> None:
         with self._turns:
