@@ -89,10 +89,12 @@ class Settings(BaseModel):
     vectors_replication_factor: int = Field(1, ge=1, description="replicas of each collection the services create "
                                             "on a Qdrant cluster")
     batch_size: int = Field(32, ge=1, description="clips per embedding batch")
-    batch_wait_s: float = Field(0.5, gt=0, description="longest wait to fill an embedding batch")
+    # 0.1 s and 1 s chunks (not 0.5 and 2): a clip waits less before it is scored, so an event's NEW message
+    # comes sooner (issue 16; bench/event_latency.py in docs/RESULTS.md).
+    batch_wait_s: float = Field(0.1, gt=0, description="longest wait to fill an embedding batch")
     device: str = Field("auto", pattern=f"^({'|'.join(DEVICES)})$", description="where the embedding, search and "
                         "trainer services run models: auto (a CUDA GPU when torch sees one, else the CPU), cpu or cuda")
-    chunk_seconds: float = Field(2.0, gt=0, le=2.5, description="media seconds per ingest chunk (<= 2.5 s "
+    chunk_seconds: float = Field(1.0, gt=0, le=2.5, description="media seconds per ingest chunk (<= 2.5 s "
                                  "keeps a chunk under Kafka's 1 MB message limit)")
     realtime_files: bool = Field(False, description="ingest: read files at their own pace, like live cameras")
     stall_timeout_s: float = Field(15.0, gt=0, description="ingest: a camera with no data this long is stalled")
