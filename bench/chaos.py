@@ -399,12 +399,15 @@ def _count(figures: Figures, env: dict[str, str], registry: Registry, vectors: Q
     recorded = {(e.header.camera_id, e.start_time)
                 for e in map(pb.AnomalyEvent.FromString, registry.events(None, None, 1_000_000))}
     figures.events_expected, figures.events_received = len(wanted), len(received)
-    figures.broker_lost_events = len(recorded - set(seen))
     sequences: dict[str, set[int]] = {}
     for e in messages:
         sequences.setdefault(e.event_id, set()).add(e.sequence)
-    figures.events_lost = (len(wanted - set(seen) - recorded)  # and lifecycle messages missing in a sequence
-                           + sum(max(s) + 1 - len(s) for s in sequences.values()))
+    missing = [(event_id, k) for event_id, s in sequences.items() for k in range(max(s)) if k not in s]
+    # The detector records a message only after the broker acknowledged it: one missing at or below its
+    # event's recorded sequence was acknowledged, then lost by the broker.
+    acknowledged = sum(k <= registry.event_sequence(event_id) for event_id, k in missing)
+    figures.broker_lost_events = len(recorded - set(seen)) + acknowledged
+    figures.events_lost = len(wanted - set(seen) - recorded) + len(missing) - acknowledged
     figures.events_duplicated = (sum(n - 1 for n in seen.values()) + len(received) - len({e.event_id for e in received})
                                  + len(messages) - len({(e.event_id, e.sequence) for e in messages}))
     figures.events_unexpected = len(set(seen) - wanted)
