@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import jsonpatch
 import kubernetes_validate
 import pytest
 import yaml
@@ -38,21 +39,42 @@ DASHBOARD = "dashboard"
 API = ("search", 50051)
 SECRET_KEYS = {"AVSURV_STATE_PASSWORD", "AVSURV_KAFKA_SASL_USERNAME", "AVSURV_KAFKA_SASL_PASSWORD",
                "AVSURV_VECTORS_API_KEY"}
+GPU_SERVICES = {"embedding", "trainer"}
+GPU = "nvidia.com/gpu"
 Docs = list[dict[str, Any]]
 
 
+def kustomize(directory: Path) -> Docs:
+    """What ``kubectl kustomize DIRECTORY`` renders, for the features the manifests use: resources (files, or
+    folders with their own kustomization) and JSON 6902 patches aimed at a kind and name (CI has no kubectl)."""
+    spec = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    docs: Docs = []
+    for resource in spec.get("resources", []):
+        path = directory / resource
+        docs += kustomize(path) if path.is_dir() else [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    for patch in spec.get("patches", []):
+        target, operations = patch["target"], jsonpatch.JsonPatch(yaml.safe_load(patch["patch"]))
+        aimed = [i for i, doc in enumerate(docs)
+                 if doc["kind"] == target["kind"] and doc["metadata"]["name"] == target["name"]]
+        assert aimed, f"patch aimed at nothing: {target}"
+        for i in aimed:
+            docs[i] = operations.apply(docs[i])
+    return docs
+
+
 @functools.cache
-def _parsed() -> tuple[dict[str, Any], ...]:
-    return tuple(doc for path in sorted((ROOT / "k8s").glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()))
+def _rendered(variant: str) -> tuple[dict[str, Any], ...]:
+    return tuple(kustomize(ROOT / "k8s" / variant))
 
 
-def manifests() -> Docs:
-    """The manifests, a fresh copy for each caller (the defect tests change theirs)."""
-    return copy.deepcopy(list(_parsed()))
+def manifests(variant: str = "base") -> Docs:
+    """The manifests of ``kubectl apply -k k8s/VARIANT``, a fresh copy for each caller (the defect tests change
+    theirs)."""
+    return copy.deepcopy(list(_rendered(variant)))
 
 
 def secret_example() -> dict[str, Any]:
-    return yaml.safe_load((ROOT / "k8s" / "secrets.example").read_text())
+    return yaml.safe_load((ROOT / "k8s" / "base" / "secrets.example").read_text())
 
 
 def of_kind(docs: Docs, kind: str) -> list[dict[str, Any]]:
@@ -281,14 +303,46 @@ def kafka_log_dir_below_volume(docs: Docs) -> list[str]:
     return [] if log_dir.startswith(data + "/") else [f"kafka: log dir {log_dir} is not below its volume {data}"]
 
 
+def gpu_placement(docs: Docs) -> list[str]:
+    """The GPU variant: the embedding and trainer pods ask for one GPU, run models on it, land only on GPU nodes
+    and tolerate their taint; no other pod holds a GPU."""
+    problems = []
+    for name, pod in pod_specs(docs):
+        container = containers(pod)[0]
+        limits = container["resources"].get("limits", {})
+        if name not in GPU_SERVICES:
+            problems += [f"{name}: holds a GPU"] if GPU in limits else []
+            continue
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        if limits.get(GPU) != "1":
+            problems.append(f"{name}: no GPU limit")
+        if env.get("AVSURV_DEVICE") != "cuda":
+            problems.append(f"{name}: models not on the GPU (AVSURV_DEVICE {env.get('AVSURV_DEVICE')})")
+        if pod.get("nodeSelector", {}).get(f"{GPU}.present") != "true":
+            problems.append(f"{name}: not placed on GPU nodes")
+        if not any(t.get("key") == GPU and t.get("effect") == "NoSchedule" for t in pod.get("tolerations", [])):
+            problems.append(f"{name}: does not tolerate the GPU nodes' taint")
+        if not container["image"].endswith("-cuda"):
+            problems.append(f"{name}: image {container['image']} is not the CUDA build")
+    return problems
+
+
 CHECKS: list[Callable[[Docs], list[str]]] = [
     restricted_pods, separate_probes, claims_with_class, singletons_recreated, lag_autoscaling,
     disruption_and_spread, default_deny_and_flows, every_workload_has_its_flows, dashboard_reaches_only_the_api,
     pinned_images, secrets_by_reference, kafka_log_dir_below_volume]
+VARIANTS = ("base", "gpu")
 
 
-def test_every_manifest_is_valid_for_the_kubernetes_api() -> None:
-    docs = [*manifests(), secret_example()]
+def test_the_base_kustomization_applies_every_manifest() -> None:
+    base = ROOT / "k8s" / "base"
+    listed = yaml.safe_load((base / "kustomization.yaml").read_text())["resources"]
+    assert sorted(listed) == sorted(p.name for p in base.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_manifest_is_valid_for_the_kubernetes_api(variant: str) -> None:
+    docs = [*manifests(variant), secret_example()]
     assert docs
     for doc in docs:
         if not doc["apiVersion"].startswith(CRD_GROUPS):
@@ -303,9 +357,39 @@ def test_the_validator_would_catch_a_broken_manifest() -> None:
         kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("check", CHECKS, ids=lambda check: check.__name__)
-def test_the_manifests_pass_each_check(check: Callable[[Docs], list[str]]) -> None:
-    assert check(manifests()) == []
+def test_the_manifests_pass_each_check(check: Callable[[Docs], list[str]], variant: str) -> None:
+    assert check(manifests(variant)) == []
+
+
+def test_the_gpu_variant_puts_embedding_and_trainer_on_gpus() -> None:
+    gpu, base = manifests("gpu"), manifests()
+    assert gpu_placement(gpu) == []
+    assert set(gpu_placement(base)) == {
+        f"{name}: {problem}" for name in GPU_SERVICES for problem in (
+            "no GPU limit", "models not on the GPU (AVSURV_DEVICE None)", "not placed on GPU nodes",
+            "does not tolerate the GPU nodes' taint", "image registry.example.com/avsurv/avsurv:0.1.0 is not the "
+            "CUDA build")}
+    for name in GPU_SERVICES:
+        env = {e["name"] for e in _container(gpu, name)["env"]}
+        assert {key.removeprefix("AVSURV_").lower() for key in env} <= set(Settings.model_fields)
+    assert {d["metadata"]["name"] for d in gpu} == {d["metadata"]["name"] for d in base}
+
+
+def _break_gpu_toleration(docs: Docs) -> None:
+    del _deployment(docs, "trainer")["spec"]["template"]["spec"]["tolerations"]
+
+
+def _break_gpu_elsewhere(docs: Docs) -> None:
+    _container(docs, "search")["resources"]["limits"][GPU] = "1"
+
+
+@pytest.mark.parametrize("defect", [_break_gpu_toleration, _break_gpu_elsewhere], ids=lambda f: f.__name__)
+def test_the_gpu_check_catches_its_defects(defect: Callable[[Docs], None]) -> None:
+    docs = manifests("gpu")
+    defect(docs)
+    assert gpu_placement(docs)
 
 
 def _deployment(docs: Docs, name: str) -> dict[str, Any]:

@@ -47,7 +47,7 @@ turns NOT_SERVING, and an outage of Redis must not restart every pod)."""
 VECTOR_SERVICES = ("embedding", "search")
 KAFKA_START_WAIT_S = 240.0
 """How long a service keeps trying Kafka at start before it exits: a broker that comes up after the services,
-or restarts, delays them instead of crash-looping them. Under the startup probe's 300 s (k8s/services.yaml)."""
+or restarts, delays them instead of crash-looping them. Under the startup probe's 300 s (k8s/base/services.yaml)."""
 KAFKA_RETRY_S = 5.0
 log = logging.getLogger("avsurv")
 
