@@ -628,7 +628,7 @@ exec avsurv run --camera cam0="$INPUTS/scene/cam0.mp4" --model "$INPUTS/model" -
                     "about 45 s, longer than the CI budget allows")
 def test_the_services_run_with_a_read_only_root(tmp_path: Path) -> None:
     """readOnlyRootFilesystem: the six services in one process, in a mount namespace where every file system is
-    read-only but the data dir and TMPDIR (the emptyDirs of k8s/services.yaml), read a camera to its end."""
+    read-only but the data dir and TMPDIR (the emptyDirs of k8s/base/services.yaml), read a camera to its end."""
     inputs, writable = tmp_path / "inputs", tmp_path / "writable"
     small_scene(inputs / "scene", duration_s=6, cameras=1)
     untrained_model(inputs / "model", seed=1)
