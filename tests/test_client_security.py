@@ -1,8 +1,7 @@
 """The clients' security settings reach the clients (issue 14 item 4): a real Redis server that requires a
 password, Qdrant's API key and collection replication as a server receives them over HTTP, Kafka's SASL/TLS
-arguments and topic replication as kafka-python's clients receive them (the test broker, Tansu, cannot
-both require SASL and be given a user: its in-memory store takes users only from authenticated clients),
-and no secret in the printed configuration."""
+arguments and topic replication as kafka-python's clients receive them (``tests/test_kafka_sasl.py`` tries
+SASL against a broker that requires it), and no secret in the printed configuration."""
 
 from __future__ import annotations
 
