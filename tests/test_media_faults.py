@@ -1,6 +1,7 @@
 """Damaged and unusual media through the segmenter (issue 14): odd channel layouts, headers without a codec,
-timestamp jumps, a mid-stream sample-rate change, mp4s cut inside their index and special files are either
-segmented or refused with one line naming the file, and no timestamp or resolution makes memory run away.
+timestamp jumps, a mid-stream sample-rate change, mp4s cut inside their index, special files and inputs that
+give no clip (too short, video in pieces, stuck timestamps) are either segmented or refused with one line
+naming the file and the reason, and no timestamp or resolution makes memory run away.
 
 Inputs that crashed the process or took gigabytes before the fixes are segmented in a child process under an
 address-space cap, so a regression fails the test instead of taking the machine."""
@@ -18,8 +19,10 @@ import numpy as np
 import pytest
 
 from avsurv.cli import main
-from avsurv.errors import MediaError
+from avsurv.errors import MediaError, NoClipError
 from avsurv.media import Segmenter
+from avsurv.media.decode import VideoSample
+from avsurv.media.segment import NO_WHOLE_SECOND, STUCK_TIMESTAMPS, TOO_SHORT, ClipFeed
 
 DATA = Path(__file__).parent / "data"
 RATE = 48_000
@@ -257,3 +260,59 @@ def test_absurd_resolution_is_refused_before_it_is_allocated(tmp_path):
     result = segment_in_child(path)
     assert result["error"] and "no video frame could be decoded" in result["error"]
     assert result["rss_mb"] < MEMORY_BOUND_MB
+
+
+# -- inputs that give no clip (the long media fuzz's 21 silent files, issue 14 item 3) -------------------------
+def test_recording_shorter_than_one_clip_is_refused_with_its_length(tmp_path, capsys):
+    path = mg.write(tmp_path / "short.mp4", mg.Spec(duration=0.4))
+    refusal = r"short\.mp4.*: its video lasts only 0\.40 s, less than one 1 s clip$"  # no container length: not damage
+    with pytest.raises(NoClipError, match=refusal) as error:
+        segment(path)
+    assert error.value.kind == TOO_SHORT
+    assert main(["segment", "--no-progress", str(path)]) == 2
+    assert "its video lasts only 0.40 s" in capsys.readouterr().err
+
+
+def test_truncated_file_names_the_length_its_container_declares(tmp_path):
+    path = mg.write(tmp_path / "cut.mkv", mg.Spec(duration=6.0))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 20])  # the header still says 6 s
+    with pytest.raises(NoClipError, match=r"its video lasts only 0\.\d\d s, .*\(the container declares 6\.01 s\)"):
+        segment(path)
+
+
+def test_video_in_pieces_without_a_whole_second_is_refused_with_the_first_skipped_second(tmp_path):
+    path = mg.write(tmp_path / "pieces.mkv", mg.Spec(duration=3.0, video_gaps=((0.5, 1.6), (1.9, 2.5))))
+    with pytest.raises(NoClipError, match=r"no second is covered by video throughout .*3 seconds skipped: 0\.00 s,"
+                       r" video gap: no frame from 0\.48 s to 1\.60 s") as error:
+        segment(path)
+    assert error.value.kind == NO_WHOLE_SECOND
+
+
+def test_video_whose_timestamps_never_advance_is_refused_as_such(tmp_path):
+    path = tmp_path / "stuck.mkv"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mjpeg", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuvj420p"
+        for index in range(50):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 4 * index, np.uint8), format="rgb24")
+            frame.pts = index
+            for packet in stream.encode(frame):
+                packet.pts = packet.dts = 0  # a camera whose clock stopped
+                container.mux(packet)
+    with pytest.raises(NoClipError, match="its video timestamps do not advance: 49 of 50 frames") as error:
+        segment(path)
+    assert error.value.kind == STUCK_TIMESTAMPS
+
+
+@pytest.mark.parametrize("outlier", [2983.14, 6.19])
+def test_one_frame_with_a_damaged_timestamp_is_dropped_not_taken_as_a_jump(outlier):
+    """The fuzz's bit flips in an MPEG-TS PTS: one frame at 2983 s (or 6 s) among frames 0.04 s apart used to
+    end the video there, every later frame dropped for going back: no clip from 3 s of video."""
+    feed = ClipFeed("cam", "test", capture_epoch=None, fps=25.0, has_audio=False)
+    times = [index / 25 for index in range(75)]
+    times[12] = outlier
+    clips = [clip for t in times for clip in feed.push(VideoSample(t, np.zeros((224, 398, 3), np.uint8)))]
+    clips += feed.end()
+    assert [clip.start for clip in clips] == [0.0, 1.0, 2.0]
+    assert feed.report.notes == [f"1 video frames were dropped because their timestamps lay ahead of the frames"
+                                 f" before and after them (first: {outlier:.2f} s between 0.44 s and 0.52 s)"]

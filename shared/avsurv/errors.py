@@ -12,6 +12,15 @@ class MediaError(Exception):
     """An input that cannot be read at all; the message is one line meant for people."""
 
 
+class NoClipError(MediaError):
+    """An input that was read but gave no clip. ``kind`` names the class of reason (one of
+    ``avsurv.media.segment.NO_CLIP_KINDS``) for callers that count or act on it; the message says it for people."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 class ModelError(Exception):
     """A model directory that cannot be used; one line for people."""
 

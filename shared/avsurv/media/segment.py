@@ -5,11 +5,13 @@ filming the same scene cut the same seconds), otherwise on whole seconds of the 
 clip, frames are sampled by timestamp at the middle of each 1/5 s slot (0.1, 0.3, ..., 0.9 s): the frame
 on screen at that instant, which makes sampling independent of the source frame rate (25, 29.97, 30 fps or
 variable). A clip needs all five frames; audio that covers less than ``MIN_AUDIO_COVERAGE`` of the second
-gives a clip with ``has_audio = False``. Clips that cannot be made are reported with their reason.
+gives a clip with ``has_audio = False``. Clips that cannot be made are reported with their reason; an input
+that gives no clip at all is refused with :class:`~avsurv.errors.NoClipError`, whose kind says why.
 
 Memory stays bounded whatever the timestamps say: a forward jump longer than ``MAX_GAP_S`` is not walked
 second by second, audio far ahead of the video is dropped, and frames whose timestamps go back are dropped;
-each is noted in the report.
+each is noted in the report. A frame after a gap is held until the next one: a lone frame ahead of the frames
+on both sides of it (one damaged timestamp) is dropped rather than taken as a gap or a jump.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from avsurv.constants import (
     SAMPLE_RATE,
     VIDEO_FPS,
 )
-from avsurv.errors import MediaError
+from avsurv.errors import NoClipError
 from avsurv.media.decode import AudioChunk, MediaInfo, MediaReader, VideoSample
 from avsurv.media.logmel import log_mel
 from avsurv.media.privacy import PrivacyFilter
@@ -57,6 +59,13 @@ walking it would hold one open clip (about 220 kB) per second of the gap, gigaby
 reason audio more than this far ahead of the video is dropped, with a note."""
 
 CLIP_SAMPLES = int(SAMPLE_RATE * CLIP_SECONDS)
+
+NO_VIDEO_FRAME = "no decodable video frame"
+TOO_SHORT = "shorter than one clip"
+NO_WHOLE_SECOND = "no whole second of video"
+STUCK_TIMESTAMPS = "timestamps do not advance"
+NO_CLIP_KINDS = (NO_VIDEO_FRAME, TOO_SHORT, NO_WHOLE_SECOND, STUCK_TIMESTAMPS)
+"""Why an input that was read gave no clip (:attr:`avsurv.errors.NoClipError.kind`)."""
 
 
 @dataclass(frozen=True)
@@ -168,11 +177,21 @@ class Segmenter:
             epoch = self._capture_start if self._capture_start is not None else reader.info.capture_epoch
             state = _ClipAssembler(self, epoch, reader.has_audio, reader.info.fps, self.privacy)
             yield from state.run(reader)
-            if state.next_slot is None:
-                first = f" (first error: {reader.first_error})" if reader.first_error else ""
-                raise MediaError(f"cannot use {self.source!r}: no video frame could be decoded{first}")
             self._note_reader_problems(reader)
             state.note_dropped()
+            if not self.report.clips:  # the report's skipped seconds alone would leave a caller with nothing
+                raise self._no_clip(state, reader)
+
+    def _no_clip(self, state: _ClipAssembler, reader: MediaReader) -> NoClipError:
+        """Why no clip was made, with what the reader met on the way (damage it skipped, an early end)."""
+        kind, reason = state.no_clip_reason()
+        declared = reader.info.duration_s
+        damaged = kind == TOO_SHORT and declared and declared >= CLIP_SECONDS  # not merely a short recording
+        context = [f"the container declares {declared:.2f} s"] if damaged else []
+        context += [f"first error: {reader.first_error}"] if reader.first_error else []
+        context += [reader.end_reason] if reader.end_reason else []
+        details = f" ({'; '.join(context)})" if context else ""
+        return NoClipError(f"cannot use {self.source!r}: {reason}{details}", kind)
 
     def _note_reader_problems(self, reader: MediaReader) -> None:
         if reader.decode_errors:
@@ -253,6 +272,11 @@ class _ClipAssembler:
         self.frames_back = 0  # video frames dropped because their timestamps went back or repeated
         self.first_back = ""
         self.early_audio_s = 0.0  # audio dropped for lying more than MAX_GAP_S ahead of the video
+        self.held: VideoSample | None = None  # a frame after a gap, until the next one confirms the gap
+        self.outliers = 0  # frames dropped for lying ahead of the frames before and after them
+        self.first_outlier = ""
+        self.frames_taken = 0
+        self.video_seconds = 0.0  # time some frame was on screen, gaps left out
 
     # -- the grid -------------------------------------------------------------------------------
     def clip_index(self, t: float) -> int:
@@ -285,12 +309,30 @@ class _ClipAssembler:
         yield from self.finish_ready(final=True)
 
     def on_video(self, sample: VideoSample) -> None:
+        held, self.held = self.held, None
+        if held is not None and sample.time > held.time:  # the video goes on after it: a real gap or jump
+            self.take(held)
+        elif held is not None:  # one damaged timestamp (a bit flip in a PTS): the video goes on from before it
+            self.outliers += 1
+            between = f"{held.time:.2f} s between {self.video_time:.2f} s and {sample.time:.2f} s"
+            self.first_outlier = self.first_outlier or between
         if sample.time <= self.video_time:  # a repeated or backwards timestamp from a damaged stream
             self.frames_back += 1
             self.first_back = self.first_back or f"{sample.time:.2f} s after {self.video_time:.2f} s"
             return
+        if self.next_slot is not None and sample.time - self.video_time > self.max_frame_age:
+            self.held = sample
+            return
+        self.take(sample)
+
+    def take(self, sample: VideoSample) -> None:
+        """Puts ``sample`` on screen, filling the frame slots up to its time."""
         if self.next_slot is not None and sample.time - self.video_time > MAX_GAP_S:
             self.jump(sample.time)
+        if self.on_screen is not None:
+            step = sample.time - self.on_screen.time
+            self.video_seconds += step if step <= self.max_frame_age else self.frame_period
+        self.frames_taken += 1
         if self.next_slot is None:
             self.start_video(sample.time)
         assert self.next_slot is not None
@@ -330,8 +372,12 @@ class _ClipAssembler:
         pending.frames[slot % FRAMES_PER_CLIP] = self.on_screen_rgb
 
     def on_video_end(self) -> None:
+        if self.held is not None:  # nothing came after it to tell a gap from a damaged timestamp: a gap
+            held, self.held = self.held, None
+            self.take(held)
         if self.on_screen is None or self.next_slot is None:
             return
+        self.video_seconds += self.frame_period
         shown_until = self.on_screen.time + self.frame_period  # the last frame stays on screen one period
         while self.slot_time(self.next_slot) < shown_until:
             self.fill_slot(self.next_slot, gap_until=None)
@@ -341,7 +387,8 @@ class _ClipAssembler:
             self.clip(last_clip).missing_reason = f"video ends at {self.on_screen.time:.2f} s, inside this clip"
 
     def on_audio(self, chunk: AudioChunk) -> None:
-        if chunk.time - self.video_time > MAX_GAP_S and self.next_slot is not None:
+        video_time = self.held.time if self.held is not None else self.video_time  # the held frame is the newest
+        if chunk.time - video_time > MAX_GAP_S and self.next_slot is not None:
             self.early_audio_s += chunk.samples.size / SAMPLE_RATE  # its clips would wait for video for ever
             return
         first = round((chunk.time - self.phase) * SAMPLE_RATE)
@@ -362,9 +409,27 @@ class _ClipAssembler:
         if self.frames_back:
             notes.append(f"{self.frames_back} video frames were dropped because their timestamps went back or"
                          f" repeated (first: {self.first_back})")
+        if self.outliers:
+            notes.append(f"{self.outliers} video frames were dropped because their timestamps lay ahead of the"
+                         f" frames before and after them (first: {self.first_outlier})")
         if self.early_audio_s:
             notes.append(f"{self.early_audio_s:.1f} s of audio was dropped: it lay more than {MAX_GAP_S:g} s"
                          " ahead of the video")
+
+    def no_clip_reason(self) -> tuple[str, str]:
+        """For a run that made no clip: its kind (one of NO_CLIP_KINDS) and why, in words for people."""
+        if not self.frames_taken:
+            return NO_VIDEO_FRAME, "no video frame could be decoded"
+        dropped = self.frames_back + self.outliers
+        if dropped >= self.frames_taken:
+            return STUCK_TIMESTAMPS, (f"its video timestamps do not advance: {dropped} of {dropped + self.frames_taken}"
+                                      " frames went back, repeated or lay ahead of their neighbours")
+        if self.video_seconds < CLIP_SECONDS:
+            return TOO_SHORT, f"its video lasts only {self.video_seconds:.2f} s, less than one {CLIP_SECONDS:g} s clip"
+        skipped = self.owner.report.skipped
+        first = f": {skipped[0].start:.2f} s, {skipped[0].reason}" if skipped else ""
+        return NO_WHOLE_SECOND, (f"no second is covered by video throughout ({self.video_seconds:.2f} s of video"
+                                 f" in pieces; {len(skipped)} seconds skipped{first})")
 
     # -- emitting -------------------------------------------------------------------------------
     def ready(self, index: int) -> bool:
