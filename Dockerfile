@@ -1,7 +1,7 @@
 # One image for all six services: `avsurv serve NAME` picks the service (compose.yaml, k8s/).
-# BASE: any image with Python 3.11 and its venv module (deploy/realstart.sh builds one from Debian's
+# BASE: any image with Python 3.11 and its venv module (deploy/realstart.py builds one from Debian's
 # packages). WHEELS: a find-links URL or folder holding every wheel the install needs, for a build without
-# the indexes (deploy/realstart.sh serves one); empty: PyPI, and TORCH_INDEX for torch. TORCH_INDEX: PyTorch's
+# the indexes (deploy/realstart.py serves one); empty: PyPI, and TORCH_INDEX for torch. TORCH_INDEX: PyTorch's
 # CPU index by default; a CUDA one (e.g. https://download.pytorch.org/whl/cu128) makes the image of k8s/gpu/.
 ARG BASE=python:3.11-slim
 FROM ${BASE}

