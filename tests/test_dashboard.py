@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 from platformkit import small_scene, untrained_model, wait_for
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -27,6 +28,7 @@ from realparts import free_port
 from avsurv.platform.config import load_settings
 from avsurv.platform.model_versions import publish_model
 from avsurv.platform.runtime import SERVICES, Runtime
+from avsurv.v1 import api_pb2, api_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
@@ -115,12 +117,26 @@ def test_the_dashboard_follows_a_live_scene_opens_events_and_finds_similar_clips
     live = page.locator("#feed tbody tr:has(.badge.end)")
     expect(live.first).to_be_visible()
     page.wait_for_selector("svg.timeline circle.peak")
+    # The per-camera timeline (issue 16 item 4): each camera's score line has a vertex per clip of the series
+    # the API gives (Anomalies.Scores, the last 600 clips), and the threshold line is drawn under it.
+    with grpc.insecure_channel(f"127.0.0.1:{platform.runtime.port}") as channel:
+        scores = api_pb2_grpc.AnomaliesStub(channel).Scores
+        series = {camera: scores(api_pb2.ScoresRequest(camera_id=camera, limit=600), timeout=10,
+                                 metadata=[("authorization", f"Bearer {READ}")]).points for camera in ("cam0", "cam1")}
+    for camera, points in series.items():
+        assert len(points) >= SCENE_S - CALIBRATION_CLIPS - 2, (camera, len(points))  # the clips after the model
+        chart = page.locator(f"svg.timeline[data-camera={camera}]")
+        expect(chart.locator("path.scores")).to_have_attribute("data-points", str(len(points)))  # redrawn every 2 s
+        assert chart.locator("path.scores").get_attribute("d").count("L") == len(points) - 1
+        assert chart.locator("path.threshold").get_attribute("d").count("L") == 2 * len(points) - 1
+        expect(chart.locator("circle.anomalous")).to_have_count(sum(p.anomalous for p in points))
     _shot(page, "live")
 
     event_id = live.first.get_attribute("data-event")
     camera = live.first.locator("td").nth(1).inner_text()
     live.first.locator("a").click()
     expect(page.locator("#event")).to_contain_text(event_id)
+    expect(page.locator("#evidence-uri")).to_have_text(f"avsurv://default/events/{event_id}/evidence.mp4")
     frames = page.locator(".frames img")  # the peak clip's, through EventSearch.GetClip
     expect(frames).to_have_count(5)
     for index in range(5):

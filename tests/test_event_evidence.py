@@ -1,6 +1,7 @@
 """What an anomaly event carries for an operator to act (issue 16 item 2): the peak clip's thumbnail from
-the clip store, which modality deviated with the per-modality scores, and the camera's nearest earlier
-normal clips, in every lifecycle message. Planted embeddings, so the deviating modality is known."""
+the clip store, which modality deviated with the per-modality scores, the camera's nearest earlier normal
+clips, and the URI of its evidence, in every lifecycle message. Planted embeddings, so the deviating modality
+is known; the last test runs the embedded platform."""
 
 from __future__ import annotations
 
@@ -153,12 +154,25 @@ def test_events_listed_through_the_api_carry_their_evidence(tmp_path: Path) -> N
         wait_for(lambda: runtime.workers["anomaly-detector"].tracker.pending() == 0
                  and not runtime.workers["anomaly-detector"].runs, 60, "every clip scored and its events closed")
         with grpc.insecure_channel(f"127.0.0.1:{runtime.port}") as channel:
-            listed = api_pb2_grpc.AnomaliesStub(channel).List(api_pb2.ListAnomaliesRequest(limit=1000)).events
+            anomalies = api_pb2_grpc.AnomaliesStub(channel)
+            listed = anomalies.List(api_pb2.ListAnomaliesRequest(limit=1000)).events
+            series = {c: anomalies.Scores(api_pb2.ScoresRequest(camera_id=c)).points for c in ("cam0", "cam1")}
+            # The URI an event carries fetches its evidence: the same file as its id does.
+            first = listed[-1]
+            by_uri = anomalies.Export(api_pb2.ExportEvidenceRequest(event_id=first.evidence_uri), timeout=120)
+            by_id = anomalies.Export(api_pb2.ExportEvidenceRequest(event_id=first.event_id), timeout=120)
     finally:
         runtime.stop()
     assert listed and {e.detector for e in listed} == {"novelty"}
+    assert by_uri == by_id and by_uri.event_id == first.event_id and set(first.clip_ids) <= set(by_uri.clip_ids)
     for event in listed:
         assert event.phase == Event.END and event.peak_clip_id in event.clip_ids
+        assert event.evidence_uri == f"avsurv://default/events/{event.event_id}/evidence.mp4"
+        # The camera's score series (the dashboard's timeline) holds the event's clips, flagged, its peak among them.
+        points = {p.capture_time: p for p in series[event.header.camera_id]}
+        assert all(points[float(c.split(":")[1]) / 1000].anomalous for c in event.clip_ids)
+        peak = points[event.peak_time]
+        assert (peak.score, peak.threshold) == (event.peak_score, event.threshold)
         assert Image.open(io.BytesIO(event.thumbnail_jpeg)).size[0] == THUMBNAIL_WIDTH
         assert event.deviation in (Event.VISUAL, Event.AUDIO, Event.BOTH)
         assert event.peak_score == pytest.approx((event.visual.score + event.audio.score) / 2)

@@ -4,8 +4,8 @@ URLs, empty fields, undecodable bytes) are each answered, or refused with a stat
 (INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, ...) and a short message; never UNKNOWN or INTERNAL,
 never a traceback in the server's log, and the server still answers afterwards.
 
-CI sends 25 requests per RPC (325); the long variant sends more, with another seed:
-``AVSURV_FUZZ_PER_RPC=100 AVSURV_FUZZ_SEED=1 pytest tests/test_fuzz_grpc.py -s`` (1,300 requests)."""
+CI sends 25 requests per RPC (350); the long variant sends more, with another seed:
+``AVSURV_FUZZ_PER_RPC=100 AVSURV_FUZZ_SEED=1 pytest tests/test_fuzz_grpc.py -s`` (1,400 requests)."""
 
 from __future__ import annotations
 
@@ -148,6 +148,12 @@ def _list(rng: random.Random) -> api_pb2.ListAnomaliesRequest:
     return request
 
 
+def _scores(rng: random.Random) -> api_pb2.ScoresRequest:
+    request = api_pb2.ScoresRequest(camera_id=_text(rng), limit=int(_number(rng, UINTS, rng.randrange(100))))
+    _times(rng, request)
+    return request
+
+
 REQUESTS: dict[str, tuple[type, Callable[[random.Random], object]]] = {
     "EventSearch/Search": (api_pb2.SearchResponse, _search),
     "EventSearch/GetClip": (api_pb2.ClipMedia, lambda rng: api_pb2.GetClipRequest(
@@ -155,6 +161,7 @@ REQUESTS: dict[str, tuple[type, Callable[[random.Random], object]]] = {
     "Anomalies/List": (api_pb2.ListAnomaliesResponse, _list),
     "Anomalies/Export": (api_pb2.EvidenceFile, lambda rng: api_pb2.ExportEvidenceRequest(
         event_id=_text(rng, "e0"), margin_s=_number(rng, DOUBLES, 2.0))),  # unknown (NOT_FOUND) unless odd
+    "Anomalies/Scores": (api_pb2.ScoreSeries, lambda rng: _scores(rng)),
     "Anomalies/Watch": (pb.AnomalyEvent, lambda rng: api_pb2.WatchAnomaliesRequest(
         camera_ids=_texts(rng), detectors=_texts(rng, ""))),
     "Control/AddCamera": (api_pb2.Camera, lambda rng: api_pb2.AddCameraRequest(
@@ -170,6 +177,12 @@ REQUESTS: dict[str, tuple[type, Callable[[random.Random], object]]] = {
         model_version=_text(rng, "v1"))),  # unknown (NOT_FOUND) unless odd (INVALID_ARGUMENT)
     "Control/RollbackModel": (api_pb2.ModelVersion, lambda rng: api_pb2.RollbackModelRequest()),
 }
+
+
+def test_every_rpc_of_the_api_is_fuzzed() -> None:
+    """An RPC added to api.proto must get its generator here."""
+    assert set(REQUESTS) == {f"{service.name}/{method.name}" for service in api_pb2.DESCRIPTOR.services_by_name.values()
+                             for method in service.methods}
 
 
 def _wire(rng: random.Random, request: object) -> bytes:

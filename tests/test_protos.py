@@ -37,7 +37,7 @@ def test_a_clip_round_trips_and_stays_far_below_kafkas_message_limit() -> None:
 def test_the_services_have_their_methods() -> None:
     services = api_pb2.DESCRIPTOR.services_by_name
     assert set(services["EventSearch"].methods_by_name) == {"Search", "GetClip"}
-    assert set(services["Anomalies"].methods_by_name) == {"List", "Watch", "Export"}
+    assert set(services["Anomalies"].methods_by_name) == {"List", "Watch", "Export", "Scores"}
     assert services["Anomalies"].methods_by_name["Watch"].server_streaming
     assert set(services["Control"].methods_by_name) == {
         "AddCamera", "RemoveCamera", "ListCameras", "TriggerTraining", "GetTrainingStatus", "ListModels",

@@ -40,7 +40,13 @@ Every lifecycle message carries the evidence of the event's peak clip (issue 16 
 (the middle frame read from the clip store, ``THUMBNAIL_WIDTH`` px wide), which modality deviated (novelty:
 each modality's term of the score against the threshold; Eq. 5: the two disagree) and the camera's nearest
 earlier clips that the label-free detector did not flag (``NORMAL_CLIPS``), from the history it keeps of
-every camera when a vector store is at hand. They are worked out again only when the peak moves.
+every camera when a vector store is at hand. They are worked out again only when the peak moves. Its
+``evidence_uri`` (``avsurv.platform.event_uri``) names the event's evidence mp4 for ``avsurv export`` and
+the dashboard.
+
+Every clip the label-free detector scores against a calibration goes into its camera's score series
+(``avsurv.adapters.state.ScoreSeries``: capture time, score, threshold, flagged), written once per poll: the
+dashboard's per-camera timeline reads it through ``Anomalies.Scores``.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ from PIL import Image
 
 from avsurv.adapters.artifacts import Artifacts
 from avsurv.adapters.bus import Bus, CommitTracker, Message, Subscription
+from avsurv.adapters.state import ScorePoint, ScoreSeries
 from avsurv.adapters.vectors import QdrantVectors, collection_name, open_vectors
 from avsurv.clipids import clip_id, parse_clip_id
 from avsurv.constants import ANOMALY_STDS, CLIP_SECONDS, EMBEDDING_DIM
@@ -70,6 +77,7 @@ from avsurv.learning.normalization import NONE
 from avsurv.learning.scores import clip_scores
 from avsurv.platform.archive import ClipArchive
 from avsurv.platform.config import EQ5, LABEL_FREE_DETECTORS, NOVELTY, Settings
+from avsurv.platform.event_uri import evidence_uri
 from avsurv.platform.head_attachments import HEADS_REFRESH_S, load_attached
 from avsurv.platform.messages import ANOMALIES, EMBEDDINGS, InvalidMessage, dead_letter, event_id, header, parse
 from avsurv.platform.registry import HeadRecord, Registry
@@ -119,6 +127,7 @@ class _Verdict:
     threshold: float
     deviation: _Deviation = pb.AnomalyEvent.UNEXPLAINED
     modalities: tuple[float, float] | None = None  # novelty's (visual, audio) terms, against ``threshold``
+    calibrated: bool = True  # False: no calibration to hold the clip against (``threshold`` means nothing)
 
     def explained(self, event: pb.AnomalyEvent) -> None:
         """Writes the explanation into ``event``."""
@@ -209,6 +218,8 @@ class AnomalyService(Worker):
         self._failed_heads: set[tuple[str, str, str]] = set()  # (camera, name, sha256), logged once
         self._model_sha: dict[str, str] = {}
         self._holders: dict[tuple[str, int, int], int] = {}  # message -> detectors not done with it
+        self.scores = ScoreSeries(registry.state, registry.site)
+        self._scored: dict[str, list[ScorePoint]] = {}  # camera -> points of this poll, not yet written
 
     def calibration(self, version: str, camera_id: str) -> Calibration | None:
         """The camera's calibration in ``version``, else (vectors not standardized) the version's training
@@ -276,7 +287,7 @@ class AnomalyService(Worker):
         novelty = self.novelty(embedding.model_version, h.camera_id)
         modalities = novelty.modalities(z_v[0], z_a[0], h.capture_time, history) if novelty else None
         if novelty is None or modalities is None:
-            return _Verdict(False, 0.0, 0.0)  # no calibration or no history yet: nothing to compare with
+            return _Verdict(False, 0.0, 0.0, calibrated=False)  # no calibration or history: nothing to compare with
         threshold = novelty.calibration.with_stds(self.stds).threshold
         return _novelty_verdict(embedding.has_audio and sum(modalities) / 2 > threshold, modalities, threshold)
 
@@ -289,7 +300,7 @@ class AnomalyService(Worker):
             calibration = None
         score = float(clip_scores(z_v, z_a, embedding.w)[0])
         if calibration is None:
-            return _Verdict(False, score, 0.0)
+            return _Verdict(False, score, 0.0, calibrated=False)
         return _Verdict(embedding.has_audio and score > calibration.threshold, score, calibration.threshold,
                         pb.AnomalyEvent.DISAGREE)
 
@@ -317,6 +328,7 @@ class AnomalyService(Worker):
         self._histories.clear()
         self.heads.clear()  # their streams hold clips of the forgotten messages
         self._heads_read = -math.inf
+        self._scored.clear()  # their clips come again
 
     def _step(self) -> None:
         if self.subscription is None:
@@ -329,6 +341,9 @@ class AnomalyService(Worker):
             self.tracker.started(message)
         for message in messages:
             self._process(message)
+        if self._scored:
+            self.scores.add(self._scored)
+            self._scored.clear()
         now = time.monotonic()
         for attached in [a for a in self.heads.values() if a.stream.waiting and now - a.touched > self.run_idle_s]:
             self._end_stream(attached)
@@ -390,7 +405,11 @@ class AnomalyService(Worker):
         self._holders[_slot(message)] = 1 + len(heads)
         z_v, z_a = np.asarray([embedding.z_v], np.float32), np.asarray([embedding.z_a], np.float32)
         clip = _Clip(message, h.clip_id, h.capture_time, h.site, z_v[0], z_a[0], embedding.w)
-        self._extend(clip, h.camera_id, self.label_free, "", version, self._label_free(embedding, z_v, z_a))
+        verdict = self._label_free(embedding, z_v, z_a)
+        if verdict.calibrated:
+            self._scored.setdefault(h.camera_id, []).append(
+                ScorePoint(h.capture_time, verdict.score, verdict.threshold, verdict.flagged))
+        self._extend(clip, h.camera_id, self.label_free, "", version, verdict)
         for attached in heads:
             attached.version, attached.touched = version, time.monotonic()
             for prediction in attached.stream.add(clip, h.capture_time, z_v[0], z_a[0]):
@@ -470,6 +489,7 @@ class AnomalyService(Worker):
             start_time=run.start, end_time=run.last + CLIP_SECONDS, peak_score=run.peak_score,
             peak_time=run.peak.capture_time, threshold=run.threshold, model_version=run.version,
             clip_ids=run.clip_ids, detector=run.detector, label=run.label, phase=phase, sequence=run.sequence,
+            evidence_uri=evidence_uri(self.registry.site, identifier),
         )
         event.MergeFrom(self._evidence(run))
         payload, key = event.SerializeToString(), _outbox_key(event)

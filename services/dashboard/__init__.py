@@ -1,8 +1,9 @@
 """Dashboard: a web page served by a thin gateway that is itself a client of the public gRPC API
 (protos/avsurv/v1/api.proto). It reads no store: every figure on the page comes from ``EventSearch``
 (``Search``; ``GetClip`` for the pictures, served as JPEG at ``/api/clip.jpg``), ``Anomalies`` (``List``, the
-server-streaming ``Watch``, relayed as Server-Sent Events, and ``Export``, an event's seconds with their sound
-served as mp4 at ``/api/events/<event_id>/evidence.mp4``) and ``Control``,
+server-streaming ``Watch``, relayed as Server-Sent Events, ``Export``, an event's seconds with their sound
+served as mp4 at ``/api/events/<event_id>/evidence.mp4``, the path of its ``evidence_uri``, and ``Scores``, a
+camera's per-clip scores for the timeline at ``/api/scores``) and ``Control``,
 called with the dashboard user's own bearer token, so a read token sees and only a control token changes.
 
 Why these parts: the gateway is the standard library's ``ThreadingHTTPServer`` (a thread per request, the
@@ -158,6 +159,8 @@ class Gateway:
                                                            metadata=metadata),
             "/api/training": lambda: self.control.GetTrainingStatus(api_pb2.TrainingStatusRequest(),
                                                                     timeout=CALL_TIMEOUT_S, metadata=metadata),
+            "/api/scores": lambda: self.anomalies.Scores(self._scores_request(query), timeout=CALL_TIMEOUT_S,
+                                                         metadata=metadata),
         }
         if path not in calls:
             raise KeyError(path)
@@ -186,6 +189,16 @@ class Gateway:
         request = api_pb2.ListAnomaliesRequest(limit=_number(query, "limit", int) if "limit" in query else LIST_LIMIT)
         if query.get("camera"):
             request.camera_ids.append(query["camera"])
+        for name in ("start_time", "end_time"):
+            if name in query:
+                setattr(request, name, _number(query, name))
+        return request
+
+    @staticmethod
+    def _scores_request(query: dict[str, str]) -> api_pb2.ScoresRequest:
+        """The API checks the values (a missing or bad camera, times, limit: 400 from its INVALID_ARGUMENT)."""
+        request = api_pb2.ScoresRequest(camera_id=query.get("camera", ""),
+                                        limit=_number(query, "limit", int) if "limit" in query else 0)
         for name in ("start_time", "end_time"):
             if name in query:
                 setattr(request, name, _number(query, name))

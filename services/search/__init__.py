@@ -18,6 +18,7 @@ import grpc
 import numpy as np
 
 from avsurv.adapters.artifacts import Artifacts
+from avsurv.adapters.state import ScoreSeries
 from avsurv.adapters.vectors import Hit, QdrantVectors, alias_name, open_vectors, point_id
 from avsurv.clipids import clip_id as make_clip_id
 from avsurv.constants import CLIP_SECONDS, SEARCH_EXCLUSION_S, SEARCH_SEPARATION_S
@@ -29,6 +30,7 @@ from avsurv.media.background import Backgrounds
 from avsurv.media.evidence import clip_time, evidence_mp4
 from avsurv.platform.archive import ClipArchive
 from avsurv.platform.config import Settings, without_credentials
+from avsurv.platform.event_uri import event_of
 from avsurv.platform.messages import InvalidMessage, clip_from_message
 from avsurv.platform.model_versions import LoadedModel, load_version
 from avsurv.platform.registry import ModelRecord, Registry
@@ -218,12 +220,19 @@ class AnomaliesServicer(api_pb2_grpc.AnomaliesServicer):
     def __init__(self, registry: Registry, archive: ClipArchive) -> None:
         self.registry, self.archive = registry, archive
         self.feed = LiveFeed(registry)
+        self.scores = ScoreSeries(registry.state, registry.site)
 
     @_handled
     def Export(self, request: api_pb2.ExportEvidenceRequest, context: Context) -> api_pb2.EvidenceFile:
         """The stored clips overlapping the event widened by the margin, as an mp4 with their sound."""
         margin = limits.check_export(request)
-        payload = self.registry.event(request.event_id)
+        try:
+            identifier = event_of(request.event_id, self.registry.site)  # an id, or the event's evidence_uri
+        except LookupError as error:
+            raise _Abort(grpc.StatusCode.NOT_FOUND, str(error)) from None
+        except ValueError as error:
+            raise limits.RequestError(f"event_id: {error}, got {limits.echo(request.event_id)}") from None
+        payload = self.registry.event(identifier)
         if payload is None:
             raise _Abort(grpc.StatusCode.NOT_FOUND, f"no event {limits.echo(request.event_id)}")
         event = pb.AnomalyEvent.FromString(payload)
@@ -234,10 +243,10 @@ class AnomaliesServicer(api_pb2_grpc.AnomaliesServicer):
         stored = self._stored(event.header.camera_id, range(first, end))
         if not stored:
             raise _Abort(grpc.StatusCode.NOT_FOUND,
-                         f"no readable clip of event {request.event_id} is in the clip store")
+                         f"no readable clip of event {identifier} is in the clip store")
         clips = [clip for _, clip in stored]
         return api_pb2.EvidenceFile(
-            event_id=request.event_id, camera_id=event.header.camera_id, start_time=clip_time(clips[0]),
+            event_id=identifier, camera_id=event.header.camera_id, start_time=clip_time(clips[0]),
             end_time=clip_time(clips[-1]) + CLIP_SECONDS, mp4=evidence_mp4(clips),
             clip_ids=[m.header.clip_id for m, _ in stored],
             silent_clip_ids=[m.header.clip_id for m, clip in stored if clip.audio is None])
@@ -254,6 +263,15 @@ class AnomaliesServicer(api_pb2_grpc.AnomaliesServicer):
                 except InvalidMessage as error:
                     log.warning("search: export leaves out a damaged clip: %s", error)
         return stored
+
+    @_handled
+    def Scores(self, request: api_pb2.ScoresRequest, context: Context) -> api_pb2.ScoreSeries:
+        """The camera's recorded score series in the window (the anomaly detector writes it)."""
+        limit = limits.check_scores(request)
+        points = self.scores.read(request.camera_id, request.start_time if request.HasField("start_time") else None,
+                                  request.end_time if request.HasField("end_time") else None, limit)
+        return api_pb2.ScoreSeries(camera_id=request.camera_id, points=[api_pb2.ScorePoint(
+            capture_time=p.capture_time, score=p.score, threshold=p.threshold, anomalous=p.anomalous) for p in points])
 
     @_handled
     def List(self, request: api_pb2.ListAnomaliesRequest, context: Context) -> api_pb2.ListAnomaliesResponse:

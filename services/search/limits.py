@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from avsurv.adapters.state import SCORE_POINTS
 from avsurv.clipids import MAX_CAMERA_ID_CHARS, MAX_TIME_S, check_camera_id, parse_clip_id
 from avsurv.v1 import api_pb2
 
@@ -34,6 +35,10 @@ EXPORT_MARGIN_S = 2.0
 MAX_EXPORT_MARGIN_S = 60.0
 MAX_EXPORT_S = 600.0
 """The longest window an export encodes (event and margins): some 10 MB of mp4, a few seconds of encoding."""
+SCORES_LIMIT = 3_600
+"""Points of a camera's score series answered when the request names no limit: its last hour."""
+MAX_EVENT_REFERENCE_CHARS = 256
+"""An export's event id, or its evidence URI (scheme, site, id and path)."""
 MAX_ECHO_CHARS = 80
 """Of a refused value quoted back in an error."""
 
@@ -87,7 +92,8 @@ def check_filters(camera_ids: Sequence[str], detectors: Sequence[str] = ()) -> N
         check_text("detectors", detector)
 
 
-def check_time_range(request: api_pb2.SearchRequest | api_pb2.ListAnomaliesRequest) -> None:
+def check_time_range(request: api_pb2.SearchRequest | api_pb2.ListAnomaliesRequest | api_pb2.ScoresRequest
+                     ) -> None:
     start = request.start_time if request.HasField("start_time") else None
     end = request.end_time if request.HasField("end_time") else None
     for name, value in (("start_time", start), ("end_time", end)):
@@ -124,10 +130,17 @@ def check_list(request: api_pb2.ListAnomaliesRequest) -> None:
 
 def check_export(request: api_pb2.ExportEvidenceRequest) -> float:
     """The request's margin (the default when unset)."""
-    check_text("event_id", request.event_id)
+    check_text("event_id", request.event_id, MAX_EVENT_REFERENCE_CHARS)
     if not request.HasField("margin_s"):
         return EXPORT_MARGIN_S
     return check_number("margin_s", request.margin_s, 0.0, MAX_EXPORT_MARGIN_S)
+
+
+def check_scores(request: api_pb2.ScoresRequest) -> int:
+    """The request's limit (the default when 0)."""
+    check_camera("camera_id", request.camera_id)
+    check_time_range(request)
+    return int(check_number("limit", request.limit, 0, SCORE_POINTS)) or SCORES_LIMIT
 
 
 def check_trigger(request: api_pb2.TriggerTrainingRequest) -> None:

@@ -4,7 +4,7 @@
 const TOKEN_KEY = "avsurv-token";
 const KNOWN_EVENT_FIELDS = new Set(["header", "event_id", "start_time", "end_time", "peak_score", "peak_time",
   "threshold", "model_version", "clip_ids", "detector", "label", "thumbnail", "frames", "peak_clip_id",
-  "thumbnail_jpeg", "deviation", "visual", "audio", "normal_clip_ids"]);
+  "thumbnail_jpeg", "deviation", "visual", "audio", "normal_clip_ids", "evidence_uri"]);
 // AnomalyEvent.deviation in words: which modality made the event.
 const DEVIATIONS = {
   VISUAL: "The picture is unlike this camera's history; the sound is not.",
@@ -172,56 +172,85 @@ function eventRow(entry) {
     h("td", {}, h("a", { href: `#/event/${encodeURIComponent(e.event_id)}` }, "open")));
 }
 
-function timeline(camera, list, [t0, t1]) {
+// One camera's chart: each scored clip's score (Anomalies.Scores, a line), the threshold each was held
+// against (dashed: it moves when the calibration does), flagged clips (red dots) and the events' peaks.
+function timeline(camera, points, list, [t0, t1]) {
   const width = 1000, height = 140, pad = 24;
-  const values = list.flatMap((e) => [e.peak_score, e.threshold]);
+  const peaks = list.filter((e) => t0 <= e.peak_time && e.peak_time <= t1);
+  const values = [...points.flatMap((p) => [p.score, p.threshold]), ...peaks.flatMap((e) => [e.peak_score, e.threshold])];
+  if (!values.length) values.push(0, 1);  // nothing of this camera in the window: an empty chart
   // Scores and thresholds sit close together (an untrained model's differ by hundredths): zoom on them.
-  const margin = (Math.max(...values) - Math.min(...values)) * 0.25 || Math.abs(values[0]) * 0.05 || 1;
+  const margin = (Math.max(...values) - Math.min(...values)) * 0.15 || Math.abs(values[0]) * 0.05 || 1;
   const [v0, v1] = [Math.min(...values) - margin, Math.max(...values) + margin];
-  const x = (t) => pad + ((t - t0) / (t1 - t0)) * (width - 2 * pad);
-  const y = (v) => height - pad - ((v - v0) / (v1 - v0)) * (height - 2 * pad);
+  const x = (t) => (pad + ((t - t0) / (t1 - t0)) * (width - 2 * pad)).toFixed(1);
+  const y = (v) => (height - pad - ((v - v0) / (v1 - v0)) * (height - 2 * pad)).toFixed(1);
   const chart = svg("svg", { class: "timeline", viewBox: `0 0 ${width} ${height}`, "data-camera": camera });
-  const sorted = [...list].sort((a, b) => a.start_time - b.start_time);
-  chart.append(svg("polyline", { points: sorted.map((e) => `${x(e.start_time)},${y(e.threshold)} ${x(e.end_time)},${y(e.threshold)}`).join(" "),
-    fill: "none", stroke: "#c0392b", "stroke-dasharray": "4 3", class: "threshold" }));
-  for (const e of sorted) {
-    chart.append(svg("rect", { x: x(e.start_time), y: y(e.peak_score), width: Math.max(2, x(e.end_time) - x(e.start_time)),
-      height: Math.max(1, y(v0) - y(e.peak_score)), fill: "#5b8def", opacity: 0.35 }));
-    const dot = svg("circle", { cx: x(e.peak_time), cy: y(e.peak_score), r: 4, fill: "#1f4fbf", class: "peak" });
+  const line = (coordinates) => coordinates.map(([cx, cy], i) => `${i ? "L" : "M"}${cx},${cy}`).join(" ");
+  // A clip's score holds for its second: the point sits at the clip's middle.
+  chart.append(svg("path", { class: "scores", "data-points": points.length, fill: "none", stroke: "#2f6fdf",
+    "stroke-width": 1.5, d: line(points.map((p) => [x(p.capture_time + 0.5), y(p.score)])) }));
+  chart.append(svg("path", { class: "threshold", fill: "none", stroke: "#c0392b", "stroke-dasharray": "4 3",
+    d: line(points.flatMap((p) => [[x(p.capture_time), y(p.threshold)], [x(p.capture_time + 1), y(p.threshold)]])) }));
+  for (const p of points.filter((point) => point.anomalous)) {
+    chart.append(svg("circle", { cx: x(p.capture_time + 0.5), cy: y(p.score), r: 2.5, fill: "#c0392b", class: "anomalous" }));
+  }
+  for (const e of peaks) {
+    const dot = svg("circle", { cx: x(e.peak_time + 0.5), cy: y(e.peak_score), r: 4, fill: "none", stroke: "#1d232a",
+      "stroke-width": 1.5, class: "peak" });
     dot.append(svg("title"));
     dot.firstChild.textContent = `${clock(e.peak_time)} peak ${score(e.peak_score)} (threshold ${score(e.threshold)})`;
     chart.append(dot);
   }
   const axis = svg("text", { x: pad, y: height - 6, "font-size": 11, fill: "#6b7580" });
-  axis.textContent = `${clock(t0)} … ${clock(t1)}   score ${score(v0)}–${score(v1)}; dashed: threshold`;
+  axis.textContent = `${clock(t0)} … ${clock(t1)}   score ${score(v0)}–${score(v1)}; blue: each clip's score, ` +
+    "dashed: threshold, red: flagged clips, rings: event peaks";
   chart.append(axis);
   return chart;
 }
 
+const TIMELINE_POINTS = 600;  // the last 10 minutes of each camera's 1 s clips
+const TIMELINE_REFRESH_MS = 2000;
+
 function liveView(view) {
   const body = h("tbody");
-  const timelines = h("div");
+  const timelines = h("div", { id: "timelines" });
+  let drawing = null;
+  // Every camera's series through the gateway's /api/scores (Anomalies.Scores), on one time axis so that
+  // cameras line up; a camera without a scored clip yet says so.
+  const drawTimelines = async () => {
+    const listed = [...events.values()].map((entry) => entry.event);
+    const cameras = new Set(listed.map((e) => e.header.camera_id));
+    (await api("/api/cameras")).cameras.forEach((c) => cameras.add(c.camera_id));
+    const names = [...cameras].sort();
+    const series = await Promise.all(names.map((camera) =>
+      api(`/api/scores?${new URLSearchParams({ camera, limit: TIMELINE_POINTS })}`).then((s) => s.points)));
+    const times = series.flat().flatMap((p) => [p.capture_time, p.capture_time + 1]);
+    if (!times.length) listed.forEach((e) => times.push(e.start_time, e.end_time));
+    const span = Math.max(...times) - Math.min(...times) || 10;
+    const domain = [Math.min(...times) - span * 0.02, Math.max(...times) + span * 0.02];
+    timelines.replaceChildren(...names.map((camera, i) => h("div", {}, h("h3", {}, camera),
+      series[i].length || listed.some((e) => e.header.camera_id === camera)
+        ? timeline(camera, series[i], listed.filter((e) => e.header.camera_id === camera), domain)
+        : h("p", { class: "muted" }, "No clip scored against a calibration yet."))));
+  };
+  const redraw = () => {
+    if (!drawing) drawing = drawTimelines().catch((error) => notice(error.message)).finally(() => { drawing = null; });
+  };
   const draw = () => {
     const entries = [...events.values()].sort((a, b) => b.event.start_time - a.event.start_time);
     body.replaceChildren(...entries.map(eventRow));
-    const cameras = [...new Set(entries.map((entry) => entry.event.header.camera_id))].sort();
-    // One time axis for every camera, a little wider than its events, so that cameras line up.
-    const times = entries.flatMap((entry) => [entry.event.start_time, entry.event.end_time]);
-    const span = Math.max(...times) - Math.min(...times) || 10;
-    const domain = [Math.min(...times) - span * 0.05, Math.max(...times) + span * 0.05];
-    timelines.replaceChildren(...cameras.map((camera) => h("div", {}, h("h3", {}, camera),
-      timeline(camera, entries.filter((entry) => entry.event.header.camera_id === camera).map((entry) => entry.event),
-        domain))));
+    redraw();
   };
   view.replaceChildren(
     h("section", {}, h("h2", {}, "Live events"),
       h("table", { id: "feed" }, h("thead", {}, h("tr", {}, ["", "camera", "time", "peak", "threshold", "detector",
         "model", ""].map((name) => h("th", {}, name)))), body)),
     h("section", {}, h("h2", {}, "Per-camera timeline"),
-      h("p", { class: "missing-data" }, "Events' peak scores over time: the API gives no per-clip score series, so " +
-        "the clips below the threshold are not drawn."), timelines));
+      h("p", { class: "muted" }, `Each clip's score against the threshold it was held against (the label-free ` +
+        `detector's, the last ${TIMELINE_POINTS} clips of each camera), and the events' peaks.`), timelines));
   draw();
   feedListeners = [draw];
+  const timer = setInterval(() => (view.contains(timelines) ? redraw() : clearInterval(timer)), TIMELINE_REFRESH_MS);
 }
 
 function fieldValue(value) {
@@ -246,6 +275,7 @@ async function eventView(view, id) {
         [["event id", e.event_id], ["peak score", `${score(e.peak_score)} at ${clock(e.peak_time)}`],
           ["threshold", score(e.threshold)], ["detector", e.detector || "d(z_v, z_a): sound against picture"],
           ["label", e.label || "—"], ["model version", e.model_version], ["clips", e.clip_ids.join(", ")],
+          ["evidence URI", e.evidence_uri ? h("code", { id: "evidence-uri" }, e.evidence_uri) : "—"],
           ...other.map(([name, value]) => [name, fieldValue(value)])]
           .map(([name, value]) => h("tr", {}, h("th", {}, name), h("td", {}, value)))))),
     explanation(e),

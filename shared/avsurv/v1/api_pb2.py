@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from avsurv.v1 import messages_pb2 as avsurv_dot_v1_dot_messages__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61vsurv/v1/api.proto\x12\tavsurv.v1\x1a\x18\x61vsurv/v1/messages.proto\"1\n\x06\x43lipAt\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63\x61pture_time\x18\x02 \x01(\x01\"*\n\nMediaQuery\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x01\"\xe3\x02\n\rSearchRequest\x12\x11\n\x07\x63lip_id\x18\x01 \x01(\tH\x00\x12$\n\x07\x63lip_at\x18\x02 \x01(\x0b\x32\x11.avsurv.v1.ClipAtH\x00\x12&\n\x05media\x18\x03 \x01(\x0b\x32\x15.avsurv.v1.MediaQueryH\x00\x12#\n\x04mode\x18\x04 \x01(\x0e\x32\x15.avsurv.v1.SearchMode\x12\r\n\x05top_k\x18\x05 \x01(\r\x12\x18\n\x0b\x65xclusion_s\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0cseparation_s\x18\x07 \x01(\x01H\x02\x88\x01\x01\x12\x12\n\ncamera_ids\x18\x08 \x03(\t\x12\x17\n\nstart_time\x18\t \x01(\x01H\x03\x88\x01\x01\x12\x15\n\x08\x65nd_time\x18\n \x01(\x01H\x04\x88\x01\x01\x42\x07\n\x05queryB\x0e\n\x0c_exclusion_sB\x0f\n\r_separation_sB\r\n\x0b_start_timeB\x0b\n\t_end_time\"m\n\x0cSearchResult\x12\x0f\n\x07\x63lip_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61pture_time\x18\x03 \x01(\x01\x12\x10\n\x08\x64istance\x18\x04 \x01(\x01\x12\x11\n\tmedia_uri\x18\x05 \x01(\t\"Q\n\x0eSearchResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12(\n\x07results\x18\x02 \x03(\x0b\x32\x17.avsurv.v1.SearchResult\"!\n\x0eGetClipRequest\x12\x0f\n\x07\x63lip_id\x18\x01 \x01(\t\"\x85\x01\n\tClipMedia\x12\x0f\n\x07\x63lip_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61pture_time\x18\x03 \x01(\x01\x12\x11\n\thas_audio\x18\x04 \x01(\x08\x12\x13\n\x0b\x66rames_jpeg\x18\x05 \x03(\x0c\x12\x16\n\x0ethumbnail_jpeg\x18\x06 \x01(\x0c\"\xbe\x01\n\x14ListAnomaliesRequest\x12\x12\n\ncamera_ids\x18\x01 \x03(\t\x12\x17\n\nstart_time\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x15\n\x08\x65nd_time\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x16\n\tmin_score\x18\x04 \x01(\x01H\x02\x88\x01\x01\x12\r\n\x05limit\x18\x05 \x01(\r\x12\x11\n\tdetectors\x18\x06 \x03(\tB\r\n\x0b_start_timeB\x0b\n\t_end_timeB\x0c\n\n_min_score\"@\n\x15ListAnomaliesResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.avsurv.v1.AnomalyEvent\">\n\x15WatchAnomaliesRequest\x12\x12\n\ncamera_ids\x18\x01 \x03(\t\x12\x11\n\tdetectors\x18\x02 \x03(\t\"M\n\x15\x45xportEvidenceRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x15\n\x08margin_s\x18\x02 \x01(\x01H\x00\x88\x01\x01\x42\x0b\n\t_margin_s\"\x91\x01\n\x0c\x45videnceFile\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12\x12\n\nstart_time\x18\x03 \x01(\x01\x12\x10\n\x08\x65nd_time\x18\x04 \x01(\x01\x12\x0b\n\x03mp4\x18\x05 \x01(\x0c\x12\x10\n\x08\x63lip_ids\x18\x06 \x03(\t\x12\x17\n\x0fsilent_clip_ids\x18\x07 \x03(\t\"f\n\x06\x43\x61mera\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x19\n\x11last_capture_time\x18\x04 \x01(\x01\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"5\n\x10\x41\x64\x64\x43\x61meraRequest\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\"(\n\x13RemoveCameraRequest\x12\x11\n\tcamera_id\x18\x01 \x01(\t\"\x14\n\x12ListCamerasRequest\"9\n\x13ListCamerasResponse\x12\"\n\x07\x63\x61meras\x18\x01 \x03(\x0b\x32\x11.avsurv.v1.Camera\"6\n\x16TriggerTrainingRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0e\n\x06\x65pochs\x18\x02 \x01(\r\"t\n\x0eTrainingStatus\x12\r\n\x05state\x18\x01 \x01(\t\x12\x17\n\x0f\x63lips_available\x18\x02 \x01(\x04\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x14\n\x0clast_version\x18\x04 \x01(\t\x12\x14\n\x0cupdated_time\x18\x05 \x01(\x01\"\x17\n\x15TrainingStatusRequest\"\x17\n\x15\x43\x61ncelTrainingRequest\"\xd3\x01\n\x0cModelVersion\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x14\n\x0c\x63reated_time\x18\x03 \x01(\x01\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x12\x0f\n\x07indexed\x18\x05 \x01(\x08\x12\x35\n\x07metrics\x18\x06 \x03(\x0b\x32$.avsurv.v1.ModelVersion.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x13\n\x11ListModelsRequest\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.avsurv.v1.ModelVersion\"-\n\x14\x41\x63tivateModelRequest\x12\x15\n\rmodel_version\x18\x01 \x01(\t\"\x16\n\x14RollbackModelRequest*v\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x1c\n\x18SEARCH_MODE_AUDIO_VISUAL\x10\x01\x12\x15\n\x11SEARCH_MODE_AUDIO\x10\x02\x12\x16\n\x12SEARCH_MODE_VISUAL\x10\x03\x32\x88\x01\n\x0b\x45ventSearch\x12=\n\x06Search\x12\x18.avsurv.v1.SearchRequest\x1a\x19.avsurv.v1.SearchResponse\x12:\n\x07GetClip\x12\x19.avsurv.v1.GetClipRequest\x1a\x14.avsurv.v1.ClipMedia2\xe1\x01\n\tAnomalies\x12I\n\x04List\x12\x1f.avsurv.v1.ListAnomaliesRequest\x1a .avsurv.v1.ListAnomaliesResponse\x12\x44\n\x05Watch\x12 .avsurv.v1.WatchAnomaliesRequest\x1a\x17.avsurv.v1.AnomalyEvent0\x01\x12\x43\n\x06\x45xport\x12 .avsurv.v1.ExportEvidenceRequest\x1a\x17.avsurv.v1.EvidenceFile2\xaa\x05\n\x07\x43ontrol\x12;\n\tAddCamera\x12\x1b.avsurv.v1.AddCameraRequest\x1a\x11.avsurv.v1.Camera\x12\x41\n\x0cRemoveCamera\x12\x1e.avsurv.v1.RemoveCameraRequest\x1a\x11.avsurv.v1.Camera\x12L\n\x0bListCameras\x12\x1d.avsurv.v1.ListCamerasRequest\x1a\x1e.avsurv.v1.ListCamerasResponse\x12O\n\x0fTriggerTraining\x12!.avsurv.v1.TriggerTrainingRequest\x1a\x19.avsurv.v1.TrainingStatus\x12P\n\x11GetTrainingStatus\x12 .avsurv.v1.TrainingStatusRequest\x1a\x19.avsurv.v1.TrainingStatus\x12M\n\x0e\x43\x61ncelTraining\x12 .avsurv.v1.CancelTrainingRequest\x1a\x19.avsurv.v1.TrainingStatus\x12I\n\nListModels\x12\x1c.avsurv.v1.ListModelsRequest\x1a\x1d.avsurv.v1.ListModelsResponse\x12I\n\rActivateModel\x12\x1f.avsurv.v1.ActivateModelRequest\x1a\x17.avsurv.v1.ModelVersion\x12I\n\rRollbackModel\x12\x1f.avsurv.v1.RollbackModelRequest\x1a\x17.avsurv.v1.ModelVersionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61vsurv/v1/api.proto\x12\tavsurv.v1\x1a\x18\x61vsurv/v1/messages.proto\"1\n\x06\x43lipAt\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63\x61pture_time\x18\x02 \x01(\x01\"*\n\nMediaQuery\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x01\"\xe3\x02\n\rSearchRequest\x12\x11\n\x07\x63lip_id\x18\x01 \x01(\tH\x00\x12$\n\x07\x63lip_at\x18\x02 \x01(\x0b\x32\x11.avsurv.v1.ClipAtH\x00\x12&\n\x05media\x18\x03 \x01(\x0b\x32\x15.avsurv.v1.MediaQueryH\x00\x12#\n\x04mode\x18\x04 \x01(\x0e\x32\x15.avsurv.v1.SearchMode\x12\r\n\x05top_k\x18\x05 \x01(\r\x12\x18\n\x0b\x65xclusion_s\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0cseparation_s\x18\x07 \x01(\x01H\x02\x88\x01\x01\x12\x12\n\ncamera_ids\x18\x08 \x03(\t\x12\x17\n\nstart_time\x18\t \x01(\x01H\x03\x88\x01\x01\x12\x15\n\x08\x65nd_time\x18\n \x01(\x01H\x04\x88\x01\x01\x42\x07\n\x05queryB\x0e\n\x0c_exclusion_sB\x0f\n\r_separation_sB\r\n\x0b_start_timeB\x0b\n\t_end_time\"m\n\x0cSearchResult\x12\x0f\n\x07\x63lip_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61pture_time\x18\x03 \x01(\x01\x12\x10\n\x08\x64istance\x18\x04 \x01(\x01\x12\x11\n\tmedia_uri\x18\x05 \x01(\t\"Q\n\x0eSearchResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12(\n\x07results\x18\x02 \x03(\x0b\x32\x17.avsurv.v1.SearchResult\"!\n\x0eGetClipRequest\x12\x0f\n\x07\x63lip_id\x18\x01 \x01(\t\"\x85\x01\n\tClipMedia\x12\x0f\n\x07\x63lip_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61pture_time\x18\x03 \x01(\x01\x12\x11\n\thas_audio\x18\x04 \x01(\x08\x12\x13\n\x0b\x66rames_jpeg\x18\x05 \x03(\x0c\x12\x16\n\x0ethumbnail_jpeg\x18\x06 \x01(\x0c\"\xbe\x01\n\x14ListAnomaliesRequest\x12\x12\n\ncamera_ids\x18\x01 \x03(\t\x12\x17\n\nstart_time\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x15\n\x08\x65nd_time\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x16\n\tmin_score\x18\x04 \x01(\x01H\x02\x88\x01\x01\x12\r\n\x05limit\x18\x05 \x01(\r\x12\x11\n\tdetectors\x18\x06 \x03(\tB\r\n\x0b_start_timeB\x0b\n\t_end_timeB\x0c\n\n_min_score\"@\n\x15ListAnomaliesResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.avsurv.v1.AnomalyEvent\">\n\x15WatchAnomaliesRequest\x12\x12\n\ncamera_ids\x18\x01 \x03(\t\x12\x11\n\tdetectors\x18\x02 \x03(\t\"M\n\x15\x45xportEvidenceRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x15\n\x08margin_s\x18\x02 \x01(\x01H\x00\x88\x01\x01\x42\x0b\n\t_margin_s\"\x91\x01\n\x0c\x45videnceFile\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12\x12\n\nstart_time\x18\x03 \x01(\x01\x12\x10\n\x08\x65nd_time\x18\x04 \x01(\x01\x12\x0b\n\x03mp4\x18\x05 \x01(\x0c\x12\x10\n\x08\x63lip_ids\x18\x06 \x03(\t\x12\x17\n\x0fsilent_clip_ids\x18\x07 \x03(\t\"}\n\rScoresRequest\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x17\n\nstart_time\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x15\n\x08\x65nd_time\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\r\n\x05limit\x18\x04 \x01(\rB\r\n\x0b_start_timeB\x0b\n\t_end_time\"W\n\nScorePoint\x12\x14\n\x0c\x63\x61pture_time\x18\x01 \x01(\x01\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x11\n\tanomalous\x18\x04 \x01(\x08\"G\n\x0bScoreSeries\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12%\n\x06points\x18\x02 \x03(\x0b\x32\x15.avsurv.v1.ScorePoint\"f\n\x06\x43\x61mera\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x19\n\x11last_capture_time\x18\x04 \x01(\x01\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"5\n\x10\x41\x64\x64\x43\x61meraRequest\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\"(\n\x13RemoveCameraRequest\x12\x11\n\tcamera_id\x18\x01 \x01(\t\"\x14\n\x12ListCamerasRequest\"9\n\x13ListCamerasResponse\x12\"\n\x07\x63\x61meras\x18\x01 \x03(\x0b\x32\x11.avsurv.v1.Camera\"6\n\x16TriggerTrainingRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0e\n\x06\x65pochs\x18\x02 \x01(\r\"t\n\x0eTrainingStatus\x12\r\n\x05state\x18\x01 \x01(\t\x12\x17\n\x0f\x63lips_available\x18\x02 \x01(\x04\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x14\n\x0clast_version\x18\x04 \x01(\t\x12\x14\n\x0cupdated_time\x18\x05 \x01(\x01\"\x17\n\x15TrainingStatusRequest\"\x17\n\x15\x43\x61ncelTrainingRequest\"\xd3\x01\n\x0cModelVersion\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x14\n\x0c\x63reated_time\x18\x03 \x01(\x01\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x12\x0f\n\x07indexed\x18\x05 \x01(\x08\x12\x35\n\x07metrics\x18\x06 \x03(\x0b\x32$.avsurv.v1.ModelVersion.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x13\n\x11ListModelsRequest\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.avsurv.v1.ModelVersion\"-\n\x14\x41\x63tivateModelRequest\x12\x15\n\rmodel_version\x18\x01 \x01(\t\"\x16\n\x14RollbackModelRequest*v\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x1c\n\x18SEARCH_MODE_AUDIO_VISUAL\x10\x01\x12\x15\n\x11SEARCH_MODE_AUDIO\x10\x02\x12\x16\n\x12SEARCH_MODE_VISUAL\x10\x03\x32\x88\x01\n\x0b\x45ventSearch\x12=\n\x06Search\x12\x18.avsurv.v1.SearchRequest\x1a\x19.avsurv.v1.SearchResponse\x12:\n\x07GetClip\x12\x19.avsurv.v1.GetClipRequest\x1a\x14.avsurv.v1.ClipMedia2\x9d\x02\n\tAnomalies\x12I\n\x04List\x12\x1f.avsurv.v1.ListAnomaliesRequest\x1a .avsurv.v1.ListAnomaliesResponse\x12\x44\n\x05Watch\x12 .avsurv.v1.WatchAnomaliesRequest\x1a\x17.avsurv.v1.AnomalyEvent0\x01\x12\x43\n\x06\x45xport\x12 .avsurv.v1.ExportEvidenceRequest\x1a\x17.avsurv.v1.EvidenceFile\x12:\n\x06Scores\x12\x18.avsurv.v1.ScoresRequest\x1a\x16.avsurv.v1.ScoreSeries2\xaa\x05\n\x07\x43ontrol\x12;\n\tAddCamera\x12\x1b.avsurv.v1.AddCameraRequest\x1a\x11.avsurv.v1.Camera\x12\x41\n\x0cRemoveCamera\x12\x1e.avsurv.v1.RemoveCameraRequest\x1a\x11.avsurv.v1.Camera\x12L\n\x0bListCameras\x12\x1d.avsurv.v1.ListCamerasRequest\x1a\x1e.avsurv.v1.ListCamerasResponse\x12O\n\x0fTriggerTraining\x12!.avsurv.v1.TriggerTrainingRequest\x1a\x19.avsurv.v1.TrainingStatus\x12P\n\x11GetTrainingStatus\x12 .avsurv.v1.TrainingStatusRequest\x1a\x19.avsurv.v1.TrainingStatus\x12M\n\x0e\x43\x61ncelTraining\x12 .avsurv.v1.CancelTrainingRequest\x1a\x19.avsurv.v1.TrainingStatus\x12I\n\nListModels\x12\x1c.avsurv.v1.ListModelsRequest\x1a\x1d.avsurv.v1.ListModelsResponse\x12I\n\rActivateModel\x12\x1f.avsurv.v1.ActivateModelRequest\x1a\x17.avsurv.v1.ModelVersion\x12I\n\rRollbackModel\x12\x1f.avsurv.v1.RollbackModelRequest\x1a\x17.avsurv.v1.ModelVersionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELVERSION_METRICSENTRY']._loaded_options = None
   _globals['_MODELVERSION_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_SEARCHMODE']._serialized_start=2303
-  _globals['_SEARCHMODE']._serialized_end=2421
+  _globals['_SEARCHMODE']._serialized_start=2592
+  _globals['_SEARCHMODE']._serialized_end=2710
   _globals['_CLIPAT']._serialized_start=60
   _globals['_CLIPAT']._serialized_end=109
   _globals['_MEDIAQUERY']._serialized_start=111
@@ -61,40 +61,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXPORTEVIDENCEREQUEST']._serialized_end=1278
   _globals['_EVIDENCEFILE']._serialized_start=1281
   _globals['_EVIDENCEFILE']._serialized_end=1426
-  _globals['_CAMERA']._serialized_start=1428
-  _globals['_CAMERA']._serialized_end=1530
-  _globals['_ADDCAMERAREQUEST']._serialized_start=1532
-  _globals['_ADDCAMERAREQUEST']._serialized_end=1585
-  _globals['_REMOVECAMERAREQUEST']._serialized_start=1587
-  _globals['_REMOVECAMERAREQUEST']._serialized_end=1627
-  _globals['_LISTCAMERASREQUEST']._serialized_start=1629
-  _globals['_LISTCAMERASREQUEST']._serialized_end=1649
-  _globals['_LISTCAMERASRESPONSE']._serialized_start=1651
-  _globals['_LISTCAMERASRESPONSE']._serialized_end=1708
-  _globals['_TRIGGERTRAININGREQUEST']._serialized_start=1710
-  _globals['_TRIGGERTRAININGREQUEST']._serialized_end=1764
-  _globals['_TRAININGSTATUS']._serialized_start=1766
-  _globals['_TRAININGSTATUS']._serialized_end=1882
-  _globals['_TRAININGSTATUSREQUEST']._serialized_start=1884
-  _globals['_TRAININGSTATUSREQUEST']._serialized_end=1907
-  _globals['_CANCELTRAININGREQUEST']._serialized_start=1909
-  _globals['_CANCELTRAININGREQUEST']._serialized_end=1932
-  _globals['_MODELVERSION']._serialized_start=1935
-  _globals['_MODELVERSION']._serialized_end=2146
-  _globals['_MODELVERSION_METRICSENTRY']._serialized_start=2100
-  _globals['_MODELVERSION_METRICSENTRY']._serialized_end=2146
-  _globals['_LISTMODELSREQUEST']._serialized_start=2148
-  _globals['_LISTMODELSREQUEST']._serialized_end=2167
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2169
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2230
-  _globals['_ACTIVATEMODELREQUEST']._serialized_start=2232
-  _globals['_ACTIVATEMODELREQUEST']._serialized_end=2277
-  _globals['_ROLLBACKMODELREQUEST']._serialized_start=2279
-  _globals['_ROLLBACKMODELREQUEST']._serialized_end=2301
-  _globals['_EVENTSEARCH']._serialized_start=2424
-  _globals['_EVENTSEARCH']._serialized_end=2560
-  _globals['_ANOMALIES']._serialized_start=2563
-  _globals['_ANOMALIES']._serialized_end=2788
-  _globals['_CONTROL']._serialized_start=2791
-  _globals['_CONTROL']._serialized_end=3473
+  _globals['_SCORESREQUEST']._serialized_start=1428
+  _globals['_SCORESREQUEST']._serialized_end=1553
+  _globals['_SCOREPOINT']._serialized_start=1555
+  _globals['_SCOREPOINT']._serialized_end=1642
+  _globals['_SCORESERIES']._serialized_start=1644
+  _globals['_SCORESERIES']._serialized_end=1715
+  _globals['_CAMERA']._serialized_start=1717
+  _globals['_CAMERA']._serialized_end=1819
+  _globals['_ADDCAMERAREQUEST']._serialized_start=1821
+  _globals['_ADDCAMERAREQUEST']._serialized_end=1874
+  _globals['_REMOVECAMERAREQUEST']._serialized_start=1876
+  _globals['_REMOVECAMERAREQUEST']._serialized_end=1916
+  _globals['_LISTCAMERASREQUEST']._serialized_start=1918
+  _globals['_LISTCAMERASREQUEST']._serialized_end=1938
+  _globals['_LISTCAMERASRESPONSE']._serialized_start=1940
+  _globals['_LISTCAMERASRESPONSE']._serialized_end=1997
+  _globals['_TRIGGERTRAININGREQUEST']._serialized_start=1999
+  _globals['_TRIGGERTRAININGREQUEST']._serialized_end=2053
+  _globals['_TRAININGSTATUS']._serialized_start=2055
+  _globals['_TRAININGSTATUS']._serialized_end=2171
+  _globals['_TRAININGSTATUSREQUEST']._serialized_start=2173
+  _globals['_TRAININGSTATUSREQUEST']._serialized_end=2196
+  _globals['_CANCELTRAININGREQUEST']._serialized_start=2198
+  _globals['_CANCELTRAININGREQUEST']._serialized_end=2221
+  _globals['_MODELVERSION']._serialized_start=2224
+  _globals['_MODELVERSION']._serialized_end=2435
+  _globals['_MODELVERSION_METRICSENTRY']._serialized_start=2389
+  _globals['_MODELVERSION_METRICSENTRY']._serialized_end=2435
+  _globals['_LISTMODELSREQUEST']._serialized_start=2437
+  _globals['_LISTMODELSREQUEST']._serialized_end=2456
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2458
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2519
+  _globals['_ACTIVATEMODELREQUEST']._serialized_start=2521
+  _globals['_ACTIVATEMODELREQUEST']._serialized_end=2566
+  _globals['_ROLLBACKMODELREQUEST']._serialized_start=2568
+  _globals['_ROLLBACKMODELREQUEST']._serialized_end=2590
+  _globals['_EVENTSEARCH']._serialized_start=2713
+  _globals['_EVENTSEARCH']._serialized_end=2849
+  _globals['_ANOMALIES']._serialized_start=2852
+  _globals['_ANOMALIES']._serialized_end=3137
+  _globals['_CONTROL']._serialized_start=3140
+  _globals['_CONTROL']._serialized_end=3822
 # @@protoc_insertion_point(module_scope)

@@ -160,6 +160,38 @@ class EvidenceFile(_message.Message):
     silent_clip_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, event_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., mp4: _Optional[bytes] = ..., clip_ids: _Optional[_Iterable[str]] = ..., silent_clip_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class ScoresRequest(_message.Message):
+    __slots__ = ("camera_id", "start_time", "end_time", "limit")
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    camera_id: str
+    start_time: float
+    end_time: float
+    limit: int
+    def __init__(self, camera_id: _Optional[str] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ScorePoint(_message.Message):
+    __slots__ = ("capture_time", "score", "threshold", "anomalous")
+    CAPTURE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    ANOMALOUS_FIELD_NUMBER: _ClassVar[int]
+    capture_time: float
+    score: float
+    threshold: float
+    anomalous: bool
+    def __init__(self, capture_time: _Optional[float] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., anomalous: _Optional[bool] = ...) -> None: ...
+
+class ScoreSeries(_message.Message):
+    __slots__ = ("camera_id", "points")
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    camera_id: str
+    points: _containers.RepeatedCompositeFieldContainer[ScorePoint]
+    def __init__(self, camera_id: _Optional[str] = ..., points: _Optional[_Iterable[_Union[ScorePoint, _Mapping]]] = ...) -> None: ...
+
 class Camera(_message.Message):
     __slots__ = ("camera_id", "source", "status", "last_capture_time", "detail")
     CAMERA_ID_FIELD_NUMBER: _ClassVar[int]

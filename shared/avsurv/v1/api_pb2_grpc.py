@@ -167,6 +167,11 @@ class AnomaliesStub:
                 request_serializer=avsurv_dot_v1_dot_api__pb2.ExportEvidenceRequest.SerializeToString,
                 response_deserializer=avsurv_dot_v1_dot_api__pb2.EvidenceFile.FromString,
                 _registered_method=True)
+        self.Scores = channel.unary_unary(
+                '/avsurv.v1.Anomalies/Scores',
+                request_serializer=avsurv_dot_v1_dot_api__pb2.ScoresRequest.SerializeToString,
+                response_deserializer=avsurv_dot_v1_dot_api__pb2.ScoreSeries.FromString,
+                _registered_method=True)
 
 
 class AnomaliesServicer:
@@ -193,6 +198,14 @@ class AnomaliesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Scores(self, request, context):
+        """INVALID_ARGUMENT: no or a malformed camera id, a time that is not finite, start after end, a limit
+        over 21,600. A camera never scored has an empty series.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnomaliesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -210,6 +223,11 @@ def add_AnomaliesServicer_to_server(servicer, server):
                     servicer.Export,
                     request_deserializer=avsurv_dot_v1_dot_api__pb2.ExportEvidenceRequest.FromString,
                     response_serializer=avsurv_dot_v1_dot_api__pb2.EvidenceFile.SerializeToString,
+            ),
+            'Scores': grpc.unary_unary_rpc_method_handler(
+                    servicer.Scores,
+                    request_deserializer=avsurv_dot_v1_dot_api__pb2.ScoresRequest.FromString,
+                    response_serializer=avsurv_dot_v1_dot_api__pb2.ScoreSeries.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -293,6 +311,33 @@ class Anomalies:
             '/avsurv.v1.Anomalies/Export',
             avsurv_dot_v1_dot_api__pb2.ExportEvidenceRequest.SerializeToString,
             avsurv_dot_v1_dot_api__pb2.EvidenceFile.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Scores(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/avsurv.v1.Anomalies/Scores',
+            avsurv_dot_v1_dot_api__pb2.ScoresRequest.SerializeToString,
+            avsurv_dot_v1_dot_api__pb2.ScoreSeries.FromString,
             options,
             channel_credentials,
             insecure,

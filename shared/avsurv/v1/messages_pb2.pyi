@@ -108,7 +108,7 @@ class Embedding(_message.Message):
     def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., model_version: _Optional[str] = ..., z_v: _Optional[_Iterable[float]] = ..., z_a: _Optional[_Iterable[float]] = ..., has_audio: _Optional[bool] = ..., point_id: _Optional[str] = ..., w: _Optional[float] = ..., model_sha256: _Optional[str] = ..., profile: _Optional[str] = ...) -> None: ...
 
 class AnomalyEvent(_message.Message):
-    __slots__ = ("header", "event_id", "start_time", "end_time", "peak_score", "peak_time", "threshold", "model_version", "clip_ids", "detector", "label", "phase", "sequence", "peak_clip_id", "thumbnail_jpeg", "deviation", "visual", "audio", "normal_clip_ids")
+    __slots__ = ("header", "event_id", "start_time", "end_time", "peak_score", "peak_time", "threshold", "model_version", "clip_ids", "detector", "label", "phase", "sequence", "peak_clip_id", "thumbnail_jpeg", "deviation", "visual", "audio", "normal_clip_ids", "evidence_uri")
     class Phase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         END: _ClassVar[AnomalyEvent.Phase]
@@ -155,6 +155,7 @@ class AnomalyEvent(_message.Message):
     VISUAL_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     NORMAL_CLIP_IDS_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_URI_FIELD_NUMBER: _ClassVar[int]
     header: Header
     event_id: str
     start_time: float
@@ -174,7 +175,8 @@ class AnomalyEvent(_message.Message):
     visual: AnomalyEvent.ModalityScore
     audio: AnomalyEvent.ModalityScore
     normal_clip_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., event_id: _Optional[str] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., peak_score: _Optional[float] = ..., peak_time: _Optional[float] = ..., threshold: _Optional[float] = ..., model_version: _Optional[str] = ..., clip_ids: _Optional[_Iterable[str]] = ..., detector: _Optional[str] = ..., label: _Optional[str] = ..., phase: _Optional[_Union[AnomalyEvent.Phase, str]] = ..., sequence: _Optional[int] = ..., peak_clip_id: _Optional[str] = ..., thumbnail_jpeg: _Optional[bytes] = ..., deviation: _Optional[_Union[AnomalyEvent.Deviation, str]] = ..., visual: _Optional[_Union[AnomalyEvent.ModalityScore, _Mapping]] = ..., audio: _Optional[_Union[AnomalyEvent.ModalityScore, _Mapping]] = ..., normal_clip_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    evidence_uri: str
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., event_id: _Optional[str] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., peak_score: _Optional[float] = ..., peak_time: _Optional[float] = ..., threshold: _Optional[float] = ..., model_version: _Optional[str] = ..., clip_ids: _Optional[_Iterable[str]] = ..., detector: _Optional[str] = ..., label: _Optional[str] = ..., phase: _Optional[_Union[AnomalyEvent.Phase, str]] = ..., sequence: _Optional[int] = ..., peak_clip_id: _Optional[str] = ..., thumbnail_jpeg: _Optional[bytes] = ..., deviation: _Optional[_Union[AnomalyEvent.Deviation, str]] = ..., visual: _Optional[_Union[AnomalyEvent.ModalityScore, _Mapping]] = ..., audio: _Optional[_Union[AnomalyEvent.ModalityScore, _Mapping]] = ..., normal_clip_ids: _Optional[_Iterable[str]] = ..., evidence_uri: _Optional[str] = ...) -> None: ...
 
 class ModelUpdate(_message.Message):
     __slots__ = ("header", "model_version", "sha256", "artifact_uri", "parent_version", "created_time", "metrics")
