@@ -36,7 +36,7 @@ from avsurv.media.decode import MediaReader
 from avsurv.media.segment import ClipFeed
 from avsurv.platform.archive import ClipArchive
 from avsurv.platform.config import ConfigError, load_settings
-from avsurv.platform.messages import ANOMALIES, CHUNKS, CLIPS, DEAD_LETTERS, EMBEDDINGS
+from avsurv.platform.messages import ANOMALIES, CHUNKS, CLIPS, DEAD_LETTERS, EMBEDDINGS, clip_to_message
 from avsurv.platform.model_versions import load_version, publish_model
 from avsurv.platform.registry import Registry
 from avsurv.platform.runtime import SERVICES, Runtime
@@ -103,6 +103,9 @@ def test_chunks_carry_what_segmentation_needs_to_cut_the_same_clips(scene: Path)
     # Only the sampled frames travel (5 per second, the partial first and last seconds included), not 25.
     assert sent <= 5 * (len(direct) + 2)
     assert [c.clip_id for c in clips] == [c.clip_id for c in direct]
+    # Frames are JPEG-encoded once, at ingest: the clip message carries the chunk's bytes, not a re-encoding.
+    sent_jpegs = {f.jpeg for c in chunks for f in c.frames}
+    assert all(set(clip_to_message(clip, "site").frames_jpeg) <= sent_jpegs for clip in clips)
     for ours, theirs in zip(clips, direct, strict=True):
         assert np.abs(ours.frames.astype(int) - theirs.frames).mean() < 3.0  # JPEG
         np.testing.assert_allclose(ours.log_mel, theirs.log_mel, atol=1e-3)  # float PCM travels exactly

@@ -26,7 +26,7 @@ from avsurv.v1 import messages_pb2 as pb
 def chunk_events(chunk: pb.Chunk) -> list[VideoSample | AudioChunk]:
     """The chunk's frames and audio as decode events, in media-time order."""
     try:
-        video = [VideoSample(f.media_time, decode_jpeg(f.jpeg)) for f in chunk.frames]
+        video = [VideoSample(f.media_time, decode_jpeg(f.jpeg), f.jpeg) for f in chunk.frames]
     except Exception as error:  # Pillow raises several types for damaged JPEG
         raise InvalidMessage(f"chunk {chunk.session}/{chunk.sequence} has a frame that is not a JPEG") from error
     audio = [AudioChunk(a.media_time, np.frombuffer(a.pcm_f32le, "<f4").astype(np.float32)) for a in chunk.audio]

@@ -59,6 +59,9 @@ class VideoSample:
     time: float
     frame: av.VideoFrame | np.ndarray
     """A decoded frame, or one already resized to RGB uint8 [224, 398, 3] (frames carried in chunks)."""
+    jpeg: bytes = b""
+    """The resized frame as ingest encoded it, for a frame that came in a chunk: clips keep these bytes rather
+    than encoding the frame a second time."""
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,9 @@ class Clip:
     audio: np.ndarray | None = None
     """float32 [44100]: the second's mono samples at 44.1 kHz (zeros where none were decoded); None when the
     source has no audio track or the clip was stored without its samples (evidence export plays silence)."""
+    frames_jpeg: tuple[bytes, ...] = ()
+    """The frames as JPEG when every one came so (a chunk's frames, encoded once at ingest): stored and
+    published as they are; empty when the frames were decoded here."""
 
     @property
     def clip_id(self) -> str:
@@ -128,6 +131,7 @@ class SegmentReport:
 @dataclass
 class _PendingClip:
     frames: list[np.ndarray | None] = field(default_factory=lambda: [None] * FRAMES_PER_CLIP)
+    jpegs: list[bytes] = field(default_factory=lambda: [b""] * FRAMES_PER_CLIP)
     missing_reason: str | None = None
     audio: np.ndarray = field(default_factory=lambda: np.zeros(CLIP_SAMPLES, np.float32))
     covered: np.ndarray = field(default_factory=lambda: np.zeros(CLIP_SAMPLES, bool))
@@ -370,6 +374,7 @@ class _ClipAssembler:
             if self.privacy is not None:
                 self.on_screen_rgb = self.privacy(self.on_screen_rgb)
         pending.frames[slot % FRAMES_PER_CLIP] = self.on_screen_rgb
+        pending.jpegs[slot % FRAMES_PER_CLIP] = shown.jpeg if self.privacy is None else b""
 
     def on_video_end(self) -> None:
         if self.held is not None:  # nothing came after it to tell a gap from a damaged timestamp: a gap
@@ -473,4 +478,5 @@ class _ClipAssembler:
             frames=np.stack(pending.frames),
             log_mel=log_mel(pending.audio),
             audio=pending.audio if self.has_audio_stream else None,
+            frames_jpeg=tuple(pending.jpegs) if all(pending.jpegs) else (),
         )

@@ -110,7 +110,7 @@ def clip_to_message(clip: Clip, site: str, media_uri: str = "") -> pb.Clip:
     capture = clip.capture_time if clip.capture_time is not None else clip.start
     return pb.Clip(
         header=header(site, clip.camera_id, clip.clip_id, capture),
-        frames_jpeg=[encode_jpeg(frame) for frame in clip.frames],
+        frames_jpeg=list(clip.frames_jpeg) or [encode_jpeg(frame) for frame in clip.frames],
         log_mel_f16=clip.log_mel.astype("<f2").tobytes(), has_audio=clip.has_audio, media_uri=media_uri,
         audio_pcm_s16le=to_pcm16(clip.audio).astype("<i2").tobytes() if clip.audio is not None else b"",
     )
