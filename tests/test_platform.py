@@ -32,16 +32,17 @@ from avsurv.learning.embed import embed_inputs
 from avsurv.learning.embeddings import EmbeddingSet
 from avsurv.learning.modeldir import load_model
 from avsurv.media import Segmenter
+from avsurv.media.clipstore import encode_jpeg
 from avsurv.media.decode import MediaReader
-from avsurv.media.segment import ClipFeed
+from avsurv.media.segment import TOO_SHORT, ClipFeed
 from avsurv.platform.archive import ClipArchive
 from avsurv.platform.config import ConfigError, load_settings
-from avsurv.platform.messages import ANOMALIES, CHUNKS, CLIPS, DEAD_LETTERS, EMBEDDINGS, clip_to_message
+from avsurv.platform.messages import ANOMALIES, CHUNKS, CLIPS, DEAD_LETTERS, EMBEDDINGS, clip_to_message, header
 from avsurv.platform.model_versions import load_version, publish_model
 from avsurv.platform.registry import Registry
 from avsurv.platform.runtime import SERVICES, Runtime
 from avsurv.services.ingest import CameraIngest, ChunkBuilder
-from avsurv.services.segmentation import chunk_events
+from avsurv.services.segmentation import SegmentationService, chunk_events
 from avsurv.services.trainer import significantly_worse
 from avsurv.tasks.novelty import CameraHistory
 from avsurv.v1 import api_pb2, api_pb2_grpc
@@ -110,6 +111,20 @@ def test_chunks_carry_what_segmentation_needs_to_cut_the_same_clips(scene: Path)
         assert np.abs(ours.frames.astype(int) - theirs.frames).mean() < 3.0  # JPEG
         np.testing.assert_allclose(ours.log_mel, theirs.log_mel, atol=1e-3)  # float PCM travels exactly
         assert ours.has_audio == theirs.has_audio
+
+
+def test_a_camera_session_with_no_clip_says_why(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A camera that connects and drops after 0.4 s gives no clip: segmentation logs the kind and the reason."""
+    bus = InProcessBus()
+    service = SegmentationService(bus, ClipArchive(tmp_path), "site")
+    jpeg = encode_jpeg(np.zeros((224, 398, 3), np.uint8))
+    chunk = pb.Chunk(header=header("site", "cam0"), session="s1", capture_epoch=1_700_000_000.0, fps=25.0,
+                     frames=[pb.Frame(media_time=0.1 + 0.2 * k, jpeg=jpeg) for k in range(2)], end_of_stream=True)
+    bus.publish(CHUNKS, "cam0", chunk.SerializeToString())
+    with caplog.at_level("WARNING", logger="avsurv"):
+        service.step()
+    assert service.clips_published == 0
+    assert f"cam0 session s1 ended with no clip ({TOO_SHORT}): its video lasts only" in caplog.text
 
 
 def _runtime(tmp_path: Path, scene: Path, model: Path | None, **extra: object) -> Runtime:

@@ -41,6 +41,13 @@ class _Session:
         self.unsafe: deque[tuple[Message, float]] = deque()  # processed chunks an open clip still needs
 
 
+def _report_no_clip(camera: str, session: _Session) -> None:
+    """A session that ended without one clip says why (a camera that connects and drops at once, say)."""
+    if session.feed.report.clips == 0:
+        kind, why = session.feed.no_clip_reason()
+        log.warning("segmentation: %s session %s ended with no clip (%s): %s", camera, session.id, kind, why)
+
+
 class SegmentationService(Worker):
     name_ = "segmentation"
 
@@ -73,6 +80,7 @@ class SegmentationService(Worker):
         clips, ended = [], None
         if session is not None and session.id != chunk.session:  # the camera reconnected
             clips += session.feed.end()
+            _report_no_clip(camera, session)
             ended, session = session, None
         if session is None:
             session = self.sessions[camera] = _Session(chunk)
@@ -80,6 +88,7 @@ class SegmentationService(Worker):
             clips += session.feed.push(event)
         if chunk.end_of_stream:
             clips += session.feed.end()
+            _report_no_clip(camera, session)
         for clip in clips:
             clip_message = clip_to_message(clip, self.site)
             clip_message.media_uri = self.archive.put(clip_message)

@@ -242,6 +242,10 @@ class ClipFeed:
         self._state.note_dropped()
         return list(self._state.finish_ready(final=True))
 
+    def no_clip_reason(self) -> tuple[str, str]:
+        """For a feed that made no clip: its kind (one of NO_CLIP_KINDS) and why, in words for people."""
+        return self._state.no_clip_reason()
+
 
 def grid_phase(capture_epoch: float | None) -> float:
     """Offset of the clip grid from media time 0, so that clip boundaries fall on whole capture seconds."""
