@@ -290,7 +290,9 @@ def register_cli(sub: argparse._SubParsersAction, heads: argparse._SubParsersAct
                             "margin before and after them, as H.264 video at 5 frames per second with AAC sound, and "
                             "writes the file atomically. TLS and tokens as configured (grpc_tls_cert; the control "
                             "token, else a read token).")
-    export.add_argument("event_id", help="the event's id (AnomalyEvent.event_id, as Anomalies.List gives it)")
+    export.add_argument("event_id", metavar="EVENT_ID_OR_URI",
+                        help="the event's id (AnomalyEvent.event_id, as Anomalies.List gives it) or its evidence URI "
+                        "(AnomalyEvent.evidence_uri, avsurv://SITE/events/ID/evidence.mp4)")
     export.add_argument("--out", type=Path, required=True, metavar="FILE.mp4", help="the file to write")
     export.add_argument("--margin-s", type=float, default=2.0, help="seconds before and after the event (default 2, "
                         "at most 60)")
