@@ -258,7 +258,6 @@ class EpochsTrainer:
 def test_a_cancelled_round_stops_after_its_epoch_publishes_nothing_and_leaves_no_scratch(
         runtime: Runtime, channel: grpc.Channel, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(trainer_service, "Trainer", EpochsTrainer)
-    monkeypatch.setattr(trainer_service, "held_back", lambda clips, train, visual: (None, None))
     EpochsTrainer.control = api_pb2_grpc.ControlStub(channel)
     ports, settings = runtime.ports, runtime.settings
     service = trainer_service.TrainerService(ports.bus, ports.registry, ports.artifacts, ports.archive, settings)

@@ -6,6 +6,12 @@ held-back clips (cross-modal recall@5), and publishes it unless it is significan
 indexes, calibrates and hot-swaps it. A round cancelled through the control API stops after its current
 epoch, publishes nothing and leaves no scratch files; so does a round under way when the service is told to
 stop (SIGINT, SIGTERM), within a batch.
+
+A round holds at most ``train_max_clips`` clips in memory: it streams the store in working sets
+(:class:`avsurv.learning.data.WorkingSets`) and evaluates on at most that many held-back clips. Beside the
+rounds, a thread applies retention (:mod:`avsurv.platform.retention`) every ``retention_every_s`` when
+``retention_days`` or ``retention_gb_per_camera`` is set: the trainer is the service that reads the whole
+store anyway, and a pass must not wait for a round to end.
 """
 
 from __future__ import annotations
@@ -13,20 +19,23 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from avsurv.adapters.artifacts import Artifacts
 from avsurv.adapters.bus import Bus
+from avsurv.adapters.vectors import QdrantVectors, open_vectors
 from avsurv.clipids import parse_clip_id
-from avsurv.learning.data import ClipTable, table_from_clips
+from avsurv.learning.data import ClipTable, WorkingSets, table_from_clips
 from avsurv.learning.encode import encode_table
 from avsurv.learning.evaluate import cross_modal_recall
 from avsurv.learning.train import Stopped, TrainConfig, Trainer
+from avsurv.media.background import BACKGROUND_FRAMES, BACKGROUND_STRIDE, Backgrounds
 from avsurv.media.segment import Clip
 from avsurv.models import AudioVisualModel
 from avsurv.models.inputs import VisualInput
@@ -35,7 +44,8 @@ from avsurv.platform.archive import ClipArchive
 from avsurv.platform.config import Settings
 from avsurv.platform.model_versions import load_version, publish_model
 from avsurv.platform.registry import Registry
-from avsurv.platform.runtime import Ports, ServiceParts
+from avsurv.platform.retention import Retention
+from avsurv.platform.runtime import Ports, ServiceParts, open_server_vectors
 from avsurv.platform.worker import Worker, log
 
 EVAL_CANDIDATES = 100
@@ -57,17 +67,36 @@ def split_holdout(clip_ids: list[str], share: float) -> tuple[list[str], list[st
     return train, held
 
 
-def held_back(clips: list[Clip], train: int, visual: VisualInput) -> tuple[ClipTable, ClipTable]:
-    """The first ``train`` clips and the rest, as ``visual`` stores them; one table, so that the held-back
-    clips' backgrounds follow from the training clips before them."""
-    table = table_from_clips(clips, visual)
-    return table.subset(np.arange(train)), table.subset(np.arange(train, len(table)))
+WARMUP_CLIPS = BACKGROUND_FRAMES * BACKGROUND_STRIDE
+"""Training clips per camera before its held-back ones that fill its background ring (they are not kept)."""
 
 
-def recall_at_5(model: AudioVisualModel, clips: list[Clip], train: int) -> tuple[float, int]:
-    """Cross-modal recall@5 on the held-back clips (all but the first ``train``) with audio, among up to
-    100 candidates, and how many clips it was measured on."""
-    table = held_back(clips, train, model.visual_input)[1]
+def evaluation_clips(train_ids: list[str], held_ids: list[str], most: int) -> tuple[list[str], list[str]]:
+    """(warm-up ids, held-back ids to evaluate on): at most ``most`` held-back clips, evenly spaced in each
+    camera's capture order, and the last :data:`WARMUP_CLIPS` training clips of each camera before them."""
+    if len(held_ids) > most:
+        held_ids = [held_ids[i] for i in np.linspace(0, len(held_ids) - 1, most).round().astype(int)]
+    cameras = {parse_clip_id(clip_id)[0] for clip_id in held_ids}
+    warmup = []
+    for camera in cameras:
+        warmup += [c for c in train_ids if parse_clip_id(c)[0] == camera][-WARMUP_CLIPS:]
+    return warmup, held_ids
+
+
+def held_back(read: Callable[[Sequence[str]], Iterable[Clip]], warmup: list[str], held: list[str],
+              visual: VisualInput) -> ClipTable:
+    """The held-back clips as ``visual`` stores them, their backgrounds following from the warm-up clips
+    (observed one at a time, not kept)."""
+    backgrounds = Backgrounds()
+    if visual.needs_background:
+        for clip in read(warmup):
+            backgrounds.observe(clip.camera_id, visual.store(clip.frames))
+    return table_from_clips(read(held), visual, backgrounds, most=len(held))
+
+
+def recall_at_5(model: AudioVisualModel, table: ClipTable) -> tuple[float, int]:
+    """Cross-modal recall@5 on the held-back clips with audio, among up to 100 candidates, and how many clips
+    it was measured on."""
     z_v, z_a = encode_table(model, table)
     keep = table.has_audio
     candidates = min(EVAL_CANDIDATES, int(keep.sum()))
@@ -87,12 +116,35 @@ class TrainerService(Worker):
     name_ = "trainer"
 
     def __init__(self, bus: Bus, registry: Registry, artifacts: Artifacts, archive: ClipArchive,
-                 settings: Settings) -> None:
+                 settings: Settings, vectors: QdrantVectors | None = None) -> None:
+        """``vectors``: where retention deletes the vectors of deleted clips (None: it deletes clips only)."""
         super().__init__()
         self.bus, self.registry, self.artifacts = bus, registry, artifacts
         self.archive, self.settings = archive, settings
         self.last_round = time.monotonic()
         self.rounds = 0
+        self.retention = Retention(archive, vectors, registry, settings)
+        self._retainer = threading.Thread(target=self._retain, name="retention", daemon=True)
+
+    def run(self) -> None:
+        if self.retention.enabled:
+            self._retainer.start()
+        super().run()
+
+    def close(self) -> None:
+        if self._retainer.is_alive():
+            self._retainer.join()  # ``stopping`` is set: it ends after its current pass
+
+    def _retain(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.retention.run()
+            except Exception:  # a failed pass (the store unreachable) is retried at the next one
+                log.exception("retention: pass failed")
+            self.stopping.wait(self.settings.retention_every_s)
+
+    def _read(self, clip_ids: Sequence[str]) -> Iterable[Clip]:
+        return self.archive.clips(clip_ids, skip_missing=True)  # retention may delete clips during a round
 
     def _status(self, state: str, detail: str = "", **extra: object) -> None:
         self.registry.set_trainer_status(state=state, detail=detail, clips_available=len(self.archive),
@@ -141,21 +193,26 @@ class TrainerService(Worker):
         s = self.settings
         train_ids, held_ids = split_holdout(self.archive.clip_ids(), s.train_holdout)
         self._status("training", f"{len(train_ids)} clips, {epochs} epochs of {s.train_method}")
-        clips = list(self.archive.clips(train_ids + held_ids))
-        train_table = held_back(clips, len(train_ids), PROFILES[s.train_profile].input)[0]
+        working_sets = WorkingSets(train_ids, self._read, PROFILES[s.train_profile].input, s.train_max_clips,
+                                   seed=self.rounds)
+        warmup, evaluated = evaluation_clips(train_ids, held_ids, s.train_max_clips)
         scratch = Path(tempfile.mkdtemp(prefix="avsurv-train-", dir=s.data_dir))
         try:
             config = TrainConfig(profile=s.train_profile, method=s.train_method, epochs=epochs,
                                  seed=self.rounds, device=s.device)
-            trainer = Trainer(train_table, scratch / "model", config, progress=False,
+            trainer = Trainer(working_sets, scratch / "model", config, progress=False,
                               log=self._checkpoint(round_id, epochs), stopping=self.stopping.is_set)
             trainer.run()
             self.rounds += 1
-            self._status("evaluating", f"{len(held_ids)} held-back clips")
-            new, measured = recall_at_5(trainer.model, clips, len(train_ids))
+            model = trainer.model
+            del trainer, working_sets  # the last working set goes before the held-back clips are read
+            self._status("evaluating", f"{len(evaluated)} held-back clips")
+            new, measured = recall_at_5(model, held_back(self._read, warmup, evaluated, model.visual_input))
             active = self.registry.active_version()
-            current = recall_at_5(load_version(active, self.registry, self.artifacts, s.data_dir / "model-cache",
-                                               s.device).model, clips, len(train_ids))[0] if active else None
+            current = None
+            if active:
+                old = load_version(active, self.registry, self.artifacts, s.data_dir / "model-cache", s.device).model
+                current = recall_at_5(old, held_back(self._read, warmup, evaluated, old.visual_input))[0]
             metrics = {"heldout_recall_at_5": new, "heldout_clips": float(measured),
                        "train_clips": float(len(train_ids))}
             if current is not None and significantly_worse(new, current, measured):
@@ -177,4 +234,7 @@ class TrainerService(Worker):
 
 
 def build(ports: Ports, settings: Settings) -> ServiceParts:
-    return ServiceParts(worker=TrainerService(ports.bus, ports.registry, ports.artifacts, ports.archive, settings))
+    if (settings.retention_days or settings.retention_gb_per_camera) and ports.vectors is None:
+        ports.vectors = open_server_vectors(settings) or open_vectors(settings.vectors_url)
+    return ServiceParts(worker=TrainerService(ports.bus, ports.registry, ports.artifacts, ports.archive, settings,
+                                              ports.vectors))

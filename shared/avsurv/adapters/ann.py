@@ -140,6 +140,9 @@ class AnnStore:
     def collection_exists(self, name: str) -> bool:
         return self._db.execute("SELECT 1 FROM collections WHERE name = ?", (name,)).fetchone() is not None
 
+    def collections(self) -> list[str]:
+        return [name for name, in self._db.execute("SELECT name FROM collections ORDER BY name")]
+
     def create_collection(self, name: str) -> None:
         self._db.execute("INSERT OR IGNORE INTO collections (name) VALUES (?)", (name,))
 

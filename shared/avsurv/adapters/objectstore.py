@@ -8,7 +8,7 @@ artifact: storing is atomic for readers, as the directory store's rename is."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,20 @@ class ObjectStore:
         for page in self._pages(folder):
             for item in page.get("Contents", []):
                 yield self._relative(item["Key"])
+
+    def sizes(self, folder: str = "") -> dict[str, int]:
+        """Bytes of each object under ``folder`` (every level), by name in key order."""
+        return {self._relative(item["Key"]): int(item["Size"]) for page in self._pages(folder)
+                for item in page.get("Contents", [])}
+
+    def delete(self, names: Iterable[str]) -> None:
+        """Deletes the objects (absent ones are ignored), a thousand per request (S3's limit)."""
+        keys = [{"Key": self.key(name)} for name in names]
+        for start in range(0, len(keys), 1000):
+            response = self._client.delete_objects(Bucket=self.bucket,
+                                                   Delete={"Objects": keys[start:start + 1000], "Quiet": True})
+            if response.get("Errors"):
+                raise OSError(f"cannot delete objects from {self.uri('')}: {response['Errors'][:3]}")
 
     def folders(self, folder: str = "") -> list[str]:
         """Names of the folders directly under ``folder``, in key order (without the trailing '/')."""

@@ -214,6 +214,11 @@ class QdrantVectors:
         with self._session() as client:
             client.delete_collection(name)
 
+    def collections(self) -> list[str]:
+        """Every collection's name (not the aliases), sorted."""
+        with self._session() as client:
+            return sorted(entry.name for entry in client.get_collections().collections)
+
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
@@ -287,6 +292,10 @@ class EmbeddedVectors(QdrantVectors):
     def delete_collection(self, name: str) -> None:
         with self._turns:
             self._store.delete_collection(name)
+
+    def collections(self) -> list[str]:
+        with self._turns:
+            return self._store.collections()
 
     def close(self) -> None:
         with self._turns:

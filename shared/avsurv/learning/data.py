@@ -1,4 +1,5 @@
-"""Training data: every clip of every input in memory, and batches drawn across the whole stream.
+"""Training data: every clip of every input in memory, or a store's clips in bounded working sets
+(:class:`WorkingSets`), and batches drawn across the whole stream.
 
 EPG needs alike clips from different times in one batch (that is where its extra positives come from),
 so batches are drawn from a permutation of the whole stream, never from consecutive seconds.
@@ -6,7 +7,9 @@ so batches are drawn from a permutation of the whole stream, never from consecut
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,13 +62,18 @@ class ClipTable:
         )
 
     def summary(self) -> dict:
-        return {
-            "clips": len(self),
-            "clips_with_audio": int(self.has_audio.sum()),
-            "sources": sorted(set(self.sources)),
-            "cameras": sorted(set(self.camera_ids)),
-            "seconds_per_camera": {c: self.camera_ids.count(c) for c in sorted(set(self.camera_ids))},
-        }
+        return summarize(self.camera_ids, self.sources, int(self.has_audio.sum()))
+
+
+def summarize(camera_ids: Sequence[str], sources: Sequence[str], with_audio: int) -> dict:
+    """The training data of a model's config: clips, cameras and sources."""
+    return {
+        "clips": len(camera_ids),
+        "clips_with_audio": with_audio,
+        "sources": sorted(set(sources)),
+        "cameras": sorted(set(camera_ids)),
+        "seconds_per_camera": dict(sorted(Counter(camera_ids).items())),
+    }
 
 
 def iter_clips(inputs: Sequence[str | Path], progress: bool = True) -> Iterator[Clip]:
@@ -94,16 +102,32 @@ class NoClips(ValueError):
 
 
 def table_from_clips(clips: Iterable[Clip], visual: VisualInput = CROPS,
-                     backgrounds: Backgrounds | None = None) -> ClipTable:
+                     backgrounds: Backgrounds | None = None, most: int | None = None) -> ClipTable:
     """Clips in time order per camera; only the frames as ``visual`` stores them are kept, so a long stream
     of a small input fits in memory. Backgrounds are estimated causally (:mod:`avsurv.media.background`)
-    by ``backgrounds``, which a caller passes to carry each camera's history from one table to the next."""
-    frames, clip_backgrounds, mels, meta = [], [], [], []
+    by ``backgrounds``, which a caller passes to carry each camera's history from one table to the next.
+    ``most``: at most this many clips will come; their frames are then written in place as they come, so
+    that the table never needs twice their memory (a list of them and its stacked copy)."""
+    frames: list[np.ndarray] | np.ndarray = []
+    clip_backgrounds: list[np.ndarray] | np.ndarray = []
+    mels, meta = [], []
     tracker = Backgrounds() if backgrounds is None else backgrounds
-    for clip in clips:
-        frames.append(visual.store(clip.frames))
-        if visual.needs_background:
-            clip_backgrounds.append(tracker.observe(clip.camera_id, frames[-1]))
+    for count, clip in enumerate(clips):
+        stored = visual.store(clip.frames)
+        background = tracker.observe(clip.camera_id, stored) if visual.needs_background else None
+        if most is not None and count == 0:
+            frames = np.empty((most, *stored.shape), stored.dtype)
+            if background is not None:
+                clip_backgrounds = np.empty((most, *background.shape), background.dtype)
+        if isinstance(frames, np.ndarray):
+            frames[count] = stored
+            if background is not None:
+                clip_backgrounds[count] = background
+        else:
+            frames.append(stored)
+            if background is not None:
+                assert isinstance(clip_backgrounds, list)
+                clip_backgrounds.append(background)
         mels.append(clip.log_mel)
         meta.append((clip.source, clip.start, clip.capture_time, clip.has_audio, clip.clip_id, clip.camera_id))
     if not meta:
@@ -114,11 +138,57 @@ def table_from_clips(clips: Iterable[Clip], visual: VisualInput = CROPS,
     start = np.array(starts, dtype=np.float64)
     capture = np.array([np.nan if c is None else c for c in captures], dtype=np.float64)
     times = np.where(np.isnan(capture), start + source_index * SOURCE_TIME_SPACING_S, capture)
+    n = len(meta)
     return ClipTable(
-        frames=np.stack(frames), log_mel=np.stack(mels), times=times, starts=start, capture_times=capture,
-        source_index=source_index, has_audio=np.array(has_audio, dtype=bool), clip_ids=clip_ids,
-        camera_ids=camera_ids, sources=sources, background=np.stack(clip_backgrounds) if clip_backgrounds else None,
+        frames=frames[:n] if isinstance(frames, np.ndarray) else np.stack(frames), log_mel=np.stack(mels),
+        times=times, starts=start, capture_times=capture, source_index=source_index,
+        has_audio=np.array(has_audio, dtype=bool), clip_ids=clip_ids, camera_ids=camera_ids, sources=sources,
+        background=(clip_backgrounds[:n] if isinstance(clip_backgrounds, np.ndarray)
+                    else np.stack(clip_backgrounds) if clip_backgrounds else None),
     )
+
+
+class WorkingSets:
+    """Training clips read from a store in bounded working sets, so that a trainer holds at most ``max_clips``
+    of them at once, however many the store holds (``read``: the clips of some ids, in their order).
+
+    Each epoch the clips are shuffled and split into ``ceil(N / max_clips)`` near-equal working sets: each is
+    a random sample of the whole stream, so that EPG's batches still mix clips from every time of day. A
+    working set is read in capture order, and each camera's background is estimated causally from the
+    sample's earlier clips (a sparser history than the whole stream's). When every clip fits, the one working
+    set is every clip in order, read once: training is then the same as on a :class:`ClipTable` of them."""
+
+    def __init__(self, clip_ids: Sequence[str], read: Callable[[Sequence[str]], Iterable[Clip]],
+                 visual: VisualInput, max_clips: int, seed: int = 0) -> None:
+        if max_clips < 2:
+            raise ValueError(f"a working set holds at least 2 clips, got {max_clips}")
+        if not clip_ids:
+            raise NoClips("no clips")
+        self.clip_ids, self.read, self.visual = list(clip_ids), read, visual
+        self.max_clips, self.seed = max_clips, seed
+        self._whole: ClipTable | None = None
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+    @property
+    def fits(self) -> bool:
+        return len(self.clip_ids) <= self.max_clips
+
+    def plan(self, epoch: int | None) -> list[np.ndarray]:
+        """The positions of each working set of ``epoch``, in capture order; None: consecutive working sets
+        (one pass in order, e.g. to embed every clip)."""
+        n = len(self.clip_ids)
+        order = np.arange(n) if epoch is None else np.random.default_rng([self.seed, epoch]).permutation(n)
+        return [np.sort(part) for part in np.array_split(order, math.ceil(n / self.max_clips))]
+
+    def load(self, positions: np.ndarray) -> ClipTable:
+        """The working set's clips (every clip, kept for the next call, when they all fit)."""
+        if self.fits:
+            if self._whole is None:
+                self._whole = table_from_clips(self.read(self.clip_ids), self.visual, most=len(self.clip_ids))
+            return self._whole
+        return table_from_clips(self.read([self.clip_ids[p] for p in positions]), self.visual, most=len(positions))
 
 
 def mel_statistics(log_mel: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -47,7 +47,15 @@ from avsurv.constants import (
 from avsurv.errors import ModelError
 from avsurv.labels import Labels, labels_at
 from avsurv.learning import losses
-from avsurv.learning.data import ClipTable, audio_batch, load_clips, mel_statistics, video_batch
+from avsurv.learning.data import (
+    ClipTable,
+    WorkingSets,
+    audio_batch,
+    load_clips,
+    mel_statistics,
+    summarize,
+    video_batch,
+)
 from avsurv.learning.diagnostics import alignment_stats
 from avsurv.learning.encode import encode_audio, encode_table, encode_visual_views
 from avsurv.learning.modeldir import (
@@ -251,9 +259,16 @@ def _results_settings(config: dict[str, object]) -> dict[str, object]:
 
 
 class Trainer:
-    """One training run over a :class:`ClipTable`, writing a model directory."""
+    """One training run over a :class:`ClipTable` in memory or a store's clips in :class:`WorkingSets`,
+    writing a model directory.
 
-    def __init__(self, table: ClipTable, out_dir: Path, config: TrainConfig, progress: bool = True,
+    With working sets, each epoch trains on one working set after the other (each clip once per crop pass, as
+    in memory), the frozen encoder's outputs are cached per working set, the audio normalization and the
+    precise BatchNorm statistics come from the first and the last working set (random samples of the
+    clips), and the calibration embeds every clip in a last pass. When every clip fits in one working set,
+    the run is the same as over a table of them."""
+
+    def __init__(self, table: ClipTable | WorkingSets, out_dir: Path, config: TrainConfig, progress: bool = True,
                  log: Callable[[str], None] = print, labels: np.ndarray | None = None,
                  stopping: Callable[[], bool] = lambda: False) -> None:
         """``labels``: str [len(table)], each clip's event class; needed by (and only by) the supervised method,
@@ -261,8 +276,16 @@ class Trainer:
         holds, the run raises :class:`Stopped` (a service shutting down must not wait for an epoch's end)."""
         if (config.method == SUPERVISED) != (labels is not None):
             raise ValueError("event labels are needed by the supervised method and only by it")
+        self.source = table if isinstance(table, WorkingSets) else None
+        self._part: np.ndarray | None = None
+        if self.source is not None:
+            if config.method in ("avbt", SUPERVISED):  # windows of consecutive clips, labels by position
+                raise ValueError(f"the {config.method} method trains on a table in memory, not on working sets")
+            self._part = self.source.plan(0)[0]
+            table = self.source.load(self._part)
         keep = table.has_audio if labels is None else table.has_audio & (labels != "")
-        self.table = table.subset(keep)
+        self.table = _kept(table, keep)
+        del table
         if len(self.table) < 2:
             raise ValueError(f"training needs at least 2 clips with audio (and a label), got {len(self.table)}")
         self.classes, targets = np.unique(labels[keep] if labels is not None else [], return_inverse=True)
@@ -326,11 +349,11 @@ class Trainer:
             chosen = [windows[i] for i in rng.permutation(len(windows))[start : start + per_batch]]
             yield np.concatenate(chosen)
 
-    def _crop_passes(self, epoch: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _crop_passes(self, epoch: int, rng: np.random.Generator | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """(clip indices, crop choice) per batch: two shuffled passes over the clips, each clip's crops in
         different passes (the crops are independent samples of one audio, EPG section 4.1), so no
-        batch holds the same audio twice."""
-        rng = np.random.default_rng([self.config.seed, epoch])
+        batch holds the same audio twice. ``rng``: the epoch's, drawn on from one working set to the next."""
+        rng = np.random.default_rng([self.config.seed, epoch]) if rng is None else rng
         first = rng.integers(0, 2, len(self.table))
         return [(batch, crop[batch]) for crop in (first, 1 - first) for batch in self._batches(rng)]
 
@@ -409,17 +432,42 @@ class Trainer:
                 norm.momentum = momentum
         return time.perf_counter() - started
 
+    def _use(self, part: np.ndarray) -> None:
+        """Makes working set ``part`` the table trained on, unless it is already."""
+        assert self.source is not None
+        if self._part is not None and np.array_equal(part, self._part):
+            return
+        del self.table  # the previous working set goes before the next is read: one in memory at a time
+        self.cache = {"visual": None, "audio": None}
+        loaded = self.source.load(part)
+        self.table, self._part = _kept(loaded, loaded.has_audio), part
+        self.times = torch.from_numpy(self.table.times)
+
     def run_epoch(self, epoch: int) -> EpochStats:
         trained = self.config.trained_modalities(epoch)
         stats = EpochStats(epoch, list(trained), self.objective.label_kind(epoch, self.history))
+        started = time.perf_counter()
+        rng = np.random.default_rng([self.config.seed, epoch])
+        for part in [None] if self.source is None else self.source.plan(epoch):
+            if part is not None:
+                self._use(part)
+            self._train_on_table(epoch, trained, stats, rng)
+        stats.bn_seconds = self._precise_batch_norm(trained)
+        for modality in trained:
+            self.cache[modality] = None  # its outputs changed
+        stats.seconds = time.perf_counter() - started
+        return stats
+
+    def _train_on_table(self, epoch: int, trained: Sequence[str], stats: EpochStats,
+                        rng: np.random.Generator) -> None:
+        """One epoch's batches over the table in memory (a working set's share of the epoch)."""
         if self.config.cache_frozen:
-            stats.cache_seconds = self._refresh_cache([m for m in MODALITIES if m not in trained])
+            stats.cache_seconds += self._refresh_cache([m for m in MODALITIES if m not in trained])
         for modality in MODALITIES:
             self.model.encoders[modality].train(modality in trained)
-        started = time.perf_counter()
         if self.objective.head is not None:
             self.objective.head.train()
-        bar = tqdm(self._crop_passes(epoch), desc=f"epoch {epoch + 1}/{self.config.epochs}",
+        bar = tqdm(self._crop_passes(epoch, rng), desc=f"epoch {epoch + 1}/{self.config.epochs}",
                    disable=not self.progress, leave=False)
         for batch, crops in bar:
             if self.stopping():
@@ -440,11 +488,6 @@ class Trainer:
             stats.add(loss.item(), positives, alignment_stats(z_v.detach(), z_a.detach(), w=self.config.w))
             bar.set_postfix(loss=f"{stats.loss:.4f}", pos=f"{stats.positives_per_anchor:.1f}",
                             r1=f"{stats.recall_at_1:.2f}")
-        stats.bn_seconds = self._precise_batch_norm(trained)
-        for modality in trained:
-            self.cache[modality] = None  # its outputs changed
-        stats.seconds = time.perf_counter() - started + stats.cache_seconds
-        return stats
 
     # -- the run --------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> TrainResult:
@@ -467,6 +510,7 @@ class Trainer:
 
     def _finish(self) -> TrainResult:
         self.model.eval()
+        z_v, z_a, cameras, sources = self._embed_all()
         config = {
             "format": "avsurv-model-v1",
             "profile": self.config.profile,
@@ -476,17 +520,36 @@ class Trainer:
                 "mel_mean": self.model.encoders["audio"].mel_mean.tolist(),
                 "mel_std": self.model.encoders["audio"].mel_std.tolist(),
             },
-            "training_data": self.table.summary(),
+            "training_data": summarize(cameras, sources, len(cameras)),
             "classes": self.classes.tolist(),
             "history": [asdict(h) for h in self.history],
         }
         sha256 = save_model(self.model, self.out_dir, config)
-        z_v, z_a = encode_table(self.model, self.table, bf16=self.config.bf16)
         calibration = fit_calibration(z_v, z_a, w=self.config.w, model_sha256=sha256)
         calibration.save(self.out_dir / CALIBRATION)
-        SiteNormalization.fit(self.table.camera_ids, z_v, z_a, model_sha256=sha256).save(self.out_dir / CAMERA_STATS)
+        SiteNormalization.fit(cameras, z_v, z_a, model_sha256=sha256).save(self.out_dir / CAMERA_STATS)
         self.log(f"model {sha256[:12]} written to {self.out_dir}; anomaly threshold {calibration.threshold:.4f}")
         return TrainResult(self.out_dir, sha256, self.history)
+
+    def _embed_all(self) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+        """z_v, z_a, camera and source of every training clip: the table in memory, or one working set at a time."""
+        if self.source is None or self.source.fits:
+            z_v, z_a = encode_table(self.model, self.table, bf16=self.config.bf16)
+            return z_v, z_a, self.table.camera_ids, self.table.sources
+        visual, audio, cameras, sources = [], [], [], []
+        for part in self.source.plan(None):
+            self._use(part)
+            z_v, z_a = encode_table(self.model, self.table, bf16=self.config.bf16)
+            visual.append(z_v)
+            audio.append(z_a)
+            cameras += self.table.camera_ids
+            sources += self.table.sources
+        return np.concatenate(visual), np.concatenate(audio), cameras, sources
+
+
+def _kept(table: ClipTable, keep: np.ndarray) -> ClipTable:
+    """``table``'s clips where ``keep`` holds: ``table`` itself when it keeps them all (no copy of its frames)."""
+    return table if keep.all() else table.subset(keep)
 
 
 def train(inputs: Sequence[str | Path], out_dir: str | Path, config: TrainConfig, *, resume: bool = False,

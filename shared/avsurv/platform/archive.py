@@ -8,8 +8,9 @@ S3-compatible object store (``s3://bucket/prefix``, ``avsurv.adapters.objectstor
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from avsurv.adapters.artifacts import Artifacts, DirectoryArtifacts
@@ -65,6 +66,18 @@ class ClipFolder:
     def folders(self, folder: str = "") -> list[str]:
         return sorted(path.name for path in (self.root / folder).iterdir() if path.is_dir())
 
+    def sizes(self, folder: str = "") -> dict[str, int]:
+        """Bytes of each file under ``folder`` (every level), by name in name order."""
+        found = {}
+        for name in self.names(folder):
+            with contextlib.suppress(FileNotFoundError):  # deleted since it was listed
+                found[name] = (self.root / name).stat().st_size
+        return found
+
+    def delete(self, names: Iterable[str]) -> None:
+        for name in names:
+            (self.root / name).unlink(missing_ok=True)
+
 
 class ClipArchive:
     """The clip store in a directory (a path or :class:`ClipFolder`) or an :class:`ObjectStore`."""
@@ -99,9 +112,29 @@ class ClipArchive:
         return [make_clip_id(camera, int(Path(name).stem) / 1000) for camera in cameras
                 for name in self.files.names(f"{camera}/") if name.endswith(SUFFIX)]
 
-    def clips(self, clip_ids: list[str]) -> Iterator[Clip]:
+    def clips(self, clip_ids: Iterable[str], skip_missing: bool = False) -> Iterator[Clip]:
+        """The clips, read one at a time; ``skip_missing``: leave out those deleted since they were listed
+        (retention runs beside the trainer)."""
         for clip_id in clip_ids:
-            yield clip_from_message(self.get(clip_id))
+            try:
+                message = self.get(clip_id)
+            except KeyError:
+                if skip_missing:
+                    continue
+                raise
+            yield clip_from_message(message)
+
+    def cameras(self) -> list[str]:
+        return self.files.folders()
+
+    def sizes(self, camera_id: str) -> list[tuple[str, int]]:
+        """(clip id, bytes) of the camera's stored clips in capture order."""
+        return [(make_clip_id(camera_id, int(Path(name).stem) / 1000), size)
+                for name, size in self.files.sizes(f"{camera_id}/").items() if name.endswith(SUFFIX)]
+
+    def delete(self, clip_ids: Iterable[str]) -> None:
+        """Deletes the clips (retention); ids not stored are ignored."""
+        self.files.delete([clip_key(clip_id) for clip_id in clip_ids])
 
     def __len__(self) -> int:
         return sum(1 for name in self.files.names() if name.endswith(SUFFIX))

@@ -115,6 +115,16 @@ class Settings(BaseModel):
                               "it serves search and novelty alerts at least as well as EPG and aligns sight and "
                               "sound twice as well), epg (the paper's), avbt or infonce")
     train_holdout: float = Field(0.2, gt=0, lt=1, description="trainer: share of clips held back to evaluate")
+    train_max_clips: int = Field(1000, ge=32, description="trainer: most clips held in memory at once (about 1.3 "
+                                 "MB of frames each): a round streams the store in working sets of this many")
+    retention_days: float = Field(0.0, ge=0, description="retention: days a clip (and its vectors) is kept (0: no "
+                                  "age limit)")
+    retention_gb_per_camera: float = Field(0.0, ge=0, description="retention: most GB of clips kept per camera, "
+                                           "oldest deleted first, event clips last (0: no size limit)")
+    event_retention_days: float = Field(0.0, ge=0, description="retention: days the clips of an anomaly event "
+                                        "(its span and the clips it names) are kept after it ends (0: no age limit)")
+    retention_every_s: float = Field(60.0, gt=0, description="retention: seconds between two passes of the "
+                                     "trainer service over the clip store and the vector collections")
     anomaly_run_idle_s: float = Field(30.0, gt=0, description="anomaly: close a camera's open event after this "
                                       "long without clips (longer than a restart upstream, or events split)")
     calibration_clips: int = Field(120, ge=10, description="anomaly: clips per camera to calibrate a new version")
@@ -147,6 +157,14 @@ class Settings(BaseModel):
     def _tls_pair(self) -> Settings:
         if bool(self.grpc_tls_cert) != bool(self.grpc_tls_key):
             raise ValueError("grpc_tls_cert and grpc_tls_key go together")
+        return self
+
+    @model_validator(mode="after")
+    def _events_kept_longer(self) -> Settings:
+        # 0 is "no age limit" (events' clips then outlive ordinary ones anyway); below retention_days they would not
+        if self.retention_days and 0 < self.event_retention_days < self.retention_days:
+            raise ValueError(f"event_retention_days ({self.event_retention_days}) must be at least retention_days "
+                             f"({self.retention_days}): events' clips are kept longer than ordinary ones")
         return self
 
     @model_validator(mode="after")

@@ -256,6 +256,12 @@ class Registry:
                                           "-inf" if start_time is None else start_time, start=0, num=limit)
         return [p for p in self.state.hmget(self._key("events"), ids) if p is not None] if ids else []
 
+    def events_since(self, start_time: float) -> list[bytes]:
+        """Every stored event starting at or after ``start_time``, oldest first (no limit: retention must see
+        each event whose clips it keeps)."""
+        ids = self.state.zrangebyscore(self._key("events", "by_time"), start_time, "+inf")
+        return [p for p in self.state.hmget(self._key("events"), ids) if p is not None] if ids else []
+
     def live_events(self) -> redis.client.PubSub:
         pubsub = self.state.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(EVENTS_CHANNEL.format(site=self.site))
