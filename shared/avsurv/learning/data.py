@@ -162,8 +162,6 @@ class WorkingSets:
                  visual: VisualInput, max_clips: int, seed: int = 0) -> None:
         if max_clips < 2:
             raise ValueError(f"a working set holds at least 2 clips, got {max_clips}")
-        if not clip_ids:
-            raise NoClips("no clips")
         self.clip_ids, self.read, self.visual = list(clip_ids), read, visual
         self.max_clips, self.seed = max_clips, seed
         self._whole: ClipTable | None = None
@@ -180,7 +178,7 @@ class WorkingSets:
         (one pass in order, e.g. to embed every clip)."""
         n = len(self.clip_ids)
         order = np.arange(n) if epoch is None else np.random.default_rng([self.seed, epoch]).permutation(n)
-        return [np.sort(part) for part in np.array_split(order, math.ceil(n / self.max_clips))]
+        return [np.sort(part) for part in np.array_split(order, max(1, math.ceil(n / self.max_clips)))]
 
     def load(self, positions: np.ndarray) -> ClipTable:
         """The working set's clips (every clip, kept for the next call, when they all fit)."""
