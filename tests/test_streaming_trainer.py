@@ -52,8 +52,7 @@ def quiet(_: str) -> None:
 
 
 class CountingReader:
-    """Reads clips from the archive, counting those read and the most alive at once (decoded, not yet freed
-    by the caller: a clip's table row holds its frames as the profile stores them)."""
+    """Reads clips from the archive, counting them."""
 
     def __init__(self, archive: ClipArchive) -> None:
         self.archive, self.read = archive, 0
