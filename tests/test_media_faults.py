@@ -20,6 +20,7 @@ import pytest
 
 from avsurv.cli import main
 from avsurv.errors import MediaError, NoClipError
+from avsurv.learning.data import iter_clips
 from avsurv.media import Segmenter
 from avsurv.media.decode import VideoSample
 from avsurv.media.segment import NO_WHOLE_SECOND, STUCK_TIMESTAMPS, TOO_SHORT, ClipFeed
@@ -316,3 +317,15 @@ def test_one_frame_with_a_damaged_timestamp_is_dropped_not_taken_as_a_jump(outli
     assert [clip.start for clip in clips] == [0.0, 1.0, 2.0]
     assert feed.report.notes == [f"1 video frames were dropped because their timestamps lay ahead of the frames"
                                  f" before and after them (first: {outlier:.2f} s between 0.44 s and 0.52 s)"]
+
+
+def test_training_inputs_skip_a_file_that_gives_no_clip_with_its_reason(tmp_path, capsys):
+    """Among several inputs, one too short is skipped with its reason; alone, it is refused."""
+    good = mg.write(tmp_path / "good.mp4", mg.Spec(duration=2.2))
+    short = mg.write(tmp_path / "short.mp4", mg.Spec(duration=0.4))
+    clips = list(iter_clips([short, good], progress=False))
+    assert [clip.start for clip in clips] == [0.0, 1.0]
+    assert "skipped: cannot use" in capsys.readouterr().err
+    with pytest.raises(NoClipError) as error:
+        list(iter_clips([short], progress=False))
+    assert error.value.kind == TOO_SHORT

@@ -8,6 +8,7 @@ so batches are drawn from a permutation of the whole stream, never from consecut
 from __future__ import annotations
 
 import math
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from avsurv.constants import N_MELS
+from avsurv.errors import NoClipError
 from avsurv.media import Segmenter
 from avsurv.media.background import Backgrounds
 from avsurv.media.clipstore import ClipStore
@@ -77,16 +79,28 @@ def summarize(camera_ids: Sequence[str], sources: Sequence[str], with_audio: int
 
 
 def iter_clips(inputs: Sequence[str | Path], progress: bool = True) -> Iterator[Clip]:
-    """Clips of every input: clip directories are read, anything else is segmented on the fly."""
+    """Clips of every input: clip directories are read, anything else is segmented on the fly. An input that
+    gives no clip (shorter than one, no video...) is skipped with its reason on stderr, unless no input gives
+    one: then its :class:`NoClipError` is raised."""
+    made, refused = 0, None
     for source in inputs:
         path = Path(str(source))
         if (path / "clips.jsonl").is_file():
-            store = ClipStore(path)
-            yield from tqdm(store, desc=f"reading {path.name}", disable=not progress, leave=False)
+            clips: Iterable[Clip] = tqdm(ClipStore(path), desc=f"reading {path.name}", disable=not progress,
+                                         leave=False)
         else:
             segmenter = Segmenter(str(source))
-            yield from tqdm(segmenter, desc=f"segmenting {segmenter.camera_id}", unit="clip",
-                            disable=not progress, leave=False)
+            clips = tqdm(segmenter, desc=f"segmenting {segmenter.camera_id}", unit="clip", disable=not progress,
+                         leave=False)
+        try:
+            for clip in clips:
+                made += 1
+                yield clip
+        except NoClipError as error:
+            refused = refused or error
+            print(f"skipped: {error}", file=sys.stderr)
+    if made == 0 and refused is not None:
+        raise refused
 
 
 def load_clips(inputs: Sequence[str | Path], progress: bool = True, visual: VisualInput = CROPS) -> ClipTable:
