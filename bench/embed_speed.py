@@ -7,8 +7,8 @@ machine's load hits all rows alike; the load average is printed before and after
 - ``before``: ``LoadedModel.embed`` as it was: the crop input's ``np.take_along_axis`` gather then a strided
   float copy (kept here only), and ``embed_table`` under ``no_grad`` alone (without its ``inference_mode``);
 - ``after``: ``LoadedModel.embed`` as it is;
-- ``ceiling: encoders' forward``: both encoders alone on inputs already made (float crops, log-mels): what
-  the model costs whatever is done around it;
+- ``ceiling: encoders' forward``: both encoders alone on inputs already made (float crops, or for ``fg`` the
+  shrunk frames minus a background, and log-mels): what the model costs whatever is done around it;
 - ``ceiling: forward on pooled input`` (profiles whose X3D pools its input, e.g. ``tiny``'s 4x4): the same
   with the pooling done before the float conversion, i.e. the visual encoder fed [B, 3, 5, 56, 56];
 - ``JPEG decode``: Pillow decoding a clip's 5 frames (what the embedding service does to a clips-topic
@@ -74,7 +74,13 @@ def rows(profile: str, batch: int, clip_count: int) -> dict[str, Callable[[], ob
     visual, audio = model.model.encoders["visual"], model.model.encoders["audio"]
     frames = np.stack([clip.frames for clip in batches[0]])
     log_mel = torch.from_numpy(np.stack([clip.log_mel for clip in batches[0]]))
-    crops = [model.model.visual_input.tensor(frames, np.full(len(frames), view)) for view in range(VIEWS)]
+    view_input = model.model.visual_input
+    if getattr(view_input, "needs_background", False):  # fg: shrunk whole frames minus a background
+        frames = view_input.store(frames)
+        background = frames[:, 0]
+        crops = [view_input.tensor(frames, np.full(len(frames), view), background) for view in range(VIEWS)]
+    else:
+        crops = [view_input.tensor(frames, np.full(len(frames), view)) for view in range(VIEWS)]
 
     def before() -> None:
         with (mock.patch.object(CropInput, "tensor", legacy_crop_tensor),
