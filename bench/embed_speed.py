@@ -1,6 +1,7 @@
 """CPU embedding speed (issue 17 item 3): clips/s through ``LoadedModel.embed``, before and after, in one run.
 
     python bench/embed_speed.py [--profile tiny] [--batch 8] [--clips 64] [--rounds 5] [--threads 1]
+                                [--decode-threads 2]
 
 Rows, each the median over ``--rounds`` rounds that time every row once in turn (so a change in the
 machine's load hits all rows alike; the load average is printed before and after):
@@ -12,7 +13,8 @@ machine's load hits all rows alike; the load average is printed before and after
 - ``ceiling: forward on pooled input`` (profiles whose X3D pools its input, e.g. ``tiny``'s 4x4): the same
   with the pooling done before the float conversion, i.e. the visual encoder fed [B, 3, 5, 56, 56];
 - ``JPEG decode``: Pillow decoding a clip's 5 frames (what the embedding service does to a clips-topic
-  message before ``LoadedModel.embed``), at full size and with ``draft()`` DCT scaling to 1/4, for scale.
+  message before ``LoadedModel.embed``), at full size, at full size on ``--decode-threads`` threads (as the
+  service's ``decode_threads`` does), and with ``draft()`` DCT scaling to 1/4, for scale.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from unittest import mock
 
@@ -65,7 +68,7 @@ def load_average() -> str:
     return " ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
-def rows(profile: str, batch: int, clip_count: int) -> dict[str, Callable[[], object]]:
+def rows(profile: str, batch: int, clip_count: int, decode_threads: int) -> dict[str, Callable[[], object]]:
     """Each row's work on ``clip_count`` clips, in batches of ``batch``."""
     torch.manual_seed(0)
     model = LoadedModel("bench", build_model(profile).eval(), {"profile": profile, "method": "bench"})
@@ -110,6 +113,9 @@ def rows(profile: str, batch: int, clip_count: int) -> dict[str, Callable[[], ob
         table["ceiling: forward on pooled input"] = forward(unpooled, [pool(x) for x in crops])
     jpegs = [[encode_jpeg(frame) for frame in clip.frames] for clip in clips]
     table["JPEG decode, full size"] = lambda: [[decode_jpeg(j) for j in clip] for clip in jpegs]
+    pool = ThreadPoolExecutor(decode_threads)  # as the embedding service decodes a batch (decode_threads)
+    table[f"JPEG decode, full size, {decode_threads} threads"] = lambda: list(
+        pool.map(lambda clip: [decode_jpeg(j) for j in clip], jpegs))
     table[f"JPEG decode, draft 1/{DRAFT_SCALE}"] = lambda: [[decode_drafted(j) for j in clip] for clip in jpegs]
     return table
 
@@ -121,11 +127,12 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--decode-threads", type=int, default=2, help="threads of the threaded JPEG decode row")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads, {os.cpu_count()} CPUs, "
           f"load average {load_average()}")
-    table = rows(args.profile, args.batch, args.clips)
+    table = rows(args.profile, args.batch, args.clips, args.decode_threads)
     timings: dict[str, list[float]] = {name: [] for name in table}
     for run in table.values():
         run()  # warm-up: oneDNN primitives, allocator

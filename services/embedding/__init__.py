@@ -27,6 +27,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 
@@ -229,6 +230,7 @@ class EmbeddingService(Worker):
         self.swaps: list[dict[str, object]] = []  # what each flip found: the new index covers the old one
         self.clips_embedded = 0
         self._batch_lock = threading.Lock()
+        self._decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="embedding-decode")
         self.camera_stats: dict[str, CameraStats] = {}  # the serving version's, per camera
         active = registry.active_version()
         if active:
@@ -295,14 +297,13 @@ class EmbeddingService(Worker):
 
     def _embed(self, batch: list[Message]) -> None:
         usable: list[tuple[Message, pb.Clip, Clip]] = []
-        for message in batch:
-            try:
-                clip_message = parse(pb.Clip, message.value)
-                usable.append((message, clip_message, clip_from_message(clip_message)))
-            except InvalidMessage as error:
-                dead_letter(self.bus, message, str(error), self.name_, self.settings.site)
+        for message, decoded in zip(batch, self._decoder.map(_decoded, batch), strict=True):
+            if isinstance(decoded, InvalidMessage):
+                dead_letter(self.bus, message, str(decoded), self.name_, self.settings.site)
                 DEAD_LETTERED.labels(self.name_).inc()
                 self.tracker.done(message)
+            else:
+                usable.append((message, *decoded))
         if not usable:
             return
         assert self.serving is not None
@@ -353,7 +354,17 @@ class EmbeddingService(Worker):
     def close(self) -> None:
         if self.swap is not None:
             self.swap.cancelled.set()
+        self._decoder.shutdown()
         self.subscription.close()
+
+
+def _decoded(message: Message) -> tuple[pb.Clip, Clip] | InvalidMessage:
+    """A clips-topic message and its clip, frames decoded (in the decoder threads), or why it is refused."""
+    try:
+        clip_message = parse(pb.Clip, message.value)
+        return clip_message, clip_from_message(clip_message)
+    except InvalidMessage as error:
+        return error
 
 
 def build(ports: Ports, settings: Settings) -> ServiceParts:

@@ -92,6 +92,9 @@ class Settings(BaseModel):
     # 0.1 s and 1 s chunks (not 0.5 and 2): a clip waits less before it is scored, so an event's NEW message
     # comes sooner (issue 16; bench/event_latency.py in docs/RESULTS.md).
     batch_wait_s: float = Field(0.1, gt=0, description="longest wait to fill an embedding batch")
+    decode_threads: int = Field(2, ge=1, le=64, description="embedding: threads decoding a batch's JPEG frames "
+                                "(Pillow lets go of the GIL while it decodes; one thread caps a pod near 190 "
+                                "clips/s, a GPU's encoders take 2,000)")
     device: str = Field("auto", pattern=f"^({'|'.join(DEVICES)})$", description="where the embedding, search and "
                         "trainer services run models: auto (a CUDA GPU when torch sees one, else the CPU), cpu or cuda")
     chunk_seconds: float = Field(1.0, gt=0, le=2.5, description="media seconds per ingest chunk (<= 2.5 s "
