@@ -7,7 +7,8 @@ the lifecycle went out).
                                   [--chunk-seconds S] [--batch-wait-s S]
 
 Cameras paced like live ones (capture time = wall clock) on a generated scene, through the whole embedded
-platform; the untrained ``tiny`` model with the threshold at its median score on the scene, as in
+platform, started once every consumer group has joined (``pipeline.start_cameras``: start-up is not
+measured here); the untrained ``tiny`` model with the threshold at its median score on the scene, as in
 ``bench/pipeline.py`` (about half the seconds anomalous: the most events per second of video). A NEW
 message's ``end_time`` is the capture end of the event's first clip, an END's of its last clip; the wall
 clock at which the message is polled minus that is the latency. Events still open when the cameras end
@@ -43,8 +44,8 @@ PHASES = {pb.AnomalyEvent.NEW: "new", pb.AnomalyEvent.END: "end"}
 def run(videos: list[Path], model: Path, bus: str, data: Path, **tuning: float) -> dict[str, list[float]]:
     """Latencies (s) of the NEW and END messages of a live-paced run, by phase name; ``tuning``: settings."""
     settings = load_settings(environ={}, data_dir=data, model=str(model), grpc_port=0, bus=bus, **tuning,
-                             cameras={video.stem: str(video) for video in videos}, realtime_files=True,
-                             anomaly_run_idle_s=IDLE_S, kafka_max_poll_interval_ms=5000, anomaly_detector="eq5")
+                             realtime_files=True, anomaly_run_idle_s=IDLE_S, kafka_max_poll_interval_ms=5000,
+                             anomaly_detector="eq5")
     runtime = Runtime(SERVICES, settings, embedded=True)
     runtime.start()
     latencies: dict[str, list[float]] = {name: [] for name in PHASES.values()}
@@ -58,6 +59,7 @@ def run(videos: list[Path], model: Path, bus: str, data: Path, **tuning: float) 
                 latencies[PHASES[event.phase]].append(time.time() - event.end_time)
 
     try:
+        pipeline.start_cameras(runtime, videos, events, collect)
         deadline = time.monotonic() + pipeline.TIMEOUT_S
         while not (ingest.finished() and segmentation.tracker.pending() == 0
                    and embedder.clips_embedded >= len(runtime.ports.archive)):
