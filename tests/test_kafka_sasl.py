@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 from kafka.errors import KafkaTimeoutError
-from realparts import kafka_sasl_broker
+from realparts import free_port, kafka_sasl_broker
 
 from avsurv.adapters.kafka_bus import KafkaBus
 from avsurv.platform.config import load_settings
 from avsurv.platform.messages import TOPICS
+from avsurv.platform.runtime import ensure_topics_when_up
 
 BOOTSTRAP_TIMEOUT_MS = 4_000
 """How long the admin client tries to connect and log in before it gives up (the client's default: 30 s)."""
@@ -74,3 +75,14 @@ def test_a_mechanism_the_broker_does_not_offer_is_refused(broker: tuple[str, Pat
     bus = _bus(address, AVSURV_KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT", AVSURV_KAFKA_SASL_MECHANISM="PLAIN",
                AVSURV_KAFKA_SASL_USERNAME="avsurv", AVSURV_KAFKA_SASL_PASSWORD="any")
     assert "NoSharedMechanism" in _refused(bus, log)  # Tansu closes the connection instead of naming its mechanisms
+
+
+def test_a_refused_login_is_told_apart_from_a_broker_that_is_down(broker: tuple[str, Path]) -> None:
+    """kafka-python says "Unable to bootstrap" for both; the platform's start-up adds what to check."""
+    address, _ = broker
+    bus = _bus(address, AVSURV_KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT", AVSURV_KAFKA_SASL_MECHANISM="SCRAM-SHA-256",
+               AVSURV_KAFKA_SASL_USERNAME="avsurv", AVSURV_KAFKA_SASL_PASSWORD="not-the-password")
+    with pytest.raises(KafkaTimeoutError, match=r"may be refusing this client \(SASL_PLAINTEXT, SCRAM-SHA-256 as "
+                                                r"'avsurv'\): check AVSURV_KAFKA_SECURITY_PROTOCOL"):
+        ensure_topics_when_up(bus, wait_s=0)
+    assert _bus(f"127.0.0.1:{free_port()}").login_hint() == ""  # nothing listens: down, not refusing

@@ -20,6 +20,7 @@ the bus logs a warning.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -42,6 +43,8 @@ DELIVERY_TIMEOUT_MS = 120_000
 """How long the producer tries one send before ``flush`` sends it again (the client's default)."""
 RESEND_BACKOFF_S = (0.5, 5.0)
 """Wait before sending undelivered messages again: doubling from the first value up to the second."""
+LOGIN_PROBE_S = 1.0
+"""How long :meth:`KafkaBus.login_hint` waits for the broker's port."""
 READ_BACK_TIMEOUT_S = 30.0
 """How long :meth:`KafkaBus.recent` may take to read a topic's tail before it gives up (raises)."""
 
@@ -90,6 +93,21 @@ class KafkaBus:
                     admin.create_topics([NewTopic(topic, self.partitions, self.replication_factor)])
         finally:
             admin.close()
+
+    def login_hint(self) -> str:
+        """When the client cannot bootstrap but the broker's port takes connections: the client's security
+        settings in words, since kafka-python reports a refused login as the same "Unable to bootstrap" as a
+        broker that is down. Empty when the port is closed too (the broker is down or starting)."""
+        host, _, port = self.bootstrap_servers.split(",")[0].strip().rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=LOGIN_PROBE_S).close()
+        except (OSError, ValueError):
+            return ""
+        protocol = self.security.get("security_protocol", "PLAINTEXT")
+        login = f", {self.security['sasl_mechanism']} as {self.security.get('sasl_plain_username', '')!r}" \
+            if "sasl_mechanism" in self.security else ""
+        return (f"the broker at {host}:{port} takes connections, so it may be refusing this client ({protocol}"
+                f"{login}): check AVSURV_KAFKA_SECURITY_PROTOCOL, AVSURV_KAFKA_SASL_* and AVSURV_KAFKA_SSL_CAFILE")
 
     def _producer_client(self) -> KafkaProducer:
         if self._producer is None:

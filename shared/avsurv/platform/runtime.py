@@ -102,9 +102,11 @@ def ensure_topics_when_up(bus: KafkaBus, wait_s: float = KAFKA_START_WAIT_S, ret
             bus.ensure_topics(TOPICS)
             return
         except KafkaError as error:
+            hint = bus.login_hint()
             if time.monotonic() + retry_s > deadline:
-                raise
-            log.warning("kafka at %s: %s; trying again in %.0f s", bus.bootstrap_servers, error, retry_s)
+                raise type(error)(f"{error}; {hint}" if hint else str(error)) from error
+            log.warning("kafka at %s: %s%s; trying again in %.0f s", bus.bootstrap_servers, error,
+                        f" ({hint})" if hint else "", retry_s)
             time.sleep(retry_s)
 
 
