@@ -159,10 +159,15 @@ class Runtime:
                  startup_s: float = 3.0, poll_s: float = 0.5) -> None:
         self.clock, self.batches, self.events = clock, list(batches), events
         self.startup_s, self.poll_s, self.polls, self.stopped, self.closed = startup_s, poll_s, 0, False, False
-        self.embedder = SimpleNamespace(clips_embedded=0)
+        joined = SimpleNamespace()  # an in-process subscription: joined as soon as it exists
+        self.embedder = SimpleNamespace(clips_embedded=0, subscription=joined)
         self.workers = {"embedding": self.embedder, "ingest": SimpleNamespace(finished=lambda: True),
-                        "segmentation": SimpleNamespace(tracker=SimpleNamespace(pending=lambda: 0))}
-        self.ports = SimpleNamespace(bus=SimpleNamespace(subscribe=self.subscribe), archive=[None] * clips)
+                        "segmentation": SimpleNamespace(tracker=SimpleNamespace(pending=lambda: 0),
+                                                        subscription=joined),
+                        "anomaly-detector": SimpleNamespace(subscription=joined)}
+        self.cameras: dict[str, str] = {}
+        self.ports = SimpleNamespace(bus=SimpleNamespace(subscribe=self.subscribe), archive=[None] * clips,
+                                     registry=SimpleNamespace(want_camera=self.cameras.__setitem__))
 
     def start(self) -> None:
         self.clock.advance(self.startup_s)
@@ -208,7 +213,7 @@ def test_platform_rate_starts_at_the_first_embedded_batch_and_latency_is_wall_mi
     # After the last clip it drains IDLE_S + 3 s (16 polls of 0.5 s) for runs that close on idleness.
     assert runtime.polls == 3 + 16
     assert runtime.stopped and runtime.closed
-    assert settings[0]["cameras"] == {"cam0": "cam0.mp4"} and settings[0]["bus"] == "inprocess://"
+    assert runtime.cameras == {"cam0": "cam0.mp4"} and settings[0]["bus"] == "inprocess://"
     assert settings[0]["realtime_files"] is True and settings[0]["anomaly_run_idle_s"] == pipeline.IDLE_S
 
 
