@@ -139,7 +139,7 @@ def trainer_peak(archive: ClipArchive, clip_ids: list[str], most: int, out: Path
     visual = PROFILES["tiny"].input
     tracemalloc.start()
     started = time.perf_counter()
-    Trainer(WorkingSets(clip_ids, archive.clips, visual, max_clips=most), out, config, progress=False,
+    Trainer(WorkingSets(archive, clip_ids, visual, max_clips=most), out, config, progress=False,
             log=lambda _: None).run()
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()

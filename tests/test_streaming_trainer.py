@@ -4,7 +4,7 @@ memory when every clip fits, and never more than ``train_max_clips`` clips held 
 from __future__ import annotations
 
 import tracemalloc
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,19 +52,25 @@ def quiet(_: str) -> None:
 
 
 class CountingReader:
-    """Reads clips from the archive, counting them."""
+    """The archive as a clip source that counts the clips read."""
 
     def __init__(self, archive: ClipArchive) -> None:
         self.archive, self.read = archive, 0
 
-    def __call__(self, clip_ids: Sequence[str]) -> Iterable[Clip]:
-        for clip in self.archive.clips(clip_ids):
+    def clip_ids(self, camera_id: str | None = None) -> list[str]:
+        return self.archive.clip_ids(camera_id)
+
+    def clips(self, clip_ids: Iterable[str], skip_missing: bool = False) -> Iterator[Clip]:
+        for clip in self.archive.clips(clip_ids, skip_missing):
             self.read += 1
             yield clip
 
+    def __len__(self) -> int:
+        return len(self.archive)
+
 
 def test_working_sets_cover_every_clip_once_per_epoch_in_bounded_capture_ordered_sets(archive: ClipArchive) -> None:
-    sets = WorkingSets(archive.clip_ids(), archive.clips, VISUAL, max_clips=5, seed=3)
+    sets = WorkingSets(archive, None, VISUAL, max_clips=5, seed=3)
     plans = [sets.plan(epoch) for epoch in (0, 1)]
     for plan in plans:
         assert len(plan) == 4 and all(len(part) <= 5 for part in plan)
@@ -73,7 +79,7 @@ def test_working_sets_cover_every_clip_once_per_epoch_in_bounded_capture_ordered
         assert {archive.clip_ids()[p][:4] for p in plan[0]} == {"cam0", "cam1"}  # drawn across the stream
     assert not np.array_equal(plans[0][0], plans[1][0])  # reshuffled every epoch
     assert [part.tolist() for part in sets.plan(None)] == [list(range(i, i + 4)) for i in range(0, 16, 4)]
-    assert WorkingSets(archive.clip_ids(), archive.clips, VISUAL, max_clips=16).plan(0)[0].tolist() == list(range(16))
+    assert WorkingSets(archive, None, VISUAL, max_clips=16).plan(0)[0].tolist() == list(range(16))
 
 
 def test_when_every_clip_fits_streaming_trains_the_same_model_as_a_table_in_memory(
@@ -83,7 +89,7 @@ def test_when_every_clip_fits_streaming_trains_the_same_model_as_a_table_in_memo
     in_memory = Trainer(table_from_clips(archive.clips(ids), VISUAL), tmp_path / "a", config, progress=False,
                         log=quiet)
     reader = CountingReader(archive)
-    streamed = Trainer(WorkingSets(ids, reader, VISUAL, max_clips=len(ids)), tmp_path / "b", config,
+    streamed = Trainer(WorkingSets(reader, ids, VISUAL, max_clips=len(ids)), tmp_path / "b", config,
                        progress=False, log=quiet)
     runs = [in_memory.run(), streamed.run()]
     assert reader.read == len(ids)  # read once, kept for every epoch
@@ -101,12 +107,12 @@ def test_a_store_larger_than_the_bound_is_trained_on_holding_at_most_the_bound(
     reader = CountingReader(archive)
     config = TrainConfig(profile="tiny", method="tpg", epochs=1, batch_size=batch, precise_bn_clips=8)
     # A first small run imports and builds what any run does (Python objects tracemalloc would count).
-    Trainer(WorkingSets(ids[:2], archive.clips, visual, max_clips=2), tmp_path / "warm", config, progress=False,
+    Trainer(WorkingSets(archive, ids[:2], visual, max_clips=2), tmp_path / "warm", config, progress=False,
             log=quiet).run()
     tracemalloc.start()
     try:
         baseline = tracemalloc.get_traced_memory()[0]
-        trainer = Trainer(WorkingSets(ids, reader, visual, max_clips=most), tmp_path / "m", config,
+        trainer = Trainer(WorkingSets(reader, ids, visual, max_clips=most), tmp_path / "m", config,
                           progress=False, log=quiet)
         result = trainer.run()
         peak = tracemalloc.get_traced_memory()[1] - baseline

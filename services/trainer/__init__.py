@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ from avsurv.learning.encode import encode_table
 from avsurv.learning.evaluate import cross_modal_recall
 from avsurv.learning.train import Stopped, TrainConfig, Trainer
 from avsurv.media.background import BACKGROUND_FRAMES, BACKGROUND_STRIDE, Backgrounds
-from avsurv.media.segment import Clip
+from avsurv.media.clipstore import ClipSource
 from avsurv.models import AudioVisualModel
 from avsurv.models.inputs import VisualInput
 from avsurv.models.profiles import PROFILES
@@ -83,15 +83,15 @@ def evaluation_clips(train_ids: list[str], held_ids: list[str], most: int) -> tu
     return warmup, held_ids
 
 
-def held_back(read: Callable[[Sequence[str]], Iterable[Clip]], warmup: list[str], held: list[str],
-              visual: VisualInput) -> ClipTable:
+def held_back(source: ClipSource, warmup: list[str], held: list[str], visual: VisualInput) -> ClipTable:
     """The held-back clips as ``visual`` stores them, their backgrounds following from the warm-up clips
-    (observed one at a time, not kept)."""
+    (observed one at a time, not kept). Clips deleted since they were listed are left out: retention may run
+    during a round."""
     backgrounds = Backgrounds()
     if visual.needs_background:
-        for clip in read(warmup):
+        for clip in source.clips(warmup, skip_missing=True):
             backgrounds.observe(clip.camera_id, visual.store(clip.frames))
-    return table_from_clips(read(held), visual, backgrounds, most=len(held))
+    return table_from_clips(source.clips(held, skip_missing=True), visual, backgrounds, most=len(held))
 
 
 def recall_at_5(model: AudioVisualModel, table: ClipTable) -> tuple[float, int]:
@@ -143,9 +143,6 @@ class TrainerService(Worker):
                 log.exception("retention: pass failed")
             self.stopping.wait(self.settings.retention_every_s)
 
-    def _read(self, clip_ids: Sequence[str]) -> Iterable[Clip]:
-        return self.archive.clips(clip_ids, skip_missing=True)  # retention may delete clips during a round
-
     def _status(self, state: str, detail: str = "", **extra: object) -> None:
         self.registry.set_trainer_status(state=state, detail=detail, clips_available=len(self.archive),
                                          last_version=self.registry.target_version() or "", **extra)
@@ -193,7 +190,7 @@ class TrainerService(Worker):
         s = self.settings
         train_ids, held_ids = split_holdout(self.archive.clip_ids(), s.train_holdout)
         self._status("training", f"{len(train_ids)} clips, {epochs} epochs of {s.train_method}")
-        working_sets = WorkingSets(train_ids, self._read, PROFILES[s.train_profile].input, s.train_max_clips,
+        working_sets = WorkingSets(self.archive, train_ids, PROFILES[s.train_profile].input, s.train_max_clips,
                                    seed=self.rounds)
         warmup, evaluated = evaluation_clips(train_ids, held_ids, s.train_max_clips)
         scratch = Path(tempfile.mkdtemp(prefix="avsurv-train-", dir=s.data_dir))
@@ -207,12 +204,12 @@ class TrainerService(Worker):
             model = trainer.model
             del trainer, working_sets  # the last working set goes before the held-back clips are read
             self._status("evaluating", f"{len(evaluated)} held-back clips")
-            new, measured = recall_at_5(model, held_back(self._read, warmup, evaluated, model.visual_input))
+            new, measured = recall_at_5(model, held_back(self.archive, warmup, evaluated, model.visual_input))
             active = self.registry.active_version()
             current = None
             if active:
                 old = load_version(active, self.registry, self.artifacts, s.data_dir / "model-cache", s.device).model
-                current = recall_at_5(old, held_back(self._read, warmup, evaluated, old.visual_input))[0]
+                current = recall_at_5(old, held_back(self.archive, warmup, evaluated, old.visual_input))[0]
             metrics = {"heldout_recall_at_5": new, "heldout_clips": float(measured),
                        "train_clips": float(len(train_ids))}
             if current is not None and significantly_worse(new, current, measured):

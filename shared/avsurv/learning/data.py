@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from avsurv.constants import N_MELS
 from avsurv.errors import NoClipError
 from avsurv.media import Segmenter
 from avsurv.media.background import Backgrounds
-from avsurv.media.clipstore import ClipStore
+from avsurv.media.clipstore import ClipSource, ClipStore
 from avsurv.media.segment import Clip
 from avsurv.models.inputs import CropInput, VisualInput
 
@@ -163,8 +163,9 @@ def table_from_clips(clips: Iterable[Clip], visual: VisualInput = CROPS,
 
 
 class WorkingSets:
-    """Training clips read from a store in bounded working sets, so that a trainer holds at most ``max_clips``
-    of them at once, however many the store holds (``read``: the clips of some ids, in their order).
+    """Training clips read from a clip container in bounded working sets, so that a trainer holds at most
+    ``max_clips`` of them at once, however many it holds (``clip_ids``: those to train on, None: all). A clip
+    deleted since it was listed (retention runs beside the trainer) is left out of its working set.
 
     Each epoch the clips are shuffled and split into ``ceil(N / max_clips)`` near-equal working sets: each is
     a random sample of the whole stream, so that EPG's batches still mix clips from every time of day. A
@@ -172,11 +173,12 @@ class WorkingSets:
     sample's earlier clips (a sparser history than the whole stream's). When every clip fits, the one working
     set is every clip in order, read once: training is then the same as on a :class:`ClipTable` of them."""
 
-    def __init__(self, clip_ids: Sequence[str], read: Callable[[Sequence[str]], Iterable[Clip]],
-                 visual: VisualInput, max_clips: int, seed: int = 0) -> None:
+    def __init__(self, source: ClipSource, clip_ids: Sequence[str] | None, visual: VisualInput, max_clips: int,
+                 seed: int = 0) -> None:
         if max_clips < 2:
             raise ValueError(f"a working set holds at least 2 clips, got {max_clips}")
-        self.clip_ids, self.read, self.visual = list(clip_ids), read, visual
+        self.source, self.visual = source, visual
+        self.clip_ids = source.clip_ids() if clip_ids is None else list(clip_ids)
         self.max_clips, self.seed = max_clips, seed
         self._whole: ClipTable | None = None
 
@@ -198,9 +200,12 @@ class WorkingSets:
         """The working set's clips (every clip, kept for the next call, when they all fit)."""
         if self.fits:
             if self._whole is None:
-                self._whole = table_from_clips(self.read(self.clip_ids), self.visual, most=len(self.clip_ids))
+                self._whole = self._read(self.clip_ids)
             return self._whole
-        return table_from_clips(self.read([self.clip_ids[p] for p in positions]), self.visual, most=len(positions))
+        return self._read([self.clip_ids[p] for p in positions])
+
+    def _read(self, clip_ids: list[str]) -> ClipTable:
+        return table_from_clips(self.source.clips(clip_ids, skip_missing=True), self.visual, most=len(clip_ids))
 
 
 def mel_statistics(log_mel: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,5 +1,8 @@
 """A clip directory: clips written once by segmentation, read many times by training and embedding.
 
+Every clip container, this one and the platform's clip store (``avsurv.platform.archive.ClipArchive``),
+is read through one API, :class:`ClipSource`: its clip ids, and the clips of some ids.
+
 Layout (no pickles anywhere):
 - ``clips.jsonl``: one JSON object per clip (clip_id, camera_id, start, capture_time, source, has_audio,
   shard, row), in the order written;
@@ -17,9 +20,10 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -29,6 +33,22 @@ from avsurv.media.segment import CLIP_SAMPLES, Clip, SegmentReport
 
 JPEG_QUALITY = 90
 CLIPS_PER_SHARD = 256
+
+
+class ClipSource(Protocol):
+    """What a trainer, an embedder or retention reads from any clip container."""
+
+    def clip_ids(self, camera_id: str | None = None) -> list[str]:
+        """The stored clip ids of every camera or one, each camera's in capture order."""
+        ...
+
+    def clips(self, clip_ids: Iterable[str], skip_missing: bool = False) -> Iterator[Clip]:
+        """The clips of ``clip_ids`` in that order, read one at a time; an id not stored raises
+        :class:`KeyError`, or is left out with ``skip_missing`` (a clip deleted since it was listed)."""
+        ...
+
+    def __len__(self) -> int:
+        ...
 
 
 @dataclass(frozen=True)
@@ -49,6 +69,11 @@ def encode_jpeg(frame: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(frame).save(buffer, format="JPEG", quality=JPEG_QUALITY)
     return buffer.getvalue()
+
+
+def frames_as_jpeg(clip: Clip) -> list[bytes]:
+    """The clip's frames as JPEG files: as ingest encoded them when it did (never twice), else encoded now."""
+    return list(clip.frames_jpeg) or [encode_jpeg(frame) for frame in clip.frames]
 
 
 def decode_jpeg(data: bytes) -> np.ndarray:
@@ -84,7 +109,7 @@ class ClipWriter:
             clip.clip_id, clip.camera_id, clip.start, clip.capture_time, clip.source, clip.has_audio,
             self._shard, len(self._mels), clip.audio is not None,
         )
-        self._jpegs += [encode_jpeg(frame) for frame in clip.frames]
+        self._jpegs += frames_as_jpeg(clip)
         self._mels.append(clip.log_mel)
         self._audio.append(to_pcm16(clip.audio) if clip.audio is not None else np.zeros(CLIP_SAMPLES, np.int16))
         self._index.write(json.dumps(asdict(record)) + "\n")
@@ -122,7 +147,9 @@ class ClipWriter:
 
 
 class ClipStore:
-    """Reads a clip directory; clips come back as :class:`Clip` objects (frames decoded from JPEG)."""
+    """Reads a clip directory; clips come back as :class:`Clip` objects (frames decoded from JPEG). A
+    :class:`ClipSource`; also a sequence of its clips in the order written (two inputs of one camera without
+    capture times can give one clip id twice: by id, the first is read)."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -132,9 +159,26 @@ class ClipStore:
         with index.open() as lines:
             self.records = [ClipRecord(**json.loads(line)) for line in lines if line.strip()]
         self._cached: tuple[int, dict[str, np.ndarray]] | None = None
+        self._positions: dict[str, int] | None = None
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def clip_ids(self, camera_id: str | None = None) -> list[str]:
+        records = (r for r in self.records if camera_id is None or r.camera_id == camera_id)
+        return list(dict.fromkeys(record.clip_id for record in sorted(records, key=_capture_order)))
+
+    def clips(self, clip_ids: Iterable[str], skip_missing: bool = False) -> Iterator[Clip]:
+        if self._positions is None:
+            self._positions = {}
+            for position, record in enumerate(self.records):
+                self._positions.setdefault(record.clip_id, position)
+        for clip_id in clip_ids:
+            position = self._positions.get(clip_id)
+            if position is not None:
+                yield self[position]
+            elif not skip_missing:
+                raise KeyError(f"clip {clip_id} is not in {self.root}")
 
     def _shard(self, shard: int) -> dict[str, np.ndarray]:
         if self._cached is None or self._cached[0] != shard:
@@ -164,3 +208,7 @@ class ClipStore:
     def __iter__(self) -> Iterator[Clip]:
         for position in range(len(self)):
             yield self[position]
+
+
+def _capture_order(record: ClipRecord) -> tuple[str, float]:
+    return record.camera_id, record.start if record.capture_time is None else record.capture_time

@@ -80,7 +80,8 @@ class ClipFolder:
 
 
 class ClipArchive:
-    """The clip store in a directory (a path or :class:`ClipFolder`) or an :class:`ObjectStore`."""
+    """The clip store in a directory (a path or :class:`ClipFolder`) or an :class:`ObjectStore`; read as a
+    :class:`~avsurv.media.clipstore.ClipSource`, as a clip directory is."""
 
     def __init__(self, root: str | Path | ClipFolder | ObjectStore) -> None:
         self.files = root if isinstance(root, ClipFolder | ObjectStore) else ClipFolder(root)

@@ -14,7 +14,7 @@ from avsurv.adapters.bus import Bus
 from avsurv.adapters.bus import Message as BusMessage
 from avsurv.clipids import MAX_TIME_S, check_camera_id, parse_clip_id
 from avsurv.constants import FRAME_HEIGHT, FRAME_WIDTH, FRAMES_PER_CLIP, MEL_FRAMES, N_MELS
-from avsurv.media.clipstore import CLIP_SAMPLES, decode_jpeg, encode_jpeg, from_pcm16, to_pcm16
+from avsurv.media.clipstore import CLIP_SAMPLES, decode_jpeg, frames_as_jpeg, from_pcm16, to_pcm16
 from avsurv.media.segment import Clip
 from avsurv.v1 import messages_pb2 as pb
 
@@ -110,7 +110,7 @@ def clip_to_message(clip: Clip, site: str, media_uri: str = "") -> pb.Clip:
     capture = clip.capture_time if clip.capture_time is not None else clip.start
     return pb.Clip(
         header=header(site, clip.camera_id, clip.clip_id, capture),
-        frames_jpeg=list(clip.frames_jpeg) or [encode_jpeg(frame) for frame in clip.frames],
+        frames_jpeg=frames_as_jpeg(clip),
         log_mel_f16=clip.log_mel.astype("<f2").tobytes(), has_audio=clip.has_audio, media_uri=media_uri,
         audio_pcm_s16le=to_pcm16(clip.audio).astype("<i2").tobytes() if clip.audio is not None else b"",
     )
