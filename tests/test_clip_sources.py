@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_streaming_trainer import VISUAL, synthetic_clips
 
 from avsurv.learning.data import WorkingSets
 from avsurv.media.clipstore import ClipSource, ClipStore, ClipWriter, decode_jpeg, encode_jpeg
 from avsurv.media.segment import Clip
 from avsurv.platform.archive import ClipArchive
 from avsurv.platform.messages import clip_to_message
-from test_streaming_trainer import VISUAL, synthetic_clips
 
 CLIPS = synthetic_clips(cameras=2, per_camera=4)
 

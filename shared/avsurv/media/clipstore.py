@@ -18,6 +18,7 @@ kept as it was.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from collections.abc import Iterable, Iterator
@@ -89,7 +90,7 @@ def from_pcm16(samples: np.ndarray) -> np.ndarray:
     return samples.astype(np.float32) / 32767
 
 
-class ClipWriter:
+class ClipWriter(contextlib.AbstractContextManager):
     """Appends clips to a new clip directory; use as a context manager so the last shard is written."""
 
     def __init__(self, root: str | Path) -> None:
@@ -138,9 +139,6 @@ class ClipWriter:
     def close(self) -> None:
         self._write_shard()
         self._index.close()
-
-    def __enter__(self) -> ClipWriter:
-        return self
 
     def __exit__(self, *_: object) -> None:
         self.close()

@@ -9,6 +9,7 @@ than ``MAX_FRAME_PIXELS`` are refused before the decoder allocates them.
 
 from __future__ import annotations
 
+import contextlib
 import stat
 import time
 from collections.abc import Iterator
@@ -114,7 +115,7 @@ def _creation_epoch(metadata: dict[str, str]) -> float | None:
         return None
 
 
-class MediaReader:
+class MediaReader(contextlib.AbstractContextManager):
     """Opens ``source`` and yields :class:`VideoSample` and :class:`AudioChunk` in demux order.
 
     ``threads`` is the decoder thread count (0: let FFmpeg choose). ``timeout_s`` bounds the wait for
@@ -237,9 +238,6 @@ class MediaReader:
 
     def close(self) -> None:
         self._container.close()
-
-    def __enter__(self) -> MediaReader:
-        return self
 
     def __exit__(self, *_: object) -> None:
         self.close()
