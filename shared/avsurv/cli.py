@@ -11,6 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from avsurv import __version__
+from avsurv.clisupport import add_command
 from avsurv.errors import MediaError, ModelError
 from avsurv.heads import register_cli as register_heads
 from avsurv.learning.cli import register_cli as register_learning
@@ -74,6 +75,9 @@ def segment_source(
 
 
 def run_segment(args: argparse.Namespace) -> int:
+    """Cut videos (mp4, mkv, webm, avi, ...) or network streams (rtsp://, http://) into 1-second clips: 5 frames at
+    398x224 (two 224x224 crops) and a 128x64 log-mel of 44.1 kHz mono audio. Prints what was made and why any second
+    was skipped."""
     if args.camera_id and len(args.inputs) > 1:
         print("avsurv segment: error: --camera-id names one input; drop it to name cameras after files",
               file=sys.stderr)
@@ -112,13 +116,8 @@ def _remove_new(out: Path, existed: set[Path] | None) -> None:
 
 
 def _add_segment(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        "segment",
-        help="cut videos or streams into the paper's 1-second audio-visual clips",
-        description="Cut videos (mp4, mkv, webm, avi, ...) or network streams (rtsp://, http://) into "
-        "1-second clips: 5 frames at 398x224 (two 224x224 crops) and a 128x64 log-mel of 44.1 kHz mono "
-        "audio. Prints what was made and why any second was skipped.",
-    )
+    parser = add_command(sub, "segment", run_segment,
+                         help="cut videos or streams into the paper's 1-second audio-visual clips")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="video files or stream URLs")
     parser.add_argument("--out", type=Path, help="write the clips to this new clip directory (default: only report)")
     parser.add_argument("--camera-id", help="camera id for a single input (default: the file name without extension)")
@@ -136,7 +135,6 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
                         "each camera's frames before they are stored, as the ingest service does")
     parser.add_argument("--json", action="store_true", help="print each input's report as one JSON line")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.set_defaults(func=run_segment)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from avsurv.clisupport import reports_errors
+from avsurv.clisupport import add_embeddings, reports_errors
 from avsurv.errors import TaskError
 from avsurv.heads.evaluate import HeadReport, SetResult, evaluate_head
 from avsurv.heads.labels import BACKGROUND, read_anomaly_labels
@@ -67,8 +67,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "of its seconds is).",
     )
     p.add_argument("kind", choices=KINDS, help="the head to train")
-    p.add_argument("--train", nargs="+", type=Path, required=True, metavar="EMB.npz",
-                   help="embeddings from `avsurv embed` (required)")
+    add_embeddings(p, "--train", "embeddings from `avsurv embed`", required=True)
     p.add_argument("--labels", type=Path, required=True, metavar="FILE",
                    help="ground_truth.json of `avsurv synth`, or a CSV: camera_id,t,label (tacma, ccln) or "
                    "camera_id,t,anomaly (avaca) (required)")
@@ -121,8 +120,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "ROC-AUC of an avaca head's per-clip anomaly scores, for each test set and all together.",
     )
     p.add_argument("--model", type=Path, required=True, metavar="DIR", help="head directory (required)")
-    p.add_argument("--test", nargs="+", type=Path, required=True, metavar="EMB.npz",
-                   help="embeddings to score, each reported separately (required)")
+    add_embeddings(p, "--test", "embeddings to score, each reported separately", required=True)
     p.add_argument("--labels", type=Path, required=True, metavar="FILE",
                    help="ground_truth.json or a CSV, as for train (required)")
     p.add_argument("--json", action="store_true", help="print one JSON object (default: text)")
@@ -170,7 +168,7 @@ def _add_apply(sub: argparse._SubParsersAction) -> None:
         description="One JSON line per clip: clip_id, camera_id, source, clip_start, label and score (the "
         "probability of the predicted class, or the anomaly score; avaca labels a clip anomaly at score >= 0.5).",
     )
-    p.add_argument("embeddings", nargs="+", type=Path, metavar="EMB.npz", help="embeddings to label")
+    add_embeddings(p, "embeddings", "embeddings to label")
     p.add_argument("--model", type=Path, required=True, metavar="DIR", help="head directory (required)")
     p.add_argument("--out", type=Path, metavar="FILE.jsonl",
                    help="write the JSON lines here (default: print them to stdout)")

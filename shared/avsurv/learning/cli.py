@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from avsurv.clisupport import add_command
 from avsurv.constants import DEVICES
 from avsurv.labels import read_labels
 from avsurv.learning.embed import embed_inputs
@@ -33,6 +34,9 @@ def _interrupt(_signal: int, _frame: object) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    """Train F_v and F_a on the clips of videos, streams or clip directories. Writes a model directory:
+    model.safetensors, config.json, model.sha256, calibration.json (anomaly threshold on the training clips),
+    camera_stats.json (per-camera embedding mean and variance) and checkpoint/ (the last epoch, for --resume)."""
     _set_threads(args.threads)
     # SIGTERM (a container stopped, kill) ends a run as Ctrl-C does: "interrupted", exit 130, the last
     # epoch's checkpoint kept for --resume.
@@ -57,13 +61,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     d = _DEFAULT
-    p = sub.add_parser(
-        "train", help="learn the audio and visual encoders from unlabelled video (EPG or a baseline)",
-        description="Train F_v and F_a on the clips of videos, streams or clip directories. Writes a model "
-        "directory: model.safetensors, config.json, model.sha256, calibration.json (anomaly threshold on the "
-        "training clips), camera_stats.json (per-camera embedding mean and variance) and checkpoint/ (the last "
-        "epoch, for --resume).",
-    )
+    p = add_command(sub, "train", run_train,
+                    help="learn the audio and visual encoders from unlabelled video (EPG or a baseline)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, stream URLs or clip directories")
     p.add_argument("--out", type=Path, required=True, help="model directory to write (required)")
     option = _config_option(p)
@@ -107,7 +106,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="on CUDA, run the encoders under bf16 autocast (measured slower for fg on an H200; the CPU "
                         "never uses bf16)")
     _add_running(p, d.device, "; a resumed run may use another device")
-    p.set_defaults(func=run_train)
 
 
 def _config_option(p: argparse.ArgumentParser) -> Callable[..., None]:
@@ -128,6 +126,8 @@ def _add_running(p: argparse.ArgumentParser, device: str, note: str = "") -> Non
 
 
 def run_embed(args: argparse.Namespace) -> int:
+    """Writes an .npz with, per clip: clip_start (float64 [N]), z_v and z_a (float32 [N, 512]; z_v is the mean over
+    the two crops), clip_id, camera_id, capture_time, has_audio, source, and the model's sha256, profile and method."""
     _set_threads(args.threads)
     model, config = load_model(args.model)
     model.to(resolve_device(args.device))
@@ -138,18 +138,12 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def _add_embed(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "embed", help="embed every clip of videos or clip directories with a trained model",
-        description="Writes an .npz with, per clip: clip_start (float64 [N]), z_v and z_a (float32 [N, 512]; "
-        "z_v is the mean over the two crops), clip_id, camera_id, capture_time, has_audio, source, and the "
-        "model's sha256, profile and method.",
-    )
+    p = add_command(sub, "embed", run_embed, help="embed every clip of videos or clip directories with a trained model")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, stream URLs or clip directories")
     p.add_argument("--model", type=Path, required=True, help="model directory from avsurv train (required)")
     p.add_argument("--out", type=Path, required=True, help="embeddings file to write, .npz (required)")
     p.add_argument("--batch-size", type=int, default=32, help="clips per forward pass (default 32)")
     _add_running(p, "auto")
-    p.set_defaults(func=run_embed)
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:

@@ -10,6 +10,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from avsurv.clisupport import add_command
+
 from .config import FRAME_RATES, LIGHTINGS, MAX_CAMERAS, WEATHERS, SceneConfig
 from .generate import GROUND_TRUTH, generate_scene
 
@@ -17,14 +19,9 @@ _DEFAULTS = SceneConfig()
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `synth` sub-command; its handler is stored as `func` and returns an exit code."""
-    p = subparsers.add_parser(
-        "synth",
-        help="render a synthetic street scene (several cameras, .mp4) with ground truth",
-        description="Render a synthetic street intersection filmed by several cameras at once: one "
-        "H.264 + AAC (48 kHz stereo) .mp4 per camera and ground_truth.json with the visible and "
-        "audible classes of every second. Same seed and options give identical files.",
-    )
+    """Add the `synth` sub-command."""
+    p = add_command(subparsers, "synth", _run,
+                    help="render a synthetic street scene (several cameras, .mp4) with ground truth")
     p.add_argument("--out", type=Path, required=True, metavar="DIR",
                    help="output directory for cam0.mp4, cam1.mp4, ... and ground_truth.json; new or empty "
                    "unless --force (required)")
@@ -60,10 +57,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
                    help=f"cameras rendered in parallel processes, 1 to 64 (default {_DEFAULTS.jobs})")
     p.add_argument("--no-progress", action="store_true",
                    help="do not show the progress bar (default: shown)")
-    p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    """Render a synthetic street intersection filmed by several cameras at once: one H.264 + AAC (48 kHz stereo)
+    .mp4 per camera and ground_truth.json with the visible and audible classes of every second. Same seed and
+    options give identical files."""
     try:
         config = SceneConfig(
             seed=args.seed, duration_s=args.duration, cameras=args.cameras, fps=args.fps,

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from avsurv.clisupport import reports_errors
+from avsurv.clisupport import add_command, add_embeddings, reports_errors
 from avsurv.constants import ANOMALY_STDS, SEARCH_EXCLUSION_S, SEARCH_SEPARATION_S, W
 from avsurv.errors import TaskError
 from avsurv.labels import LABEL_FIELDS, read_labels
@@ -51,23 +51,20 @@ def _add_score_options(parser: argparse.ArgumentParser, w_help: str, stds_help: 
 
 
 def register_calibrate(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "calibrate", help="fit the anomaly threshold (mean + k std of d(z_v, z_a)) on training embeddings",
-        description="Score every training clip with audio by d(z_v, z_a) (EPG Eq. 5) and write the mean, std "
-        "and threshold mean + k * std as a calibration file for `avsurv anomalies`.",
-    )
-    parser.add_argument("embeddings", nargs="+", type=Path, metavar="TRAIN_EMB.npz",
-                        help="embeddings of the training clips of one model")
+    parser = add_command(subparsers, "calibrate", _run_calibrate,
+                         help="fit the anomaly threshold (mean + k std of d(z_v, z_a)) on training embeddings")
+    add_embeddings(parser, "embeddings", "embeddings of the training clips of one model", metavar="TRAIN_EMB.npz")
     parser.add_argument("--out", type=Path, required=True, metavar="FILE",
                         help=f"calibration JSON to write, e.g. MODEL_DIR/{CALIBRATION}; an existing "
                         "file is overwritten (required)")
     _add_score_options(parser, f"Eq. 5 weight of squared Euclidean vs cosine distance, 0 to 1 (default {W})",
                        f"threshold = mean + K * std (default {ANOMALY_STDS})")
-    parser.set_defaults(func=_run_calibrate)
 
 
 @reports_errors("calibrate")
 def _run_calibrate(args: argparse.Namespace) -> int:
+    """Score every training clip with audio by d(z_v, z_a) (EPG Eq. 5) and write the mean, std and threshold
+    mean + k * std as a calibration file for `avsurv anomalies`."""
     embeddings = load_many(args.embeddings)
     calibration = calibrate(embeddings, w=W if args.w is None else args.w,
                             stds=ANOMALY_STDS if args.stds is None else args.stds)
@@ -78,14 +75,9 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 
 
 def register_anomalies(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "anomalies", help="find anomalous events: clips whose sound does not fit their picture",
-        description="Score each clip with audio by d(z_v, z_a) (EPG Eq. 5), flag clips above the calibrated "
-        "threshold and merge consecutive flagged seconds of one stream into events, printed as JSON lines. "
-        "The summary goes to stderr when events go to stdout, so stdout stays JSON lines.",
-    )
-    parser.add_argument("embeddings", nargs="+", type=Path, metavar="EMB.npz",
-                        help="embeddings to search for anomalies")
+    parser = add_command(subparsers, "anomalies", _run_anomalies,
+                         help="find anomalous events: clips whose sound does not fit their picture")
+    add_embeddings(parser, "embeddings", "embeddings to search for anomalies")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", type=Path, metavar="DIR",
                         help=f"model directory with {CALIBRATION} (no default: this or --calibration)")
@@ -97,11 +89,13 @@ def register_anomalies(subparsers: argparse._SubParsersAction) -> None:
                        "(default: the calibration's w)",
                        "threshold = mean + K * std of the calibration (default: the calibration's K, "
                        f"normally {ANOMALY_STDS})")
-    parser.set_defaults(func=_run_anomalies)
 
 
 @reports_errors("anomalies")
 def _run_anomalies(args: argparse.Namespace) -> int:
+    """Score each clip with audio by d(z_v, z_a) (EPG Eq. 5), flag clips above the calibrated threshold and merge
+    consecutive flagged seconds of one stream into events, printed as JSON lines. The summary goes to stderr when
+    events go to stdout, so stdout stays JSON lines."""
     calibration = Calibration.load(args.model / CALIBRATION if args.model else args.calibration)
     if args.w is not None and not math.isclose(args.w, calibration.w):
         raise TaskError(f"--w {args.w} differs from the calibration's w {calibration.w}; "
@@ -131,19 +125,13 @@ def _describe(calibration: Calibration) -> str:
 # --- search (EPG section 4.3) --------------------------------------------------------------------
 
 def register_search(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "search", help="query by example: the clips nearest one clip, at least a minute apart",
-        description="Rank the clips of the index by Eq. 5 distance to a query clip (visual, audio, or the "
-        "mean of both), leaving out clips near the query and clips near a better-ranked result. Times "
-        "compare by capture time when both clips have one, else by media time within one camera.",
-    )
-    parser.add_argument("--index", nargs="+", type=Path, required=True, metavar="EMB.npz",
-                        help="embeddings to search (required)")
+    parser = add_command(subparsers, "search", _run_search,
+                         help="query by example: the clips nearest one clip, at least a minute apart")
+    add_embeddings(parser, "--index", "embeddings to search", required=True)
     parser.add_argument("--query", required=True, metavar="CAMERA_OR_SOURCE@SECONDS",
                         help="the query clip: camera id or source, and a media time its clip holds, "
                         "e.g. cam0@125 (required)")
-    parser.add_argument("--query-index", nargs="+", type=Path, metavar="EMB.npz",
-                        help="embeddings holding the query clip (default: the --index files)")
+    add_embeddings(parser, "--query-index", "embeddings holding the query clip (default: the --index files)")
     parser.add_argument("--mode", choices=MODES, default="av",
                         help="av (mean of visual and audio distance), audio or visual (default av)")
     parser.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, metavar="K",
@@ -158,11 +146,13 @@ def register_search(subparsers: argparse._SubParsersAction) -> None:
                         help=f"Eq. 5 weight of squared Euclidean vs cosine distance, 0 to 1 (default {W})")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object per result (default: a table)")
-    parser.set_defaults(func=_run_search)
 
 
 @reports_errors("search")
 def _run_search(args: argparse.Namespace) -> int:
+    """Rank the clips of the index by Eq. 5 distance to a query clip (visual, audio, or the mean of both), leaving
+    out clips near the query and clips near a better-ranked result. Times compare by capture time when both clips
+    have one, else by media time within one camera."""
     key, seconds = parse_query(args.query)
     index = load_many(args.index)
     queries = load_many(args.query_index) if args.query_index else index
@@ -199,16 +189,10 @@ def _utc(capture_time: float | None) -> str:
 # --- probe (EPG section 4.2) ---------------------------------------------------------------------
 
 def register_probe(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "probe", help="linear evaluation: segment-wise accuracy of a linear classifier on frozen embeddings",
-        description="Train a one-layer linear classifier (cross-entropy, standardised features, L2 weight "
-        "decay, full-batch L-BFGS) on labelled clips of the --train embeddings and report the share of "
-        "correctly classified clips of each --test set, per class, and the majority-class baseline.",
-    )
-    parser.add_argument("--train", nargs="+", type=Path, required=True, metavar="EMB.npz",
-                        help="embeddings to train the classifier on (required)")
-    parser.add_argument("--test", nargs="+", type=Path, required=True, metavar="EMB.npz",
-                        help="embeddings to evaluate, each reported separately (required)")
+    parser = add_command(subparsers, "probe", _run_probe,
+                         help="linear evaluation: segment-wise accuracy of a linear classifier on frozen embeddings")
+    add_embeddings(parser, "--train", "embeddings to train the classifier on", required=True)
+    add_embeddings(parser, "--test", "embeddings to evaluate, each reported separately", required=True)
     parser.add_argument("--labels", type=Path, required=True, metavar="FILE",
                         help="ground_truth.json of `avsurv synth`, or a CSV with header camera_id,t,FIELD "
                         "(required)")
@@ -231,11 +215,13 @@ def register_probe(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object per feature kind and normalization, with the confusion "
                         "matrix (default: text)")
-    parser.set_defaults(func=_run_probe)
 
 
 @reports_errors("probe")
 def _run_probe(args: argparse.Namespace) -> int:
+    """Train a one-layer linear classifier (cross-entropy, standardised features, L2 weight decay, full-batch
+    L-BFGS) on labelled clips of the --train embeddings and report the share of correctly classified clips of each
+    --test set, per class, and the majority-class baseline."""
     fields = _label_fields(args)
     labels = {field: read_labels(args.labels, field) for field in dict.fromkeys(fields.values())}
     train = [EmbeddingSet.load(path) for path in args.train]
