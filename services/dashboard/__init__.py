@@ -58,6 +58,8 @@ EVIDENCE_PATH = re.compile(r"/api/events/([^/]+)/evidence\.mp4")
 UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
 LIST_LIMIT = 200
 """Events the live page loads before the feed takes over."""
+TIME_RANGE = ("start_time", "end_time")
+"""The query parameters, and request fields, that bound a list of events or scores in capture time."""
 MODES = {"av": api_pb2.SEARCH_MODE_AUDIO_VISUAL, "audio": api_pb2.SEARCH_MODE_AUDIO,
          "visual": api_pb2.SEARCH_MODE_VISUAL}
 HTTP_STATUS = {grpc.StatusCode.UNAUTHENTICATED: HTTPStatus.UNAUTHORIZED,
@@ -107,6 +109,13 @@ def _number(query: dict[str, str], name: str, kind: type = float) -> Any:
         return kind(query[name])
     except ValueError:
         raise RequestError(f"{name} must be a number, got {query[name]!r}") from None
+
+
+def _copy_numbers(query: dict[str, str], request: Message, names: tuple[str, ...]) -> None:
+    """Sets each of the request's fields ``names`` that the query gives; the others keep the API's default."""
+    for name in names:
+        if name in query:
+            setattr(request, name, _number(query, name))
 
 
 def host_name(host_header: str) -> str:
@@ -189,9 +198,7 @@ class Gateway:
         request = api_pb2.ListAnomaliesRequest(limit=_number(query, "limit", int) if "limit" in query else LIST_LIMIT)
         if query.get("camera"):
             request.camera_ids.append(query["camera"])
-        for name in ("start_time", "end_time"):
-            if name in query:
-                setattr(request, name, _number(query, name))
+        _copy_numbers(query, request, TIME_RANGE)
         return request
 
     @staticmethod
@@ -199,9 +206,7 @@ class Gateway:
         """The API checks the values (a missing or bad camera, times, limit: 400 from its INVALID_ARGUMENT)."""
         request = api_pb2.ScoresRequest(camera_id=query.get("camera", ""),
                                         limit=_number(query, "limit", int) if "limit" in query else 0)
-        for name in ("start_time", "end_time"):
-            if name in query:
-                setattr(request, name, _number(query, name))
+        _copy_numbers(query, request, TIME_RANGE)
         return request
 
     @staticmethod
@@ -217,9 +222,7 @@ class Gateway:
             request.clip_at.camera_id, request.clip_at.capture_time = query["camera"], _number(query, "time")
         else:
             raise RequestError("a search needs clip_id, or camera and time")
-        for name in ("exclusion_s", "separation_s"):
-            if name in query:
-                setattr(request, name, _number(query, name))
+        _copy_numbers(query, request, ("exclusion_s", "separation_s"))
         return request
 
     def clip_jpeg(self, query: dict[str, str], metadata: list[tuple[str, str]]) -> File:
