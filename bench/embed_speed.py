@@ -14,7 +14,11 @@ machine's load hits all rows alike; the load average is printed before and after
   with the pooling done before the float conversion, i.e. the visual encoder fed [B, 3, 5, 56, 56];
 - ``JPEG decode``: Pillow decoding a clip's 5 frames (what the embedding service does to a clips-topic
   message before ``LoadedModel.embed``), at full size, at full size on ``--decode-threads`` threads (as the
-  service's ``decode_threads`` does), and with ``draft()`` DCT scaling to 1/4, for scale.
+  service's ``decode_threads`` does), and with ``draft()`` DCT scaling to 1/4, for scale;
+- ``service, embed_prefetch off`` / ``on`` (issue 17 item 2): the embedding service's live loop
+  (``EmbeddingService.step``) on clips-topic messages of these clips (JPEG frames) waiting on an in-process
+  bus, with the model above and ``--decode-threads`` decoder threads, vectors and registry stubbed: decode then
+  model in turn, or the next batch decoded while the model embeds this one. Their ratio is printed last.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 from unittest import mock
 
 import numpy as np
@@ -38,12 +43,18 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from encoder_speed import random_clips
 
+from avsurv.adapters.bus import InProcessBus
+from avsurv.clipids import clip_id
 from avsurv.constants import CROP_OFFSETS, CROP_SIZE
 from avsurv.learning import embed
 from avsurv.media.clipstore import decode_jpeg, encode_jpeg
 from avsurv.models import build_model
 from avsurv.models.inputs import VIEWS, CropInput
+from avsurv.platform.config import load_settings
+from avsurv.platform.messages import CLIPS, header
 from avsurv.platform.model_versions import LoadedModel
+from avsurv.services.embedding import EmbeddingService
+from avsurv.v1 import messages_pb2 as pb
 
 DRAFT_SCALE = 4
 """JPEG DCT scaling factor tried for the decode row (Pillow's draft() offers 1/2, 1/4 and 1/8)."""
@@ -66,6 +77,42 @@ def decode_drafted(data: bytes) -> np.ndarray:
 
 def load_average() -> str:
     return " ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
+class _Vectors:
+    """The vector store stubbed: the service's own work is timed, not Qdrant's."""
+
+    def ensure_collection(self, name: str) -> None:
+        pass
+
+    def upsert(self, collection: str, version: str, points: object) -> None:
+        pass
+
+
+def service_run(model: LoadedModel, jpegs: list[list[bytes]], log_mel: bytes, batch: int, decode_threads: int,
+                prefetch: bool) -> Callable[[], None]:
+    """One round: the clips published to the service's bus, then its loop stepped until all are embedded
+    (each round's clips later in time than the last's, for the fg backgrounds)."""
+    settings = load_settings(environ={}, data_dir=Path("/nonexistent"), batch_size=batch, batch_wait_s=0.05,
+                             decode_threads=decode_threads, embed_prefetch=prefetch)
+    registry = SimpleNamespace(active_version=lambda: None, target_version=lambda: None,
+                               set_camera_stats=lambda *a: None)
+    bus = InProcessBus(partitions=1)
+    service = EmbeddingService(bus, _Vectors(), registry, None, None, settings)  # type: ignore[arg-type]
+    service.serving = model
+    rounds = iter(range(1_000_000))
+
+    def run() -> None:
+        offset = next(rounds) * len(jpegs)
+        for i, frames in enumerate(jpegs):
+            capture = 1.7e9 + offset + i
+            message = pb.Clip(header=header("default", "bench", clip_id("bench", capture), capture),
+                              frames_jpeg=frames, log_mel_f16=log_mel, has_audio=True)
+            bus.publish(CLIPS, "bench", message.SerializeToString())
+        target = service.clips_embedded + len(jpegs)
+        while service.clips_embedded < target:
+            service.step()
+    return run
 
 
 def rows(profile: str, batch: int, clip_count: int, decode_threads: int) -> dict[str, Callable[[], object]]:
@@ -117,6 +164,13 @@ def rows(profile: str, batch: int, clip_count: int, decode_threads: int) -> dict
     table[f"JPEG decode, full size, {decode_threads} threads"] = lambda: list(
         pool.map(lambda clip: [decode_jpeg(j) for j in clip], jpegs))
     table[f"JPEG decode, draft 1/{DRAFT_SCALE}"] = lambda: [[decode_drafted(j) for j in clip] for clip in jpegs]
+    log_mel_f16 = clips[0].log_mel.astype("<f2").tobytes()
+    for prefetch in (False, True):
+        served = LoadedModel("bench", build_model(profile).eval(), {"profile": profile, "method": "bench",
+                                                                    "hyperparameters": {"w": 0.5}})
+        served.model.load_state_dict(model.model.state_dict())
+        table[f"service, embed_prefetch {'on' if prefetch else 'off'}"] = service_run(
+            served, jpegs, log_mel_f16, batch, decode_threads, prefetch)
     return table
 
 
@@ -146,6 +200,8 @@ def main() -> None:
           f"load average now {load_average()}")
     for name, rate in rates.items():
         print(f"  {name:<36} {rate:8.1f} clips/s  x{rate / rates['before']:.2f} before")
+    on, off = rates["service, embed_prefetch on"], rates["service, embed_prefetch off"]
+    print(f"  service: embed_prefetch on / off x{on / off:.2f}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,14 @@ so search, the detector's history and its calibrations all see one space per ver
 indexes the stored clips as embedded, and once it has the cameras' statistics standardizes them in place
 (read back from the collection), with any live clips written meanwhile; live clips of the serving version
 are standardized with the statistics that include their batch. A new version recomputes all of it.
+
+Decode and model overlap (``embed_prefetch``, on by default): just before the model embeds a batch, the
+loop takes the clips already waiting (up to a batch, without waiting for more) and hands their JPEG frames
+to the decoder threads, so the next batch is decoded while this one is embedded; the next step tops that
+batch up as a batch always fills (``batch_size``, ``batch_wait_s``). One batch ahead at most. Its clips are
+started in the commit tracker when taken and done only once embedded and published, so none is committed
+early: ``drained()`` waits for them, and a batch taken ahead but not embedded when the service closes is
+redelivered to the group's next consumer.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 
@@ -58,6 +66,10 @@ STANDARDIZED = "standardized"
 backfill standardized it is standardized once, never twice."""
 Stored = deque[tuple[float, np.ndarray, np.ndarray, bool]]
 """A camera's latest stored clips for its calibrations: (capture time, z_v, z_a, has audio)."""
+Decoded = tuple[pb.Clip, Clip] | InvalidMessage
+"""A clips-topic message parsed with its frames decoded, or why it is refused."""
+Prefetched = tuple[list[Message], list[Future[Decoded]]]
+"""A batch taken ahead and its messages' decoding, in order."""
 
 
 def points_for(clips: list[Clip], messages: list[pb.Clip], z_v: np.ndarray, z_a: np.ndarray,
@@ -231,6 +243,7 @@ class EmbeddingService(Worker):
         self.clips_embedded = 0
         self._batch_lock = threading.Lock()
         self._decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="embedding-decode")
+        self._prefetched: Prefetched | None = None  # the next batch, taken and decoding while this one embeds
         self.camera_stats: dict[str, CameraStats] = {}  # the serving version's, per camera
         active = registry.active_version()
         if active:
@@ -274,13 +287,18 @@ class EmbeddingService(Worker):
         if self.serving is None:  # no model yet: clips wait, uncommitted, for the first one
             self.stopping.wait(0.5)
             return
-        batch = self._next_batch()
+        batch, decoding = self._prefetched or ([], [])
+        batch = self._next_batch(batch)  # tops up the batch taken ahead (kept should the poll fail)
+        self._prefetched = None
         if batch:
+            decoding = decoding + self._decode(batch[len(decoding):])
             with self._batch_lock:
-                self._embed(batch)
+                self._embed(batch, decoding)
 
-    def _next_batch(self) -> list[Message]:
-        size, batch = self.settings.batch_size, []
+    def _next_batch(self, batch: list[Message] | None = None) -> list[Message]:
+        """A batch of clips messages: ``batch`` (taken ahead) topped up to ``batch_size``, waiting at most
+        ``batch_wait_s`` once it has one."""
+        size, batch = self.settings.batch_size, list(batch or [])
         deadline = time.monotonic() + self.settings.batch_wait_s
         while len(batch) < size and not self.stopping.is_set():
             remaining = deadline - time.monotonic()
@@ -295,9 +313,26 @@ class EmbeddingService(Worker):
             batch += messages
         return batch
 
-    def _embed(self, batch: list[Message]) -> None:
+    def _decode(self, messages: list[Message]) -> list[Future[Decoded]]:
+        return [self._decoder.submit(_decoded, message) for message in messages]
+
+    def _prefetch(self) -> None:
+        """Takes the clips already waiting (a batch at most, no wait) and starts decoding them: the model
+        embeds the current batch meanwhile. They stay uncommitted until embedded (``tracker``)."""
+        if not self.settings.embed_prefetch or self._prefetched is not None or self.stopping.is_set():
+            return
+        messages = self.subscription.poll(timeout_s=0, max_messages=self.settings.batch_size)
+        if messages:
+            for message in messages:
+                self.tracker.started(message)
+            self._prefetched = (messages, self._decode(messages))
+
+    def _embed(self, batch: list[Message], decoding: list[Future[Decoded]] | None = None) -> None:
+        decoding = self._decode(batch) if decoding is None else decoding
+        self._prefetch()  # the next batch decodes while this one is embedded below
         usable: list[tuple[Message, pb.Clip, Clip]] = []
-        for message, decoded in zip(batch, self._decoder.map(_decoded, batch), strict=True):
+        for message, future in zip(batch, decoding, strict=True):
+            decoded = future.result()
             if isinstance(decoded, InvalidMessage):
                 dead_letter(self.bus, message, str(decoded), self.name_, self.settings.site)
                 DEAD_LETTERED.labels(self.name_).inc()
@@ -354,11 +389,15 @@ class EmbeddingService(Worker):
     def close(self) -> None:
         if self.swap is not None:
             self.swap.cancelled.set()
-        self._decoder.shutdown()
+        if self._prefetched is not None:  # taken ahead, never embedded: uncommitted, so redelivered
+            log.info("embedding: %d clips taken ahead are left to the group's next consumer",
+                     len(self._prefetched[0]))
+            self._prefetched = None
+        self._decoder.shutdown(cancel_futures=True)
         self.subscription.close()
 
 
-def _decoded(message: Message) -> tuple[pb.Clip, Clip] | InvalidMessage:
+def _decoded(message: Message) -> Decoded:
     """A clips-topic message and its clip, frames decoded (in the decoder threads), or why it is refused."""
     try:
         clip_message = parse(pb.Clip, message.value)

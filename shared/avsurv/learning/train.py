@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -386,17 +387,28 @@ class Trainer:
                 )
         return time.perf_counter() - started
 
-    def _embed_batch(self, modality: str, batch: np.ndarray, crops: np.ndarray, trained: Sequence[str]) -> torch.Tensor:
+    def _inputs(self, batch: np.ndarray, crops: np.ndarray, trained: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The encoders' inputs for a batch, on the CPU (pinned for a GPU), for each modality whose encoder
+        runs on it (a frozen, cached one does not). Built in a background thread, one batch ahead."""
+        inputs = {}
+        for modality in MODALITIES:
+            if modality not in trained and self.config.cache_frozen:
+                continue
+            tensor = (video_batch(self.table, batch, crops, self.model.visual_input) if modality == "visual"
+                      else audio_batch(self.table.log_mel[batch]))
+            inputs[modality] = tensor.pin_memory() if self.device.type == "cuda" else tensor
+        return inputs
+
+    def _embed_batch(self, modality: str, batch: np.ndarray, crops: np.ndarray, trained: Sequence[str],
+                     prepared: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         if modality not in trained and self.config.cache_frozen:
             cached = self.cache[modality]
             assert cached is not None
             return (cached[batch, crops] if modality == "visual" else cached[batch]).to(self.device)
         encoder = self.model.encoders[modality]
-        if modality == "visual":
-            inputs = video_batch(self.table, batch, crops, self.model.visual_input)
-        else:
-            inputs = audio_batch(self.table.log_mel[batch])
-        inputs = inputs.to(self.device)
+        if prepared is None:
+            prepared = self._inputs(batch, crops, trained)
+        inputs = prepared[modality].to(self.device, non_blocking=True)
         if modality in trained:
             return encoder(inputs)[modality]
         with torch.no_grad():
@@ -467,27 +479,42 @@ class Trainer:
             self.model.encoders[modality].train(modality in trained)
         if self.objective.head is not None:
             self.objective.head.train()
-        bar = tqdm(self._crop_passes(epoch, rng), desc=f"epoch {epoch + 1}/{self.config.epochs}",
-                   disable=not self.progress, leave=False)
-        for batch, crops in bar:
-            if self.stopping():
-                raise Stopped(f"stopped during epoch {epoch + 1} of {self.config.epochs}")
-            with autocast(self.device, self.config.bf16):
-                z_v = self._embed_batch("visual", batch, crops, trained)
-                z_a = self._embed_batch("audio", batch, crops, trained)
-            # Outside autocast and in float32: the losses' distances and labels are not bf16-safe.
-            z_v, z_a = z_v.float(), z_a.float()
-            loss, positives = self.objective(z_v, z_a, self.times[batch].to(self.device),
-                                             self._targets(batch).to(self.device), stats.labels)
-            for optimizer in self.optimizers.values():
-                optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for name in (*trained, "head"):
-                if name in self.optimizers:
-                    self.optimizers[name].step()
-            stats.add(loss.item(), positives, alignment_stats(z_v.detach(), z_a.detach(), w=self.config.w))
-            bar.set_postfix(loss=f"{stats.loss:.4f}", pos=f"{stats.positives_per_anchor:.1f}",
-                            r1=f"{stats.recall_at_1:.2f}")
+        passes = self._crop_passes(epoch, rng)
+        bar = tqdm(passes, desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not self.progress, leave=False)
+        # One batch ahead: a thread builds the next batch's inputs (frames gathered, cropped or minus their
+        # background, as float) while the model trains on this one. Leaving the block (the end, Stopped, an
+        # error) waits for that one build only.
+        with ThreadPoolExecutor(1, thread_name_prefix="train-inputs") as builder:
+            upcoming: Future[dict[str, torch.Tensor]] | None = (
+                builder.submit(self._inputs, *passes[0], trained) if passes else None)
+            for index, (batch, crops) in enumerate(bar):
+                if self.stopping():
+                    raise Stopped(f"stopped during epoch {epoch + 1} of {self.config.epochs}")
+                assert upcoming is not None
+                prepared = upcoming.result()
+                upcoming = builder.submit(self._inputs, *passes[index + 1], trained) if index + 1 < len(passes) \
+                    else None
+                self._train_step(batch, crops, trained, stats, prepared)
+                bar.set_postfix(loss=f"{stats.loss:.4f}", pos=f"{stats.positives_per_anchor:.1f}",
+                                r1=f"{stats.recall_at_1:.2f}")
+
+    def _train_step(self, batch: np.ndarray, crops: np.ndarray, trained: Sequence[str], stats: EpochStats,
+                    prepared: dict[str, torch.Tensor]) -> None:
+        """One optimizer step on a batch whose inputs are ``prepared``."""
+        with autocast(self.device, self.config.bf16):
+            z_v = self._embed_batch("visual", batch, crops, trained, prepared)
+            z_a = self._embed_batch("audio", batch, crops, trained, prepared)
+        # Outside autocast and in float32: the losses' distances and labels are not bf16-safe.
+        z_v, z_a = z_v.float(), z_a.float()
+        loss, positives = self.objective(z_v, z_a, self.times[batch].to(self.device),
+                                         self._targets(batch).to(self.device), stats.labels)
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for name in (*trained, "head"):
+            if name in self.optimizers:
+                self.optimizers[name].step()
+        stats.add(loss.item(), positives, alignment_stats(z_v.detach(), z_a.detach(), w=self.config.w))
 
     # -- the run --------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> TrainResult:
