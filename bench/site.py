@@ -19,8 +19,9 @@ last 900 s of every camera:
 - cross-modal retrieval on cam0's held-back clips: R@1, R@5 among 100.
 Baselines in the same run: the most frequent class of cam0's training part, the randomly initialised
 encoders (``random``), the same encoders trained with ``visual_label`` (``supervised``, the ceiling),
-and hand-made foreground features (``hand``: grid of background distances and the colour of what
-changed; visual only). Each run's figures are kept in ``OUT/runs/``; a rerun skips finished runs.
+and hand-made features (``hand``, no model: the visual probe on a grid of background distances and the
+colour of what changed; as anomaly detectors, site novelty on those and on each clip's log-mel band means,
+``sound``). Each run's figures are kept in ``OUT/runs/``; a rerun skips finished runs.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ VIEWPOINTS = {"cam0": "reference", "cam1": "similar", "cam2": "challenging"}
 FIELDS = {"visual": "visual_label", "audio": "audio_label", "av": "label"}
 BASELINES = ("random", SUPERVISED, "hand")
 DETECTORS = ("av", "novelty", "size")
+HAND_DETECTORS = ("novelty", "sound")
 NORMALIZATIONS = ("paper", "per-camera")
 BACKGROUND = "background"
 SEARCH_WINDOW_S = 60.0
@@ -273,19 +275,32 @@ def majority(cameras: dict[str, Camera]) -> dict[str, Any]:
 def anomalies(sets: dict[str, EmbeddingSet], cameras: dict[str, Camera]) -> dict[str, Any]:
     """camera -> detector -> ROC-AUC and AP on the held-back clips with audio (history: the camera's
     earlier clips)."""
+    return {camera: detection({
+        "av": clip_scores(embeddings.z_v, embeddings.z_a),
+        "novelty": site_novelty(embeddings.z_v, embeddings.z_a, embeddings.clip_start),
+        "size": np.linalg.norm(embeddings.z_v, axis=1) + np.linalg.norm(embeddings.z_a, axis=1),
+    }, cameras[camera]) for camera, embeddings in sets.items()}
+
+
+def hand_anomalies(cameras: dict[str, Camera]) -> dict[str, Any]:
+    """camera -> detector -> ROC-AUC and AP of site novelty on hand-made features, no model: ``novelty`` on
+    the visual ones (:func:`hand_features`), ``sound`` on each clip's log-mel band means (its spectrum)."""
     result = {}
-    for camera, embeddings in sets.items():
-        data = cameras[camera]
-        scores = {"av": clip_scores(embeddings.z_v, embeddings.z_a),
-                  "novelty": site_novelty(embeddings.z_v, embeddings.z_a, embeddings.clip_start),
-                  "size": np.linalg.norm(embeddings.z_v, axis=1) + np.linalg.norm(embeddings.z_a, axis=1)}
-        keep = data.held & embeddings.has_audio
-        positive = data.anomaly[keep]
-        result[camera] = {name: {"roc_auc": roc_auc(score[keep], positive),
-                                 "ap": average_precision(positive[np.argsort(-score[keep], kind="stable")]),
-                                 "anomalous": int(positive.sum()), "clips": int(keep.sum())}
-                          for name, score in scores.items()}
+    for camera, data in cameras.items():
+        table = data.table
+        visual, sound = hand_features(table), table.log_mel[:, 0].mean(axis=2)
+        result[camera] = detection({"novelty": site_novelty(visual, visual, table.starts),
+                                    "sound": site_novelty(sound, sound, table.starts)}, data)
     return result
+
+
+def detection(scores: dict[str, np.ndarray], data: Camera) -> dict[str, Any]:
+    """detector -> ROC-AUC and AP of its ``scores`` [N] on the camera's held-back clips with audio."""
+    keep = data.held & data.table.has_audio
+    positive = data.anomaly[keep]
+    return {name: {"roc_auc": roc_auc(score[keep], positive),
+                   "ap": average_precision(positive[np.argsort(-score[keep], kind="stable")]),
+                   "anomalous": int(positive.sum()), "clips": int(keep.sum())} for name, score in scores.items()}
 
 
 def event_search(sets: dict[str, EmbeddingSet], cameras: dict[str, Camera], settings: Settings,
@@ -342,7 +357,8 @@ def run_one(method: str, seed: int, cameras: dict[str, Camera], train: Training,
             log: Any) -> dict[str, Any]:
     if method == "hand":
         features = {c: hand_features(d.table) for c, d in cameras.items()}
-        return {"method": method, "seed": seed, "localization": localization({"visual": features}, cameras)}
+        return {"method": method, "seed": seed, "localization": localization({"visual": features}, cameras),
+                "anomalies": hand_anomalies(cameras)}
     model, training = train_model(method, seed, train, settings, log)
     return {"method": method, "seed": seed, "training": training, **evaluate(model, cameras, settings, seed, method)}
 
@@ -453,10 +469,11 @@ def markdown(results: dict[str, Any], command: str) -> str:
               "`avsurv.tasks.novelty.site_novelty` (each modality against the camera's own earlier clips; the "
               "platform's default detector, which fits the statistics and medians on each camera's stored clips "
               "where this score uses the whole recording); `size`: the trivial activity score |z_v| + |z_a|. "
-              "`supervised` was trained on `visual_label`.", "",
+              "`supervised` was trained on `visual_label`. `hand` (no model): `novelty` on the hand-made visual "
+              "features, `sound` on each clip's log-mel band means.", "",
               "| method | detector | " + " | ".join(CAMERAS) + " |", "|---|---|" + "---|" * len(CAMERAS)]
     for method in methods:
-        for detector in DETECTORS:
+        for detector in dict.fromkeys((*DETECTORS, *HAND_DETECTORS)):
             cells = [f"{_cell(_of(runs, method, 'anomalies', c, detector, 'roc_auc'))} / "
                      f"{_cell(_of(runs, method, 'anomalies', c, detector, 'ap'))}" for c in CAMERAS]
             if cells[0] != "n/a / n/a":

@@ -43,6 +43,7 @@ def test_every_method_is_evaluated_on_every_camera(quick) -> None:
             assert set(runs[method]["anomalies"][camera]) == set(site_bench.DETECTORS)
     assert runs["tpg"]["training"]["epochs"] >= 1 and runs["random"]["training"]["epochs"] == 0
     assert set(runs["hand"]["localization"]) == {"visual"}
+    assert all(set(runs["hand"]["anomalies"][c]) == set(site_bench.HAND_DETECTORS) for c in site_bench.CAMERAS)
     precision = runs["epg"]["training"]["label_precision"]
     assert [row["after_epoch"] for row in precision] == list(range(1, runs["epg"]["training"]["epochs"] + 1))
     for row in precision:
@@ -59,6 +60,7 @@ def test_report_shows_every_table_and_rerun_keeps_finished_runs(quick, tmp_path)
     for heading in ("Event localization", "Anomaly detection", "Event search", "EPG's pair labels per epoch"):
         assert heading in text
     assert "| visual (visual_label) | hand | 1 | paper |" in text and "most frequent class" in text
+    assert "| hand | sound |" in text
     again = site_bench.run(site_bench.QUICK, out, log=lambda _: None)
     assert json.dumps(again["runs"], sort_keys=True) == json.dumps(results["runs"], sort_keys=True)
     report = tmp_path / "RESULTS.md"
@@ -67,6 +69,24 @@ def test_report_shows_every_table_and_rerun_keeps_finished_runs(quick, tmp_path)
     site_bench.write_report(text.replace("Generated", "Regenerated"), report)
     written = report.read_text()
     assert written.count(site_bench.BEGIN) == 1 and "Regenerated" in written and "earlier section" in written
+
+
+def test_sound_novelty_finds_clips_whose_spectrum_the_camera_never_had() -> None:
+    from test_streaming_trainer import VISUAL, synthetic_clips
+
+    from avsurv.learning.data import table_from_clips
+
+    clips = synthetic_clips(cameras=1, per_camera=120, seed=4)
+    anomaly = np.zeros(len(clips), bool)
+    anomaly[[100, 110]] = True  # loud in high bands, where no earlier clip had sound
+    for clip in np.array(clips)[anomaly]:
+        clip.log_mel[0, 100:] += 40
+    table = table_from_clips(clips, VISUAL)
+    held = table.starts >= 90
+    camera = site_bench.Camera(table, {}, anomaly, held)
+    scores = site_bench.hand_anomalies({"cam0": camera})["cam0"]
+    assert scores["sound"]["roc_auc"] == 1.0 and scores["sound"]["anomalous"] == 2
+    assert scores["novelty"]["roc_auc"] < 0.9  # the pictures of those clips are ordinary
 
 
 def test_macro_f1_matches_a_hand_computation() -> None:
