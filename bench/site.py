@@ -21,7 +21,8 @@ Baselines in the same run: the most frequent class of cam0's training part, the 
 encoders (``random``), the same encoders trained with ``visual_label`` (``supervised``, the ceiling),
 and hand-made features (``hand``, no model: the visual probe on a grid of background distances and the
 colour of what changed; as anomaly detectors, site novelty on those and on each clip's log-mel band means,
-``sound``). Each run's figures are kept in ``OUT/runs/``; a rerun skips finished runs.
+``sound``, as the profile hears them: ``fg``, minus each camera's noise floor). Each run's figures are kept
+in ``OUT/runs/``; a rerun skips finished runs.
 """
 
 from __future__ import annotations
@@ -284,7 +285,8 @@ def anomalies(sets: dict[str, EmbeddingSet], cameras: dict[str, Camera]) -> dict
 
 def hand_anomalies(cameras: dict[str, Camera]) -> dict[str, Any]:
     """camera -> detector -> ROC-AUC and AP of site novelty on hand-made features, no model: ``novelty`` on
-    the visual ones (:func:`hand_features`), ``sound`` on each clip's log-mel band means (its spectrum)."""
+    the visual ones (:func:`hand_features`), ``sound`` on each clip's log-mel band means (its spectrum, as
+    the profile hears it)."""
     result = {}
     for camera, data in cameras.items():
         table = data.table

@@ -14,7 +14,7 @@ import grpc
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from avsurv.learning.modeldir import save_model
+from avsurv.learning.modeldir import MODEL_FORMAT, save_model
 from avsurv.models import build_model
 from avsurv.synth import SceneConfig, generate_scene
 
@@ -29,7 +29,7 @@ def untrained_model(out: Path, seed: int, w: float = 0.5) -> Path:
     """A tiny model with seeded random weights, as if trained with the Eq. 5 weight ``w``: the pipeline's
     mechanics do not depend on training."""
     torch.manual_seed(seed)
-    save_model(build_model("tiny").eval(), out, {"format": "avsurv-model-v1", "profile": "tiny", "method": "epg",
+    save_model(build_model("tiny").eval(), out, {"format": MODEL_FORMAT, "profile": "tiny", "method": "epg",
                                                  "hyperparameters": {"w": w}, "seed": seed})
     return out
 

@@ -15,9 +15,10 @@ from avsurv.learning.data import CROPS, ClipTable, audio_batch, load_clips, mel_
 from avsurv.learning.distance import distance
 from avsurv.learning.embeddings import EmbeddingSet
 from avsurv.learning.evaluate import cross_modal_recall
-from avsurv.learning.modeldir import CAMERA_STATS, load_model, save_checkpoint, sha256_of
+from avsurv.learning.modeldir import CAMERA_STATS, MODEL_FORMAT, load_model, save_checkpoint, save_model, sha256_of
 from avsurv.learning.normalization import SiteNormalization
 from avsurv.learning.train import EpochStats, TrainConfig, Trainer, _Objective, train
+from avsurv.models import build_model
 from avsurv.models.inputs import crops
 from avsurv.models.profiles import PROFILES
 from avsurv.synth import SceneConfig, generate_scene
@@ -154,6 +155,16 @@ def test_model_directory_is_verified_on_load(scene, tmp_path):
         load_model(tmp_path / "m")
     with pytest.raises(FileExistsError, match="already holds a model"):
         train([scene / "cam0.mp4"], tmp_path / "m", TrainConfig(epochs=1), progress=False, log=quiet)
+
+
+def test_a_foreground_model_that_heard_the_raw_log_mel_is_refused(tmp_path):
+    for profile, form in (("fg", "avsurv-model-v1"), ("tiny", "avsurv-model-v1"), ("fg", MODEL_FORMAT)):
+        save_model(build_model(profile), tmp_path / f"{profile}-{form}",
+                   {"format": form, "profile": profile, "method": "tpg", "hyperparameters": {"w": 0.5}})
+    with pytest.raises(ModelError, match=r"noise floor\): train it again"):
+        load_model(tmp_path / "fg-avsurv-model-v1")
+    assert load_model(tmp_path / "tiny-avsurv-model-v1")[1]["profile"] == "tiny"
+    assert load_model(tmp_path / f"fg-{MODEL_FORMAT}")[1]["format"] == MODEL_FORMAT
 
 
 @pytest.mark.parametrize("method", ["tpg", "avbt", "infonce"])

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from avsurv.constants import N_MELS
 from avsurv.errors import NoClipError
 from avsurv.media import Segmenter
-from avsurv.media.background import Backgrounds
+from avsurv.media.background import Backgrounds, minus_floor
 from avsurv.media.clipstore import ClipSource, ClipStore
 from avsurv.media.segment import Clip
 from avsurv.models.inputs import CropInput, VisualInput
@@ -38,7 +38,7 @@ class ClipTable:
     """Aligned arrays for N clips."""
 
     frames: np.ndarray  # uint8 [N, 5, H, W, 3] as the profile's input stores them (crops: 224x398)
-    log_mel: np.ndarray  # float32 [N, 1, 128, 64]
+    log_mel: np.ndarray  # float32 [N, 1, 128, 64] as the profile hears it (dB; fg: minus the camera's noise floor)
     times: np.ndarray  # float64 [N]: capture time, or media time offset per source
     starts: np.ndarray  # float64 [N]: media seconds
     capture_times: np.ndarray  # float64 [N], NaN when unknown
@@ -118,7 +118,8 @@ class NoClips(ValueError):
 def table_from_clips(clips: Iterable[Clip], visual: VisualInput = CROPS,
                      backgrounds: Backgrounds | None = None, most: int | None = None) -> ClipTable:
     """Clips in time order per camera; only the frames as ``visual`` stores them are kept, so a long stream
-    of a small input fits in memory. Backgrounds are estimated causally (:mod:`avsurv.media.background`)
+    of a small input fits in memory. Where ``visual`` takes each camera's background out of the frames, its
+    noise floor is subtracted from the log-mel too. Both are estimated causally (:mod:`avsurv.media.background`)
     by ``backgrounds``, which a caller passes to carry each camera's history from one table to the next.
     ``most``: at most this many clips will come; their frames are then written in place as they come, so
     that the table never needs twice their memory (a list of them and its stacked copy)."""
@@ -142,7 +143,8 @@ def table_from_clips(clips: Iterable[Clip], visual: VisualInput = CROPS,
             if background is not None:
                 assert isinstance(clip_backgrounds, list)
                 clip_backgrounds.append(background)
-        mels.append(clip.log_mel)
+        mels.append(minus_floor(clip.log_mel, tracker.floor(clip.camera_id, clip.log_mel, clip.has_audio))
+                    if visual.needs_background else clip.log_mel)
         meta.append((clip.source, clip.start, clip.capture_time, clip.has_audio, clip.clip_id, clip.camera_id))
     if not meta:
         raise NoClips("no clips")

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from avsurv.errors import ModelError
 from avsurv.models import AudioVisualModel, build_model
+from avsurv.models.profiles import PROFILES
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -30,6 +31,10 @@ CHECKSUM = "model.sha256"
 CALIBRATION = "calibration.json"
 CAMERA_STATS = "camera_stats.json"
 CHECKPOINT = "checkpoint"
+MODEL_FORMAT = "avsurv-model-v2"
+"""The config's ``format``. v2: the ``fg`` profile hears each clip relative to its camera's noise floor
+(:mod:`avsurv.media.background`); a v1 model of that profile was trained on the raw log-mel and is refused.
+v1 models of the other profiles load unchanged."""
 
 
 
@@ -81,8 +86,13 @@ def model_w(config: dict[str, Any]) -> float:
 
 
 def load_model(directory: str | Path) -> tuple[AudioVisualModel, dict[str, Any]]:
-    """The model in eval mode and its config, after checking the weights against ``model.sha256``."""
+    """The model in eval mode and its config, after checking the weights against ``model.sha256`` and that
+    its inputs are the ones this version makes for its profile."""
     state, config = load_verified(directory)
+    if config.get("format") != MODEL_FORMAT and PROFILES[config["profile"]].input.needs_background:
+        raise ModelError(f"{directory} is a {config.get('format')!r} model of the {config['profile']!r} profile, "
+                         f"trained on sounds as heard before {MODEL_FORMAT} (the raw log-mel, not relative to "
+                         "each camera's noise floor): train it again")
     model = build_model(config["profile"])
     model.load_state_dict(state)
     return model.eval(), config

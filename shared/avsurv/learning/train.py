@@ -64,6 +64,7 @@ from avsurv.learning.modeldir import (
     CAMERA_STATS,
     CHECKPOINT,
     CONFIG,
+    MODEL_FORMAT,
     load_checkpoint,
     save_checkpoint,
     save_model,
@@ -539,7 +540,7 @@ class Trainer:
         self.model.eval()
         z_v, z_a, cameras, sources = self._embed_all()
         config = {
-            "format": "avsurv-model-v1",
+            "format": MODEL_FORMAT,
             "profile": self.config.profile,
             "method": self.config.method,
             "hyperparameters": asdict(self.config),

@@ -1,4 +1,4 @@
-"""Each camera's static background, estimated from its own recent frames without labels.
+"""Each camera's static background, seen and heard, estimated from its own recent clips without labels.
 
 A fixed camera's picture is mostly the same street; what an operator cares about moves across it. The
 encoders of the ``fg`` profile see each frame minus its camera's background, so that a car looks the
@@ -11,6 +11,13 @@ follows lighting and weather while a passing object, present in a few samples on
 causal: a clip is compared with the background of the clips before it, online and offline alike, so the
 platform and the evaluation compute the same thing. Before a camera has any sample, the median of the
 clip's own frames stands in.
+
+Sound has a static background too: each microphone's hum of distant traffic, at its own level (the
+challenging camera's microphone sits further back and hears the street louder, issue 12). The ``fg`` profile's
+audio encoder hears each clip's log-mel minus its camera's noise floor, per mel band: how far each moment
+rises above (or falls below) that microphone's ambient. The floor is per mel band the median, over the same
+ring of sampled clips (those with audio), of each sample's ``NOISE_FLOOR_QUANTILE`` level over its frames,
+causal in the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
+
+from avsurv.constants import N_MELS
 
 BACKGROUND_FRAMES = 32
 """Frames in each camera's ring: enough that an object in a few of them is outvoted."""
@@ -50,16 +59,58 @@ class RunningBackground:
         return background
 
 
+NOISE_FLOOR_QUANTILE = 0.2
+"""Per mel band, the level a sampled second stays above for 80 % of its frames: its ambient, not its events."""
+
+
+class RunningNoiseFloor:
+    """One camera's noise floor: ``observe`` each clip's log-mel float32 [1, 128, T] (dB) in time order."""
+
+    def __init__(self, samples: int = BACKGROUND_FRAMES, stride: int = BACKGROUND_STRIDE) -> None:
+        if samples < 1 or stride < 1:
+            raise ValueError(f"samples and stride must be >= 1, got {samples} and {stride}")
+        self.stride = stride
+        self._ring: deque[np.ndarray] = deque(maxlen=samples)
+        self._floor: np.ndarray | None = None
+        self._clips = 0
+
+    def observe(self, log_mel: np.ndarray, has_audio: bool = True) -> np.ndarray:
+        """float32 [128]: the floor this clip is measured against; then a clip with audio joins the history
+        (one without, silence, would drag the floor down)."""
+        if log_mel.shape[:-1] != (1, N_MELS):
+            raise ValueError(f"expected a log-mel [1, {N_MELS}, T], got {log_mel.shape}")
+        level = np.quantile(log_mel[0], NOISE_FLOOR_QUANTILE, axis=-1).astype(np.float32)
+        floor = level if self._floor is None else self._floor
+        if has_audio:
+            if self._clips % self.stride == 0:
+                self._ring.append(level)
+                self._floor = np.median(np.stack(self._ring), axis=0).astype(np.float32)
+            self._clips += 1
+        return floor
+
+
+def minus_floor(log_mel: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """float32 [1, 128, T]: each bin of ``log_mel`` [1, 128, T] relative to ``floor`` [128], in dB. Not clipped
+    at zero: measured at site scale, clipping lost what the quieter moments tell (RESULTS.md)."""
+    return np.subtract(log_mel, floor[:, None], dtype=np.float32)
+
+
 class Backgrounds:
-    """A :class:`RunningBackground` per camera id."""
+    """A :class:`RunningBackground` and a :class:`RunningNoiseFloor` per camera id."""
 
     def __init__(self, frames: int = BACKGROUND_FRAMES, stride: int = BACKGROUND_STRIDE) -> None:
         self.frames, self.stride = frames, stride
         self.cameras: dict[str, RunningBackground] = {}
+        self.floors: dict[str, RunningNoiseFloor] = {}
 
     def observe(self, camera_id: str, clip_frames: np.ndarray) -> np.ndarray:
         camera = self.cameras.setdefault(camera_id, RunningBackground(self.frames, self.stride))
         return camera.observe(clip_frames)
+
+    def floor(self, camera_id: str, log_mel: np.ndarray, has_audio: bool) -> np.ndarray:
+        """The camera's noise floor for this clip (:meth:`RunningNoiseFloor.observe`)."""
+        camera = self.floors.setdefault(camera_id, RunningNoiseFloor(self.frames, self.stride))
+        return camera.observe(log_mel, has_audio)
 
 
 def _median(frames: np.ndarray) -> np.ndarray:

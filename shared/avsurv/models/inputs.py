@@ -4,7 +4,10 @@ Every profile sees two *views* of a clip: independent samples in training, avera
 - ``crops`` (``paper``, ``tiny``; EPG section 4.1): view 0 and 1 are the left and right 224x224 crops.
 - ``foreground`` (``fg``): the whole frame at the encoder's size minus its camera's background
   (:mod:`avsurv.media.background`); view 1 is its mirror image, so that a vehicle driving left looks
-  like one driving right (the "challenging" camera films the street from the other side).
+  like one driving right (the "challenging" camera films the street from the other side). A table built
+  for this input also holds each clip's log-mel relative to its camera's noise floor
+  (:func:`avsurv.learning.data.table_from_clips`): the profile takes each camera's static scene out of
+  what both encoders get.
 """
 
 from __future__ import annotations

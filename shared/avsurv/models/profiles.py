@@ -1,7 +1,9 @@
 """Model profiles: ``paper`` is EPG's pair of encoders (Wang et al. 2025, section 4.1: X3D-M and a
 ResNet18-style audio CNN); ``tiny`` keeps the same interfaces and 512-d output but trains quickly on CPU;
 ``fg`` (the default) sees whole frames minus each camera's background (:mod:`avsurv.models.foreground`),
-the input that lets a CPU-sized encoder recognise the same objects from another camera (issue 12).
+the input that lets a CPU-sized encoder recognise the same objects from another camera (issue 12), and
+hears each clip's log-mel relative to its camera's noise floor (:mod:`avsurv.media.background`), so that a
+microphone further from the street does not sound like another place.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ TINY = Profile(
 FG = Profile(
     name="fg",
     description="3D CNN on whole 100x56 frames minus the camera's background (852,000 params) "
-                "+ the tiny audio CNN (157,008 params)",
+                "+ the tiny audio CNN on the log-mel minus the camera's noise floor (157,008 params)",
     visual=ForegroundConfig(),
     audio=TINY.audio,
 )
