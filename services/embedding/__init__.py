@@ -21,7 +21,7 @@ indexes the stored clips as embedded, and once it has the cameras' statistics st
 (read back from the collection), with any live clips written meanwhile; live clips of the serving version
 are standardized with the statistics that include their batch. A new version recomputes all of it.
 
-Decode and model overlap (``embed_prefetch``, off by default for now): just before the model embeds a batch, the
+Decode and model overlap (``embed_prefetch``, on by default): just before the model embeds a batch, the
 loop takes the clips already waiting (up to a batch, without waiting for more) and hands their JPEG frames
 to the decoder threads, so the next batch is decoded while this one is embedded; the next step tops that
 batch up as a batch always fills (``batch_size``, ``batch_wait_s``). One batch ahead at most. Its clips are

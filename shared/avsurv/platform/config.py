@@ -95,9 +95,8 @@ class Settings(BaseModel):
     decode_threads: int = Field(2, ge=1, le=64, description="embedding: threads decoding a batch's JPEG frames "
                                 "(Pillow lets go of the GIL while it decodes; one thread caps a pod near 190 "
                                 "clips/s, a GPU's encoders take 2,000)")
-    embed_prefetch: bool = Field(False, description="embedding: decode the next batch's JPEG frames while the model "
-                                 "embeds this one (one batch ahead, committed only once embedded); off until the "
-                                 "live dashboard test's failures beside it are understood (docs/RESULTS.md)")
+    embed_prefetch: bool = Field(True, description="embedding: decode the next batch's JPEG frames while the model "
+                                 "embeds this one (one batch ahead, committed only once embedded); off: in turn")
     device: str = Field("auto", pattern=f"^({'|'.join(DEVICES)})$", description="where the embedding, search and "
                         "trainer services run models: auto (a CUDA GPU when torch sees one, else the CPU), cpu or cuda")
     chunk_seconds: float = Field(1.0, gt=0, le=2.5, description="media seconds per ingest chunk (<= 2.5 s "
