@@ -13,8 +13,9 @@ last 900 s of every camera:
   embeddings standardized with their own mean and std, no labels) side by side;
 - anomaly detection per camera: ROC-AUC and average precision of the paper's d(z_v, z_a) (Eq. 5, the
   platform's ``anomaly_detector: eq5``), of site novelty (``avsurv.tasks.novelty.site_novelty``, the
-  platform's default) and of the trivial embedding-size activity score (docs/METHOD.md: random encoders'
-  embeddings grow with activity);
+  platform's default), of site novelty on the audio embedding alone and on it with the clip's log-mel band
+  means (``feature_novelty``; candidates, not in the platform) and of the trivial embedding-size activity
+  score (docs/METHOD.md: random encoders' embeddings grow with activity);
 - event search on each camera's held-back part: P@1, P@5, mAP (relevant: same ``label``), audio-visual;
 - cross-modal retrieval on cam0's held-back clips: R@1, R@5 among 100.
 Baselines in the same run: the most frequent class of cam0's training part, the randomly initialised
@@ -54,7 +55,7 @@ from avsurv.learning.train import METHODS, SUPERVISED, TrainConfig, Trainer
 from avsurv.models import AudioVisualModel, build_model
 from avsurv.models.profiles import PROFILES
 from avsurv.tasks.metrics import average_precision, precision_at_k, roc_auc
-from avsurv.tasks.novelty import site_novelty
+from avsurv.tasks.novelty import feature_novelty, site_novelty
 from avsurv.tasks.probe import train_probe
 from avsurv.tasks.search import search_by_clip
 
@@ -62,7 +63,7 @@ CAMERAS = ("cam0", "cam1", "cam2")
 VIEWPOINTS = {"cam0": "reference", "cam1": "similar", "cam2": "challenging"}
 FIELDS = {"visual": "visual_label", "audio": "audio_label", "av": "label"}
 BASELINES = ("random", SUPERVISED, "hand")
-DETECTORS = ("av", "novelty", "size")
+DETECTORS = ("av", "novelty", "novelty-audio", "novelty-audio+sound", "size")
 HAND_DETECTORS = ("novelty", "sound")
 NORMALIZATIONS = ("paper", "per-camera")
 BACKGROUND = "background"
@@ -279,6 +280,8 @@ def anomalies(sets: dict[str, EmbeddingSet], cameras: dict[str, Camera]) -> dict
     return {camera: detection({
         "av": clip_scores(embeddings.z_v, embeddings.z_a),
         "novelty": site_novelty(embeddings.z_v, embeddings.z_a, embeddings.clip_start),
+        "novelty-audio": feature_novelty([embeddings.z_a], embeddings.clip_start),
+        "novelty-audio+sound": feature_novelty([embeddings.z_a, sound(cameras[camera].table)], embeddings.clip_start),
         "size": np.linalg.norm(embeddings.z_v, axis=1) + np.linalg.norm(embeddings.z_a, axis=1),
     }, cameras[camera]) for camera, embeddings in sets.items()}
 
@@ -290,10 +293,14 @@ def hand_anomalies(cameras: dict[str, Camera]) -> dict[str, Any]:
     result = {}
     for camera, data in cameras.items():
         table = data.table
-        visual, sound = hand_features(table), table.log_mel[:, 0].mean(axis=2)
-        result[camera] = detection({"novelty": site_novelty(visual, visual, table.starts),
-                                    "sound": site_novelty(sound, sound, table.starts)}, data)
+        result[camera] = detection({"novelty": feature_novelty([hand_features(table)], table.starts),
+                                    "sound": feature_novelty([sound(table)], table.starts)}, data)
     return result
+
+
+def sound(table: ClipTable) -> np.ndarray:
+    """float32 [N, mels]: each clip's log-mel band means, its spectrum as the profile hears it."""
+    return table.log_mel[:, 0].mean(axis=2)
 
 
 def detection(scores: dict[str, np.ndarray], data: Camera) -> dict[str, Any]:
@@ -470,7 +477,9 @@ def markdown(results: dict[str, Any], command: str) -> str:
               "`av`: the paper's d(z_v, z_a) (Eq. 5), the platform's `anomaly_detector: eq5`; `novelty`: "
               "`avsurv.tasks.novelty.site_novelty` (each modality against the camera's own earlier clips; the "
               "platform's default detector, which fits the statistics and medians on each camera's stored clips "
-              "where this score uses the whole recording); `size`: the trivial activity score |z_v| + |z_a|. "
+              "where this score uses the whole recording); `novelty-audio`: the same on z_a alone; "
+              "`novelty-audio+sound`: on z_a and the clip's log-mel band means (`avsurv.tasks.novelty."
+              "feature_novelty`; not in the platform yet); `size`: the trivial activity score |z_v| + |z_a|. "
               "`supervised` was trained on `visual_label`. `hand` (no model): `novelty` on the hand-made visual "
               "features, `sound` on each clip's log-mel band means.", "",
               "| method | detector | " + " | ".join(CAMERAS) + " |", "|---|---|" + "---|" * len(CAMERAS)]

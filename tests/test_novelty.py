@@ -7,15 +7,14 @@ import numpy as np
 import pytest
 
 from avsurv.errors import TaskError
-from avsurv.tasks.novelty import CameraHistory, NoveltyCalibration, site_novelty
+from avsurv.tasks.novelty import CameraHistory, NoveltyCalibration, feature_novelty, site_novelty
 
 
-def loop_terms(z_v: np.ndarray, z_a: np.ndarray, times: np.ndarray, k: int, exclusion_s: float
-               ) -> list[list[float]]:
-    """Per modality, each clip's squared distance / D to its k-th nearest earlier clip, standardized with
+def loop_terms(features: list[np.ndarray], times: np.ndarray, k: int, exclusion_s: float) -> list[list[float]]:
+    """Per feature, each clip's squared distance / D to its k-th nearest earlier clip, standardized with
     the mean and variance of all the clips."""
     per_modality = []
-    for z in (z_v.astype(np.float64), z_a.astype(np.float64)):
+    for z in (f.astype(np.float64) for f in features):
         x = (z - z.mean(0)) / np.sqrt(z.var(0) + 1e-5)
         novelty = []
         for i in range(len(times)):
@@ -26,21 +25,35 @@ def loop_terms(z_v: np.ndarray, z_a: np.ndarray, times: np.ndarray, k: int, excl
     return per_modality
 
 
-def loop_novelty(z_v: np.ndarray, z_a: np.ndarray, times: np.ndarray, k: int, exclusion_s: float) -> np.ndarray:
+def loop_novelty(features: list[np.ndarray], times: np.ndarray, k: int, exclusion_s: float) -> np.ndarray:
     per_modality = []
-    for novelty in loop_terms(z_v, z_a, times, k, exclusion_s):
+    for novelty in loop_terms(features, times, k, exclusion_s):
         median = float(np.median([v for v in novelty if math.isfinite(v)]))
         per_modality.append([v / median for v in novelty])
-    return np.array([(a + b) / 2 for a, b in zip(*per_modality, strict=True)])
+    return np.array([sum(terms) / len(terms) for terms in zip(*per_modality, strict=True)])
 
 
 def test_site_novelty_matches_the_loop() -> None:
     rng = np.random.default_rng(0)
     z_v, z_a = rng.normal(size=(40, 6)).astype(np.float32), rng.normal(size=(40, 6)).astype(np.float32) * 3
     times = np.arange(40, dtype=np.float64) * 2
-    got, expected = site_novelty(z_v, z_a, times, k=3, exclusion_s=10), loop_novelty(z_v, z_a, times, 3, 10)
+    got, expected = site_novelty(z_v, z_a, times, k=3, exclusion_s=10), loop_novelty([z_v, z_a], times, 3, 10)
     assert np.isinf(got[:7]).all() and np.isinf(expected[:7]).all() and np.isfinite(got[7])  # < 3 clips 10 s before
     np.testing.assert_allclose(got[7:], expected[7:], rtol=1e-5)
+
+
+def test_feature_novelty_matches_the_loop_for_any_number_of_features() -> None:
+    rng = np.random.default_rng(3)
+    times = np.arange(30, dtype=np.float64)
+    features = [rng.normal(size=(30, 4)) * 2, rng.normal(size=(30, 9)).astype(np.float32), rng.gamma(2.0, size=(30, 3))]
+    for chosen in ([features[0]], features):
+        got, expected = feature_novelty(chosen, times, k=2, exclusion_s=5), loop_novelty(chosen, times, 2, 5)
+        assert np.isinf(got[:6]).all() and np.isinf(expected[:6]).all()
+        np.testing.assert_allclose(got[6:], expected[6:], rtol=1e-5)
+    with pytest.raises(ValueError, match="expected features"):
+        feature_novelty([features[0], features[1][:29]], times)
+    with pytest.raises(ValueError, match="expected features"):
+        feature_novelty([], times)
 
 
 def test_a_clip_unlike_the_history_scores_highest() -> None:
@@ -64,7 +77,7 @@ def test_the_calibration_and_live_score_match_loops() -> None:
     z_v, z_a = rng.normal(size=(50, 6)).astype(np.float32), rng.normal(size=(50, 6)).astype(np.float32) * 2
     times = np.arange(50, dtype=np.float64)
     fitted = NoveltyCalibration.fit(z_v, z_a, times, w=0.8, stds=1.5, k=3, exclusion_s=10)
-    terms = loop_terms(z_v, z_a, times, 3, 10)
+    terms = loop_terms([z_v, z_a], times, 3, 10)
     medians = [float(np.median([v for v in m if math.isfinite(v)])) for m in terms]
     scores = [(a / medians[0] + b / medians[1]) / 2 for a, b in zip(*terms, strict=True) if math.isfinite(a)]
     assert fitted.scales == pytest.approx(medians, rel=1e-6)

@@ -9,7 +9,8 @@ camera's history, ``times[j] <= times[i] - exclusion_s`` (not the seconds of its
 alike whatever their spread. A clip with fewer than k clips of history has no score.
 
 Two uses of one computation:
-- :func:`site_novelty` scores a whole recording at once (the benchmark): statistics and medians over it;
+- :func:`site_novelty` scores a whole recording at once (the benchmark): statistics and medians over it
+  (:func:`feature_novelty`: the same over any list of per-clip features);
 - :class:`NoveltyCalibration` is fitted on a camera's stored clips (the platform's embedder, per model
   version) and scores live clips against a :class:`CameraHistory` (the anomaly detector): statistics and
   medians of the stored clips, threshold ``mean + stds * std`` of their scores.
@@ -17,6 +18,7 @@ Two uses of one computation:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +26,7 @@ import numpy as np
 from avsurv.constants import ANOMALY_STDS, NOVELTY_EXCLUSION_S
 from avsurv.errors import TaskError
 from avsurv.learning.calibration import Calibration
-from avsurv.learning.normalization import CameraStats
+from avsurv.learning.normalization import EPS, CameraStats
 
 NOVELTY_K = 5
 """Neighbours of the novelty detector: an event seen a few times before is no longer new."""
@@ -52,9 +54,21 @@ def site_novelty(z_v: np.ndarray, z_a: np.ndarray, times: np.ndarray, *, k: int 
     ``times`` [N] s), statistics and medians over the whole recording; +inf without k clips of history."""
     if z_v.shape != z_a.shape or z_v.ndim != 2 or len(times) != len(z_v):
         raise ValueError(f"expected z_v, z_a [N, D] and times [N], got {z_v.shape}, {z_a.shape}, {np.shape(times)}")
+    return feature_novelty([z_v, z_a], times, k=k, exclusion_s=exclusion_s)
+
+
+def feature_novelty(features: Sequence[np.ndarray], times: np.ndarray, *, k: int = NOVELTY_K,
+                    exclusion_s: float = NOVELTY_EXCLUSION_S) -> np.ndarray:
+    """float64 [N]: site novelty over any per-clip features of one camera's recording, ``features`` a list
+    of [N, D_m] (the benchmark's variants: one modality alone, or an embedding with the clip's spectrum):
+    each standardized with its own mean and variance over the recording, its term ``n_m / s_m`` as in
+    :func:`site_novelty`, the score the mean of the terms; +inf without k clips of history."""
+    if not features or any(np.ndim(x) != 2 or len(x) != len(times) for x in features):
+        raise ValueError(f"expected features [N, D] and times [N], got {[np.shape(x) for x in features]}, "
+                         f"{np.shape(times)}")
     _check(k, exclusion_s)
-    terms = [history_distances(x, times, k, exclusion_s) for x in CameraStats.of(z_v, z_a).standardize(z_v, z_a)]
-    return _combined(terms, [_median(t) for t in terms])
+    terms = [history_distances(_standardized(x), times, k, exclusion_s) for x in features]
+    return sum(t / _median(t) for t in terms) / len(terms)
 
 
 @dataclass(frozen=True, eq=False)
@@ -187,6 +201,12 @@ def _check(k: int, exclusion_s: float) -> None:
 def _squared(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """[N, M] squared Euclidean distances between the rows of ``a`` [N, D] and ``b`` [M, D]."""
     return (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+
+
+def _standardized(x: np.ndarray) -> np.ndarray:
+    """float32 ``(x - mean) / sqrt(var + EPS)`` per dimension over the rows, as :class:`CameraStats` does."""
+    x = np.asarray(x, dtype=np.float64)
+    return ((x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + EPS)).astype(np.float32)
 
 
 def _median(values: np.ndarray) -> float:
