@@ -39,11 +39,16 @@ TWINS = (5, 25, 45)
 Event = pb.AnomalyEvent
 
 
-class _NoStoredClips:
-    """A vector store without stored clips: the camera's history is its live clips."""
+class _StoredClips:
+    """A vector store holding cam0's stored clips, ``z_v``, ``z_a`` [N, D] at seconds 0..N-1 (the arrays
+    themselves: a test may change them before the detector first reads its history)."""
+
+    def __init__(self, z_v: np.ndarray, z_a: np.ndarray) -> None:
+        self.z_v, self.z_a = z_v, z_a
 
     def window(self, collection: str, camera_id: str, start_time: float, end_time: float) -> list[Hit]:
-        return []
+        return [Hit(str(t), {"capture_time": float(t)}, self.z_v[t], self.z_a[t]) for t in range(len(self.z_v))
+                if camera_id == "cam0" and start_time <= t <= end_time]
 
 
 def _colour(second: int) -> tuple[int, int, int]:
@@ -59,9 +64,9 @@ def _store(archive: ClipArchive, second: int) -> None:
 
 @pytest.fixture
 def planted(tmp_path: Path) -> Iterator[tuple[AnomalyService, np.ndarray, np.ndarray]]:
-    """A novelty detector on cam0 (5 stds: no normal clip flagged) with a clip store and a calibration fitted
-    on normal clips; yields it and the normal clips' z_v, z_a: near two fixed directions, hardly varying in
-    their first dimension (where a planted odd clip deviates)."""
+    """A novelty detector on cam0 (5 stds) with a clip store and a calibration fitted on the normal clips
+    stored before, which are its history as in the platform; yields it and the normal clips' z_v, z_a: near
+    two fixed directions, hardly varying in their first dimension (where a planted odd clip deviates)."""
     rng = np.random.default_rng(0)
     base_v, base_a = rng.normal(size=(2, EMBEDDING_DIM)).astype(np.float32)
     spread = np.full(EMBEDDING_DIM, 0.1, np.float32)
@@ -77,7 +82,7 @@ def planted(tmp_path: Path) -> Iterator[tuple[AnomalyService, np.ndarray, np.nda
         registry.set_novelty(VERSION, "cam0", NoveltyCalibration.fit(
             z_v, z_a, np.arange(NORMAL_SECONDS, dtype=float), w=W, exclusion_s=2.0))
         yield AnomalyService(InProcessBus(), registry, DirectoryArtifacts(tmp_path / "artifacts"), tmp_path / "cache",
-                             run_idle_s=60.0, stds=5.0, detector="novelty", vectors=_NoStoredClips(),
+                             run_idle_s=60.0, stds=5.0, detector="novelty", vectors=_StoredClips(z_v, z_a),
                              archive=archive), z_v, z_a
 
 
@@ -97,8 +102,6 @@ def test_an_event_says_which_modality_deviated_and_shows_its_peak_and_the_neares
         planted: tuple[AnomalyService, np.ndarray, np.ndarray], far: str, deviation: Event.Deviation) -> None:
     detector, z_v, z_a = planted
     z_v[list(TWINS)], z_a[list(TWINS)] = z_v[TWINS[0]], z_a[TWINS[0]]
-    for second in range(NORMAL_SECONDS):
-        _publish(detector.bus, second, z_v[second], z_a[second])
     # Two odd clips, the twins' but for the first dimension of the far modality, the second one odder: the
     # peak moves to it.
     shift = np.eye(EMBEDDING_DIM, dtype=np.float32)[0]

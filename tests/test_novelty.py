@@ -10,16 +10,18 @@ from avsurv.errors import TaskError
 from avsurv.tasks.novelty import CameraHistory, NoveltyCalibration, feature_novelty, site_novelty
 
 
-def loop_terms(features: list[np.ndarray], times: np.ndarray, k: int, exclusion_s: float) -> list[list[float]]:
-    """Per feature, each clip's squared distance / D to its k-th nearest earlier clip, standardized with
-    the mean and variance of all the clips."""
+def loop_terms(features: list[np.ndarray], times: np.ndarray, k: int, exclusion_s: float,
+               before_only: bool = True) -> list[list[float]]:
+    """Per feature, each clip's squared distance / D to its k-th nearest clip at least ``exclusion_s``
+    earlier (or away on either side), standardized with the mean and variance of all the clips."""
     per_modality = []
     for z in (f.astype(np.float64) for f in features):
         x = (z - z.mean(0)) / np.sqrt(z.var(0) + 1e-5)
         novelty = []
         for i in range(len(times)):
+            gaps = [times[i] - times[j] if before_only else abs(times[i] - times[j]) for j in range(len(times))]
             distances = sorted(float(((x[i] - x[j]) ** 2).sum()) / x.shape[1]
-                               for j in range(len(times)) if times[j] <= times[i] - exclusion_s)
+                               for j in range(len(times)) if gaps[j] >= exclusion_s)
             novelty.append(distances[k - 1] if len(distances) >= k else math.inf)
         per_modality.append(novelty)
     return per_modality
@@ -77,7 +79,7 @@ def test_the_calibration_and_live_score_match_loops() -> None:
     z_v, z_a = rng.normal(size=(50, 6)).astype(np.float32), rng.normal(size=(50, 6)).astype(np.float32) * 2
     times = np.arange(50, dtype=np.float64)
     fitted = NoveltyCalibration.fit(z_v, z_a, times, w=0.8, stds=1.5, k=3, exclusion_s=10)
-    terms = loop_terms([z_v, z_a], times, 3, 10)
+    terms = loop_terms([z_v, z_a], times, 3, 10, before_only=False)  # stored clips: neighbours on both sides
     medians = [float(np.median([v for v in m if math.isfinite(v)])) for m in terms]
     scores = [(a / medians[0] + b / medians[1]) / 2 for a, b in zip(*terms, strict=True) if math.isfinite(a)]
     assert fitted.scales == pytest.approx(medians, rel=1e-6)
@@ -99,6 +101,23 @@ def test_the_calibration_and_live_score_match_loops() -> None:
     assert fitted.score(new_v, new_a, 11.9, history) is None  # two
     again = NoveltyCalibration.from_dict(fitted.to_dict())
     assert again.score(new_v, new_a, 55.0, history) == pytest.approx(got, rel=1e-9)
+
+
+def test_a_camera_calibrated_on_its_stored_clips_flags_its_live_clips_at_the_stated_rate() -> None:
+    """Live clips have a whole history of neighbours: the calibration's clips must too, else the threshold
+    sits above anything a live clip scores (fitted against the clips before each one, it flagged none here)."""
+    rng = np.random.default_rng(4)
+    z_v, z_a = rng.normal(size=(1200, 8)).astype(np.float32), rng.normal(size=(1200, 8)).astype(np.float32)
+    times = np.arange(1200, dtype=np.float64)
+    fitted = NoveltyCalibration.fit(z_v[:600], z_a[:600], times[:600], w=0.5, stds=2.0)
+    history = CameraHistory.empty(8).added(z_v[:600], z_a[:600], times[:600])
+    flagged = []
+    for i in range(600, 1200):  # from the same distribution: 2 std above the mean flags a few per cent
+        score = fitted.score(z_v[i], z_a[i], times[i], history)
+        assert score is not None
+        flagged.append(score > fitted.calibration.threshold)
+        history = history.added(z_v[i:i + 1], z_a[i:i + 1], times[i:i + 1])
+    assert 0.01 <= np.mean(flagged) <= 0.08, np.mean(flagged)
 
 
 def test_the_history_keeps_the_latest_clips() -> None:

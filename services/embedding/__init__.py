@@ -201,9 +201,8 @@ class _Swap(threading.Thread):
                 self.service.registry.set_calibration(self.version, camera, calibration)
 
     def _fit_novelty(self, stored: dict[str, Stored], model: LoadedModel) -> None:
-        """Per camera, the site novelty of its latest stored clips (the clip store lists them in capture
-        order), each against those before it; a camera without enough history gets none yet (its clips
-        are not flagged by novelty)."""
+        """Per camera, the site novelty of its latest stored clips, each against the others outside its
+        exclusion window; a camera without enough clips gets none yet (its clips are not flagged by novelty)."""
         settings = self.service.settings
         for camera, all_rows in stored.items():
             rows = list(all_rows)[-NOVELTY_HISTORY:]
