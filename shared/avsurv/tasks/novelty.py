@@ -13,7 +13,8 @@ Two uses of one computation:
   (:func:`feature_novelty`: the same over any list of per-clip features);
 - :class:`NoveltyCalibration` is fitted on a camera's stored clips (the platform's embedder, per model
   version) and scores live clips against a :class:`CameraHistory` (the anomaly detector): statistics and
-  medians of the stored clips, threshold ``mean + stds * std`` of their scores.
+  medians of the stored clips, threshold ``mean + stds * std`` of their scores, each stored clip scored
+  against the others on both sides of it (a live clip has a whole history).
 """
 
 from __future__ import annotations
