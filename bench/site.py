@@ -49,7 +49,7 @@ from avsurv.learning.embeddings import EmbeddingSet
 from avsurv.learning.encode import encode_table
 from avsurv.learning.evaluate import cross_modal_recall
 from avsurv.learning.losses import epg_labels
-from avsurv.learning.normalization import CameraStats
+from avsurv.learning.normalization import standardized
 from avsurv.learning.scores import clip_scores
 from avsurv.learning.train import METHODS, SUPERVISED, TrainConfig, Trainer
 from avsurv.models import AudioVisualModel, build_model
@@ -237,11 +237,6 @@ def macro_f1(truth: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
-def _standardized(x: np.ndarray) -> np.ndarray:
-    stats = CameraStats.of(x, x)
-    return stats.standardize(x, x)[0]
-
-
 def localization(features: dict[str, dict[str, np.ndarray]], cameras: dict[str, Camera]) -> dict[str, Any]:
     """kind -> normalization -> camera -> accuracy and macro-F1; ``features``: kind -> camera -> [N, F]."""
     result: dict[str, Any] = {}
@@ -249,7 +244,7 @@ def localization(features: dict[str, dict[str, np.ndarray]], cameras: dict[str, 
         field = FIELDS[kind]
         result[kind] = {}
         for normalization in NORMALIZATIONS:
-            prepared = {c: _standardized(x) if normalization == "per-camera" else x for c, x in per_camera.items()}
+            prepared = {c: standardized(x) if normalization == "per-camera" else x for c, x in per_camera.items()}
             train = cameras["cam0"]
             probe = train_probe(prepared["cam0"][~train.held], train.labels[field][~train.held])
             scores = {}

@@ -116,6 +116,12 @@ class CameraStats:
         return cls(count, mean, {m: var[m] * count for m in MODALITIES})
 
 
+def standardized(x: np.ndarray) -> np.ndarray:
+    """float32 copy of one set of features ``x`` [N >= 1, D] standardized with its own per-dimension mean and
+    variance, as :class:`CameraStats` standardizes a modality."""
+    return CameraStats.of(x, x).standardize(x, x)[0]
+
+
 def _vector(data: dict[str, Any], key: str, modality: str) -> np.ndarray:
     try:
         vector = np.asarray(data[key], dtype=np.float64)

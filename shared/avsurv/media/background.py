@@ -34,16 +34,34 @@ BACKGROUND_STRIDE = 4
 """Clips between two samples: the ring spans BACKGROUND_FRAMES x BACKGROUND_STRIDE seconds of video."""
 
 
+class _Samples:
+    """Every ``stride``-th clip offered leaves a sample in a ring of the last ``size``: what the camera's
+    background and noise floor are medians of."""
+
+    def __init__(self, size: int, stride: int) -> None:
+        if size < 1 or stride < 1:
+            raise ValueError(f"samples and stride must be >= 1, got {size} and {stride}")
+        self.stride = stride
+        self._ring: deque[np.ndarray] = deque(maxlen=size)
+        self._clips = 0
+
+    def due(self) -> bool:
+        """Counts one clip; True when it is the one to sample (then :meth:`add` its sample)."""
+        self._clips += 1
+        return (self._clips - 1) % self.stride == 0
+
+    def add(self, sample: np.ndarray) -> np.ndarray:
+        """The ring, with ``sample``, stacked [K, ...]."""
+        self._ring.append(sample)
+        return np.stack(self._ring)
+
+
 class RunningBackground:
     """One camera's background: ``observe`` each clip's frames uint8 [T, H, W, 3] in time order."""
 
     def __init__(self, frames: int = BACKGROUND_FRAMES, stride: int = BACKGROUND_STRIDE) -> None:
-        if frames < 1 or stride < 1:
-            raise ValueError(f"frames and stride must be >= 1, got {frames} and {stride}")
-        self.stride = stride
-        self._ring: deque[np.ndarray] = deque(maxlen=frames)
+        self._samples = _Samples(frames, stride)
         self._median: np.ndarray | None = None
-        self._clips = 0
 
     def observe(self, clip_frames: np.ndarray) -> np.ndarray:
         """uint8 [H, W, 3]: the background this clip is compared with; then the clip joins the history."""
@@ -52,10 +70,8 @@ class RunningBackground:
         if self._median is not None and self._median.shape != clip_frames.shape[1:]:
             raise ValueError(f"frame size changed from {self._median.shape} to {clip_frames.shape[1:]}")
         background = _median(clip_frames) if self._median is None else self._median
-        if self._clips % self.stride == 0:
-            self._ring.append(clip_frames[len(clip_frames) // 2].copy())
-            self._median = _median(np.stack(self._ring))
-        self._clips += 1
+        if self._samples.due():
+            self._median = _median(self._samples.add(clip_frames[len(clip_frames) // 2].copy()))
         return background
 
 
@@ -67,12 +83,8 @@ class RunningNoiseFloor:
     """One camera's noise floor: ``observe`` each clip's log-mel float32 [1, 128, T] (dB) in time order."""
 
     def __init__(self, samples: int = BACKGROUND_FRAMES, stride: int = BACKGROUND_STRIDE) -> None:
-        if samples < 1 or stride < 1:
-            raise ValueError(f"samples and stride must be >= 1, got {samples} and {stride}")
-        self.stride = stride
-        self._ring: deque[np.ndarray] = deque(maxlen=samples)
+        self._samples = _Samples(samples, stride)
         self._floor: np.ndarray | None = None
-        self._clips = 0
 
     def observe(self, log_mel: np.ndarray, has_audio: bool = True) -> np.ndarray:
         """float32 [128]: the floor this clip is measured against; then a clip with audio joins the history
@@ -81,11 +93,8 @@ class RunningNoiseFloor:
             raise ValueError(f"expected a log-mel [1, {N_MELS}, T], got {log_mel.shape}")
         level = np.quantile(log_mel[0], NOISE_FLOOR_QUANTILE, axis=-1).astype(np.float32)
         floor = level if self._floor is None else self._floor
-        if has_audio:
-            if self._clips % self.stride == 0:
-                self._ring.append(level)
-                self._floor = np.median(np.stack(self._ring), axis=0).astype(np.float32)
-            self._clips += 1
+        if has_audio and self._samples.due():
+            self._floor = np.median(self._samples.add(level), axis=0).astype(np.float32)
         return floor
 
 

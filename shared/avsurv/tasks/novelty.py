@@ -27,7 +27,7 @@ import numpy as np
 from avsurv.constants import ANOMALY_STDS, NOVELTY_EXCLUSION_S
 from avsurv.errors import TaskError
 from avsurv.learning.calibration import Calibration
-from avsurv.learning.normalization import EPS, CameraStats
+from avsurv.learning.normalization import CameraStats, standardized
 
 NOVELTY_K = 5
 """Neighbours of the novelty detector: an event seen a few times before is no longer new."""
@@ -71,8 +71,8 @@ def feature_novelty(features: Sequence[np.ndarray], times: np.ndarray, *, k: int
         raise ValueError(f"expected features [N, D] and times [N], got {[np.shape(x) for x in features]}, "
                          f"{np.shape(times)}")
     _check(k, exclusion_s)
-    terms = [history_distances(_standardized(x), times, k, exclusion_s) for x in features]
-    return sum(t / _median(t) for t in terms) / len(terms)
+    terms = [history_distances(standardized(x), times, k, exclusion_s) for x in features]
+    return _combined(terms, [_median(t) for t in terms])
 
 
 @dataclass(frozen=True, eq=False)
@@ -212,12 +212,6 @@ def _squared(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
 
 
-def _standardized(x: np.ndarray) -> np.ndarray:
-    """float32 ``(x - mean) / sqrt(var + EPS)`` per dimension over the rows, as :class:`CameraStats` does."""
-    x = np.asarray(x, dtype=np.float64)
-    return ((x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + EPS)).astype(np.float32)
-
-
 def _median(values: np.ndarray) -> float:
     """Median of the finite values; 1 when there are none or it is 0, so a scale never divides by 0."""
     finite = values[np.isfinite(values)]
@@ -225,5 +219,6 @@ def _median(values: np.ndarray) -> float:
     return median if median > 0 else 1.0
 
 
-def _combined(terms: list[np.ndarray], scales: tuple[float, float] | list[float]) -> np.ndarray:
-    return (terms[0] / scales[0] + terms[1] / scales[1]) / 2
+def _combined(terms: list[np.ndarray], scales: tuple[float, ...] | list[float]) -> np.ndarray:
+    """The mean of the terms, each over its scale."""
+    return sum(t / s for t, s in zip(terms, scales, strict=True)) / len(terms)
