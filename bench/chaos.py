@@ -15,7 +15,10 @@ The broker keeps its log in S3 storage (Tansu's ``s3://`` engine on a moto serve
 is not killed) and Redis appends every write to its AOF (fsync always). Tansu does not keep everything it
 acknowledged through a SIGKILL (100 acknowledged messages, 88 left after a kill right after them): what it
 lost is counted apart (chunks missing inside their session's sequence, stored clips missing from the clips
-topic, events the detector recorded but missing from the anomalies topic). A kill of ingest restarts its file
+topic, events the detector recorded but missing from the anomalies topic). A stored clip whose embedding is not
+on its topic (the broker lost the clip before the embedder read it, or the embedding after the detector may
+have read it) leaves the events next to it undecidable from outside: an event whose start depends on such a
+clip is counted apart as unjudged, neither expected nor unexpected. A kill of ingest restarts its file
 cameras from their beginning (a new session, new clip ids): the expected clips follow the chunks published.
 
     python bench/chaos.py                        # the long variant: 24 kills, 3 cameras, 60 s paced
@@ -49,14 +52,14 @@ from platformkit import Service, small_scene, untrained_model, wait_for
 from realparts import TANSU, _wait_for_port, free_port
 
 from avsurv.adapters.state import connect_state
-from avsurv.adapters.vectors import QdrantVectors, alias_name, open_vectors
+from avsurv.adapters.vectors import Hit, QdrantVectors, alias_name, open_vectors
 from avsurv.learning.calibration import Calibration
 from avsurv.learning.modeldir import CALIBRATION, load_model
 from avsurv.learning.scores import clip_scores
 from avsurv.media import Segmenter
 from avsurv.media.segment import ClipFeed
 from avsurv.platform.archive import ClipArchive
-from avsurv.platform.messages import ANOMALIES, CHUNKS, CLIPS, EMBEDDINGS
+from avsurv.platform.messages import ANOMALIES, CHUNKS, CLIPS, EMBEDDINGS, header
 from avsurv.platform.model_versions import LoadedModel
 from avsurv.platform.registry import Registry
 from avsurv.platform.runtime import SERVICES
@@ -99,6 +102,8 @@ class Figures:
     events_lost: int = 0
     events_duplicated: int = 0
     events_unexpected: int = 0
+    events_unjudged: int = 0
+    embeddings_missing: int = 0
     broker_lost_chunks: int = 0
     broker_lost_clips: int = 0
     broker_lost_events: int = 0
@@ -187,6 +192,10 @@ def calibrated_model(directory: Path, clips_of: list[Path]) -> tuple[Path, float
     return directory, threshold
 
 
+RUN_GAP_S = 1.5
+"""Clips of one run follow each other within this many seconds (the detector's ``CLIP_SECONDS * 1.5``)."""
+
+
 def expected_events(embeddings: list[pb.Embedding], threshold: float) -> set[tuple[str, float]]:
     """(camera, start) of every event the detector should find in these embeddings (each clip once, in
     capture order per camera): runs of consecutive clips with audio scoring over ``threshold``."""
@@ -198,10 +207,25 @@ def expected_events(embeddings: list[pb.Embedding], threshold: float) -> set[tup
         score = clip_scores(np.asarray([e.z_v], np.float32), np.asarray([e.z_a], np.float32), e.w)[0]
         flag = e.has_audio and score > threshold
         last = previous.get(camera)
-        if flag and (last is None or not last[1] or at - last[0] > 1.5):
+        if flag and (last is None or not last[1] or at - last[0] > RUN_GAP_S):
             events.add((camera, at))
         previous[camera] = (at, flag)
     return events
+
+
+def judged_events(embeddings: list[pb.Embedding], unembedded: list[pb.Embedding], threshold: float,
+                  observed: set[tuple[str, float]]) -> tuple[set[tuple[str, float]], set[tuple[str, float]]]:
+    """(the events expected, those of them and of ``observed`` left unjudged). ``unembedded`` are stored clips
+    whose embedding is not on the topic (rebuilt from their indexed vectors): the detector may or may not have
+    read each. An event's start depends only on its own clip and the one before it within ``RUN_GAP_S``, so
+    an event is judged exactly when no such clip is unembedded; the rest count neither way."""
+    events = expected_events(embeddings, threshold) | expected_events(embeddings + unembedded, threshold)
+    doubtful: dict[str, list[float]] = {}
+    for e in unembedded:
+        doubtful.setdefault(e.header.camera_id, []).append(e.header.capture_time)
+    unjudged = {(camera, start) for camera, start in events | observed
+                if any(start - RUN_GAP_S <= t <= start for t in doubtful.get(camera, ()))}
+    return events - unjudged, unjudged
 
 
 def read_topic(bootstrap: str, topic: str) -> list[bytes]:
@@ -384,21 +408,26 @@ def _count(figures: Figures, env: dict[str, str], registry: Registry, vectors: Q
     on_topic = {pb.Clip.FromString(v).header.clip_id for v in read_topic(bootstrap, CLIPS)}
     stored = set(ClipArchive(env["AVSURV_CLIP_STORE"]).clip_ids())
     assert collection is not None
-    points = Counter(hit.payload["clip_id"] for camera in {c.rpartition(":")[0] for c in stored}
-                     for hit in vectors.window(collection, camera, -1e12, 1e12))
+    hits = [hit for camera in {c.rpartition(":")[0] for c in stored}
+            for hit in vectors.window(collection, camera, -1e12, 1e12)]
+    points = Counter(hit.payload["clip_id"] for hit in hits)
     figures.chunks, figures.clips_expected, figures.clips_stored = len(chunks), len(expected), len(stored)
     figures.broker_lost_chunks = _sequence_gaps(chunks)
     figures.broker_lost_clips = len(stored - on_topic)
     figures.clips_lost = len(expected - stored) + len(on_topic - set(points))
     figures.points = sum(points.values())
     figures.points_duplicated = sum(n - 1 for n in points.values())
-    wanted = expected_events([pb.Embedding.FromString(v) for v in read_topic(bootstrap, EMBEDDINGS)], threshold)
+    embeddings = [pb.Embedding.FromString(v) for v in read_topic(bootstrap, EMBEDDINGS)]
+    unembedded = _unembedded(hits, {e.header.clip_id for e in embeddings}, registry)
+    figures.embeddings_missing = len(unembedded)
     messages = [pb.AnomalyEvent.FromString(v) for v in read_topic(bootstrap, ANOMALIES)]
     received = [e for e in messages if e.phase == pb.AnomalyEvent.END]  # an event's lifecycle ends once
     seen = Counter((e.header.camera_id, e.start_time) for e in received)
     recorded = {(e.header.camera_id, e.start_time)
                 for e in map(pb.AnomalyEvent.FromString, registry.events(None, None, 1_000_000))}
+    wanted, unjudged = judged_events(embeddings, unembedded, threshold, set(seen) | recorded)
     figures.events_expected, figures.events_received = len(wanted), len(received)
+    figures.events_unjudged = len(unjudged)
     sequences: dict[str, set[int]] = {}
     for e in messages:
         sequences.setdefault(e.event_id, set()).add(e.sequence)
@@ -410,7 +439,17 @@ def _count(figures: Figures, env: dict[str, str], registry: Registry, vectors: Q
     figures.events_lost = len(wanted - set(seen) - recorded) + len(missing) - acknowledged
     figures.events_duplicated = (sum(n - 1 for n in seen.values()) + len(received) - len({e.event_id for e in received})
                                  + len(messages) - len({(e.event_id, e.sequence) for e in messages}))
-    figures.events_unexpected = len(set(seen) - wanted)
+    figures.events_unexpected = len(set(seen) - wanted - unjudged)
+
+
+def _unembedded(hits: list[Hit], on_topic: set[str], registry: Registry) -> list[pb.Embedding]:
+    """The indexed clips whose embedding is not on the embeddings topic, as the embedder would have published
+    them (its model is deterministic, and the chaos run does not standardize: the vectors are the same)."""
+    return [pb.Embedding(header=header(registry.site, h.payload["camera_id"], h.payload["clip_id"],
+                                       float(h.payload["capture_time"])),
+                         z_v=h.z_v.tolist(), z_a=h.z_a.tolist(), has_audio=bool(h.payload["has_audio"]),
+                         w=registry.model(h.payload["model_version"]).w)
+            for h in hits if h.payload["clip_id"] not in on_topic]
 
 
 def _sequence_gaps(chunks: list[pb.Chunk]) -> int:

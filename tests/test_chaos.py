@@ -23,6 +23,7 @@ from avsurv.adapters.artifacts import DirectoryArtifacts
 from avsurv.adapters.bus import Bus, InProcessBus, Message
 from avsurv.adapters.kafka_bus import KafkaBus
 from avsurv.adapters.state import connect_state
+from avsurv.clipids import clip_id
 from avsurv.constants import EMBEDDING_DIM
 from avsurv.learning.calibration import Calibration
 from avsurv.learning.scores import clip_scores
@@ -169,6 +170,25 @@ def test_an_event_waits_for_the_seconds_its_camera_has_captured_instead_of_split
         events = [pb.AnomalyEvent.FromString(v) for v in bus.recent(ANOMALIES, "cam0", 10)]
         assert [(e.start_time, e.end_time) for e in events if e.phase == pb.AnomalyEvent.END] == [(100.0, 103.0)]
         assert len({e.event_id for e in events}) == 1
+
+
+def _embedding(camera: str, at: float, odd: bool) -> pb.Embedding:
+    return pb.Embedding(header=header("default", camera, clip_id(camera, at), at), z_v=NORMAL.tolist(),
+                        z_a=(ODD if odd else NORMAL).tolist(), has_audio=True, w=W)
+
+
+def test_an_event_next_to_a_clip_whose_embedding_the_broker_lost_is_left_unjudged() -> None:
+    """cam0 flags seconds 1-2 and 4-5. With second 1's embedding gone from the topic the detector found an
+    event at 1 (it read it first) or at 2 (it never did): both are left unjudged, the one at 4 is not."""
+    threshold = float(np.mean(clip_scores(np.stack([NORMAL, NORMAL]), np.stack([NORMAL, ODD]), W)))
+    clips = [_embedding("cam0", t, t in (1, 2, 4, 5)) for t in range(6)] + [_embedding("cam1", 2, True)]
+    on_topic, lost = clips[:1] + clips[2:], [clips[1]]
+    assert chaos.expected_events(on_topic, threshold) == {("cam0", 2.0), ("cam0", 4.0), ("cam1", 2.0)}
+    judged, unjudged = chaos.judged_events(on_topic, lost, threshold, {("cam0", 1.0), ("cam0", 9.0)})
+    assert judged == {("cam0", 4.0), ("cam1", 2.0)}
+    assert unjudged == {("cam0", 1.0), ("cam0", 2.0)}
+    assert chaos.judged_events(clips, [], threshold, {("cam0", 9.0)}) == (chaos.expected_events(clips, threshold),
+                                                                          set())
 
 
 CI_KILLS = 8
