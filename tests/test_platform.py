@@ -127,6 +127,47 @@ def test_a_camera_session_with_no_clip_says_why(tmp_path: Path, caplog: pytest.L
     assert f"cam0 session s1 ended with no clip ({TOO_SHORT}): its video lasts only" in caplog.text
 
 
+def _segmented(bus: InProcessBus, archive: ClipArchive, chunks: list[bytes]) -> list[str]:
+    """The clip ids the segmentation loop publishes from ``chunks`` once it is done with them, in order."""
+    for chunk in chunks:
+        bus.publish(CHUNKS, "cam0", chunk)
+    service = SegmentationService(bus, archive, "site")
+    service.start()
+    try:
+        wait_for(lambda: bus._committed[("segmentation", CHUNKS, 0)] == len(chunks), 60, "every chunk done")
+    finally:
+        service.stop()
+    return [pb.Clip.FromString(v).header.clip_id for v in _read_all(bus, CLIPS)]
+
+
+class _FailingOnce(ClipArchive):
+    """A clip store that is away for the ``nth`` clip stored (an S3 outage, say)."""
+
+    def __init__(self, root: Path, nth: int) -> None:
+        super().__init__(root)
+        self.puts, self.nth = 0, nth
+
+    def put(self, message: pb.Clip) -> str:
+        self.puts += 1
+        if self.puts == self.nth:
+            raise ConnectionError("the clip store is away")
+        return super().put(message)
+
+
+def test_segmentation_starts_over_after_a_failed_step_and_loses_no_clip(tmp_path: Path, scene: Path) -> None:
+    """The clip store away in the middle of a poll of chunks: the loop starts over as a restart would and
+    every clip is stored and published; before, the rest of the failed poll waited for the next restart."""
+    bus = InProcessBus()
+    CameraIngest("cam0", str(scene / "cam0.mp4"), bus, "site", chunk_seconds=2.0, stall_timeout_s=5.0,
+                 reconnect_max_s=1.0, realtime=False, report=lambda state: None).run()
+    chunks = [m.value for m in bus.subscribe("test", [CHUNKS]).poll(timeout_s=0.5, max_messages=1_000)]
+    clean = _segmented(InProcessBus(), ClipArchive(tmp_path / "clean"), chunks)
+    failing = _FailingOnce(tmp_path / "failing", nth=5)
+    published = _segmented(InProcessBus(), failing, chunks)
+    assert len(clean) >= 18 and failing.puts > failing.nth
+    assert set(published) == set(clean) == set(failing.clip_ids())  # the clips before the failure come twice
+
+
 def _runtime(tmp_path: Path, scene: Path, model: Path | None, **extra: object) -> Runtime:
     settings = load_settings(environ={}, data_dir=tmp_path / "data", grpc_port=0, model=str(model) if model else None,
                              cameras={"cam0": str(scene / "cam0.mp4"), "cam1": str(scene / "cam1.mp4")},

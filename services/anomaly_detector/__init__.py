@@ -308,16 +308,9 @@ class AnomalyService(Worker):
         self.subscription = self.bus.subscribe("anomaly-detector", [EMBEDDINGS])
         self.tracker = CommitTracker(self.subscription)
 
-    def step(self) -> None:
-        try:
-            self._step()
-        except Exception:
-            self._start_over()
-            raise
-
-    def _start_over(self) -> None:
-        """Forgets the embeddings in flight and leaves the group, so that the next step rejoins it and gets
-        every uncommitted one again (a failed step may have dropped some of those it polled)."""
+    def start_over(self) -> None:
+        """Forgets the embeddings in flight, the runs and the histories built from them, and leaves the group,
+        so that the next step rejoins it and gets every uncommitted one again."""
         if self.subscription is not None:
             with suppress(Exception):  # the broker may be away: the group drops the member anyway
                 self.subscription.close()
@@ -330,7 +323,7 @@ class AnomalyService(Worker):
         self._heads_read = -math.inf
         self._scored.clear()  # their clips come again
 
-    def _step(self) -> None:
+    def step(self) -> None:
         if self.subscription is None:
             self._join()
         assert self.subscription is not None

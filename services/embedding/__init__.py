@@ -27,7 +27,10 @@ to the decoder threads, so the next batch is decoded while this one is embedded;
 batch up as a batch always fills (``batch_size``, ``batch_wait_s``). One batch ahead at most. Its clips are
 started in the commit tracker when taken and done only once embedded and published, so none is committed
 early: ``drained()`` waits for them, and a batch taken ahead but not embedded when the service closes is
-redelivered to the group's next consumer.
+redelivered to the group's next consumer. A step that fails (the state store, the vector store or the broker
+away) starts over as a restart would: it drops the batches in hand and rejoins the group, which hands back
+every uncommitted clip (found by the chaos run: a batch whose camera statistics could not be written to a
+killed Redis waited, unindexed, for the next restart).
 """
 
 from __future__ import annotations
@@ -36,13 +39,14 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
 from avsurv.adapters.artifacts import Artifacts
-from avsurv.adapters.bus import Bus, CommitTracker, Message
+from avsurv.adapters.bus import Bus, CommitTracker, Message, Subscription
 from avsurv.adapters.vectors import Hit, Point, QdrantVectors, alias_name, collection_name, open_vectors, point_id
 from avsurv.errors import ModelError, TaskError
 from avsurv.learning.calibration import Calibration
@@ -233,8 +237,8 @@ class EmbeddingService(Worker):
         self.archive, self.settings = archive, settings
         self.normalize = settings.normalization == CAMERA
         self.cache_dir = Path(settings.data_dir) / "model-cache"
-        self.subscription = bus.subscribe("embedding", [CLIPS])
-        self.tracker = CommitTracker(self.subscription)
+        self.subscription: Subscription | None = None  # None after a failed step, until the next one rejoins
+        self._join()
         self.serving: LoadedModel | None = None
         self.swap: _Swap | None = None
         self.failed_versions: dict[str, str] = {}
@@ -286,13 +290,29 @@ class EmbeddingService(Worker):
         if self.serving is None:  # no model yet: clips wait, uncommitted, for the first one
             self.stopping.wait(0.5)
             return
+        if self.subscription is None:
+            self._join()
         batch, decoding = self._prefetched or ([], [])
-        batch = self._next_batch(batch)  # tops up the batch taken ahead (kept should the poll fail)
+        batch = self._next_batch(batch)  # tops up the batch taken ahead
         self._prefetched = None
         if batch:
             decoding = decoding + self._decode(batch[len(decoding):])
             with self._batch_lock:
                 self._embed(batch, decoding)
+
+    def _join(self) -> None:
+        self.subscription = self.bus.subscribe("embedding", [CLIPS])
+        self.tracker = CommitTracker(self.subscription)
+
+    def start_over(self) -> None:
+        """Drops the clips in hand (the batch taken ahead too) and leaves the group: the next step rejoins it
+        and gets every uncommitted clip again, the failed batch with them (their upserts repeat harmlessly;
+        the detector skips an embedding it has scored)."""
+        self._prefetched = None
+        if self.subscription is not None:
+            with suppress(Exception):  # the broker may be away: the group drops the member anyway
+                self.subscription.close()
+            self.subscription = None
 
     def _next_batch(self, batch: list[Message] | None = None) -> list[Message]:
         """A batch of clips messages: ``batch`` (taken ahead) topped up to ``batch_size``, waiting at most
@@ -367,9 +387,10 @@ class EmbeddingService(Worker):
     def _update_stats(self, clips: tuple[Clip, ...], z_v: np.ndarray, z_a: np.ndarray, version: str) -> None:
         """Merges a live batch into its cameras' running statistics and stores them for a restart."""
         batch_stats = per_camera([clip.camera_id for clip in clips], z_v, z_a)
-        self.camera_stats = merged_per_camera(self.camera_stats, batch_stats)
+        merged = merged_per_camera(self.camera_stats, batch_stats)
         for camera in batch_stats:
-            self.registry.set_camera_stats(version, camera, self.camera_stats[camera])
+            self.registry.set_camera_stats(version, camera, merged[camera])
+        self.camera_stats = merged  # only once stored: a batch that fails here comes again
 
     def _publish(self, clip_messages: tuple[pb.Clip, ...], z_v: np.ndarray, z_a: np.ndarray,
                  model: LoadedModel) -> None:
@@ -383,7 +404,8 @@ class EmbeddingService(Worker):
 
     def drained(self) -> bool:
         """Every clip given is embedded; without a model yet, clips wait and are not waited for."""
-        return (self.serving is None and self.swap is None) or self.tracker.drained()
+        return (self.serving is None and self.swap is None) or (self.subscription is not None
+                                                                and self.tracker.drained())
 
     def close(self) -> None:
         if self.swap is not None:
@@ -393,7 +415,8 @@ class EmbeddingService(Worker):
                      len(self._prefetched[0]))
             self._prefetched = None
         self._decoder.shutdown(cancel_futures=True)
-        self.subscription.close()
+        if self.subscription is not None:
+            self.subscription.close()
 
 
 def _decoded(message: Message) -> Decoded:

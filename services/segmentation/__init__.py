@@ -2,16 +2,19 @@
 
 One :class:`ClipFeed` per camera session continues across chunks. A chunk's offset is committed only
 once no clip that needs its data is still open, so a restart replays enough chunks to rebuild every
-clip (replayed clips have the same id and overwrite nothing).
+clip (replayed clips have the same id and overwrite nothing). A step that fails (the clip store or the
+broker away) starts over the same way: the sessions are dropped and the group hands back every uncommitted
+chunk, instead of the rest of the failed poll waiting for the next restart.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from contextlib import suppress
 
 import numpy as np
 
-from avsurv.adapters.bus import Bus, CommitTracker, Message
+from avsurv.adapters.bus import Bus, CommitTracker, Message, Subscription
 from avsurv.media.clipstore import decode_jpeg
 from avsurv.media.decode import AudioChunk, VideoSample
 from avsurv.media.segment import ClipFeed
@@ -54,12 +57,27 @@ class SegmentationService(Worker):
     def __init__(self, bus: Bus, archive: ClipArchive, site: str) -> None:
         super().__init__()
         self.bus, self.archive, self.site = bus, archive, site
-        self.subscription = bus.subscribe("segmentation", [CHUNKS])
-        self.tracker = CommitTracker(self.subscription)
+        self.subscription: Subscription | None = None  # None after a failed step, until the next one rejoins
         self.sessions: dict[str, _Session] = {}
+        self._join()
         self.clips_published = 0
 
+    def _join(self) -> None:
+        self.subscription = self.bus.subscribe("segmentation", [CHUNKS])
+        self.tracker = CommitTracker(self.subscription)
+
+    def start_over(self) -> None:
+        """Drops the open sessions (their clips are rebuilt from the chunks that come again) and leaves the
+        group: the next step rejoins it and gets every uncommitted chunk again."""
+        self.sessions.clear()
+        if self.subscription is not None:
+            with suppress(Exception):  # the broker may be away: the group drops the member anyway
+                self.subscription.close()
+            self.subscription = None
+
     def step(self) -> None:
+        if self.subscription is None:
+            self._join()
         messages = self.subscription.poll(timeout_s=0.5, max_messages=16)
         for message in messages:
             self.tracker.started(message)
@@ -113,10 +131,11 @@ class SegmentationService(Worker):
             self.tracker.done(session.unsafe.popleft()[0])
 
     def drained(self) -> bool:
-        return self.tracker.drained()
+        return self.subscription is not None and self.tracker.drained()
 
     def close(self) -> None:
-        self.subscription.close()
+        if self.subscription is not None:
+            self.subscription.close()
 
 
 def build(ports: Ports, settings: Settings) -> ServiceParts:

@@ -1,6 +1,6 @@
 """The shape every service loop shares: a thread that repeats ``step()`` until stopped, reports its health
 and hands back in-flight work on stop (a consumer stops between messages, so whatever it has not
-committed is redelivered to the next one)."""
+committed is redelivered to the next one) and after a failed step (``start_over``: as a restart would)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,12 @@ class Worker(threading.Thread):
     def close(self) -> None:
         """Releases subscriptions and clients; called once on the loop's thread when it ends."""
 
+    def start_over(self) -> None:
+        """Called after a failed step: forget the work in flight as a restart would, so that it comes again (a
+        consumer leaves its group, to rejoin at its next step and be handed every uncommitted message).
+        Without it a step that failed halfway (the state store or the broker away) drops what it had polled
+        until the process restarts, and the commits behind it stall. Must not raise; nothing by default."""
+
     def run(self) -> None:
         UP.labels(self.name_).set(1)
         try:
@@ -44,6 +50,7 @@ class Worker(threading.Thread):
                     ERRORS.labels(self.name_).inc()
                     self.failure = f"{type(error).__name__}: {error}"
                     log.exception("%s: step failed", self.name_)
+                    self.start_over()
                     self.stopping.wait(1.0)
                 else:
                     self.failure = None
