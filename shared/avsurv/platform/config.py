@@ -117,8 +117,8 @@ class Settings(BaseModel):
                                description=f"trainer: model profile ({', '.join(PROFILE_NAMES)}; default "
                                f"{DEFAULT_PROFILE})")
     train_method: str = Field("tpg", description="trainer: tpg (default: on the site benchmark over three seeds "
-                              "it serves search and novelty alerts at least as well as EPG and aligns sight and "
-                              "sound twice as well), epg (the paper's), avbt or infonce")
+                              "its novelty alerts rank anomalies 4 to 10 points of ROC-AUC above EPG's and it aligns "
+                              "sight and sound better), epg (the paper's), avbt or infonce")
     train_holdout: float = Field(0.2, gt=0, lt=1, description="trainer: share of clips held back to evaluate")
     train_max_clips: int = Field(1000, ge=32, description="trainer: most clips held in memory at once (about 1.3 "
                                  "MB of frames each): a round streams the store in working sets of this many")
