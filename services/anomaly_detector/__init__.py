@@ -63,7 +63,7 @@ from google.protobuf.message import DecodeError
 from PIL import Image
 
 from avsurv.adapters.artifacts import Artifacts
-from avsurv.adapters.bus import Bus, CommitTracker, Message, Subscription
+from avsurv.adapters.bus import Bus, CommitTracker, Message, Subscription, leave
 from avsurv.adapters.state import ScorePoint, ScoreSeries
 from avsurv.adapters.vectors import QdrantVectors, collection_name, open_vectors
 from avsurv.clipids import clip_id, parse_clip_id
@@ -311,10 +311,8 @@ class AnomalyService(Worker):
     def start_over(self) -> None:
         """Forgets the embeddings in flight, the runs and the histories built from them, and leaves the group,
         so that the next step rejoins it and gets every uncommitted one again."""
-        if self.subscription is not None:
-            with suppress(Exception):  # the broker may be away: the group drops the member anyway
-                self.subscription.close()
-            self.subscription = None
+        leave(self.subscription)
+        self.subscription = None
         self.runs.clear()
         self._holders.clear()
         self._last_seen.clear()

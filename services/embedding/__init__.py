@@ -39,14 +39,13 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import suppress
 from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
 from avsurv.adapters.artifacts import Artifacts
-from avsurv.adapters.bus import Bus, CommitTracker, Message, Subscription
+from avsurv.adapters.bus import Bus, CommitTracker, Message, Subscription, leave
 from avsurv.adapters.vectors import Hit, Point, QdrantVectors, alias_name, collection_name, open_vectors, point_id
 from avsurv.errors import ModelError, TaskError
 from avsurv.learning.calibration import Calibration
@@ -309,10 +308,8 @@ class EmbeddingService(Worker):
         and gets every uncommitted clip again, the failed batch with them (their upserts repeat harmlessly;
         the detector skips an embedding it has scored)."""
         self._prefetched = None
-        if self.subscription is not None:
-            with suppress(Exception):  # the broker may be away: the group drops the member anyway
-                self.subscription.close()
-            self.subscription = None
+        leave(self.subscription)
+        self.subscription = None
 
     def _next_batch(self, batch: list[Message] | None = None) -> list[Message]:
         """A batch of clips messages: ``batch`` (taken ahead) topped up to ``batch_size``, waiting at most

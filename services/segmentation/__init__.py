@@ -10,11 +10,10 @@ chunk, instead of the rest of the failed poll waiting for the next restart.
 from __future__ import annotations
 
 from collections import deque
-from contextlib import suppress
 
 import numpy as np
 
-from avsurv.adapters.bus import Bus, CommitTracker, Message, Subscription
+from avsurv.adapters.bus import Bus, CommitTracker, Message, Subscription, leave
 from avsurv.media.clipstore import decode_jpeg
 from avsurv.media.decode import AudioChunk, VideoSample
 from avsurv.media.segment import ClipFeed
@@ -70,10 +69,8 @@ class SegmentationService(Worker):
         """Drops the open sessions (their clips are rebuilt from the chunks that come again) and leaves the
         group: the next step rejoins it and gets every uncommitted chunk again."""
         self.sessions.clear()
-        if self.subscription is not None:
-            with suppress(Exception):  # the broker may be away: the group drops the member anyway
-                self.subscription.close()
-            self.subscription = None
+        leave(self.subscription)
+        self.subscription = None
 
     def step(self) -> None:
         if self.subscription is None:

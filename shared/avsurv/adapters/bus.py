@@ -12,6 +12,7 @@ import threading
 import zlib
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -35,6 +36,14 @@ class Subscription(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def leave(subscription: Subscription | None) -> None:
+    """Closes a consumer's subscription after a failed step, the broker perhaps away (the group then drops the
+    member anyway): its uncommitted messages go to the group's next subscription."""
+    if subscription is not None:
+        with suppress(Exception):
+            subscription.close()
 
 
 class Bus(Protocol):
