@@ -5,7 +5,8 @@
 Synthetic clips (random frames and log-mels: speed does not depend on content) go through the real
 ``Trainer`` (TPG, the default batch size) and the real embedding path (``encode_table``: both views,
 then audio). Prints clips/s of the second training epoch (the first pays for CUDA start-up and
-autotuning) and of embedding, with bf16 on and off, so the ratio is measured on the same machine. Made
+autotuning) and of embedding, with bf16 on and off, so the ratio is measured on the same machine (on a CPU,
+``--device cpu``: whether it has Intel AMX decides the ``auto`` precision, and is printed). Made first
 for the lent GPU machines, which have no PyAV: nothing here decodes media, so a missing ``av`` module is
 replaced by an empty one before avsurv is imported.
 """
@@ -32,7 +33,7 @@ from avsurv.learning.data import ClipTable
 from avsurv.learning.encode import encode_table
 from avsurv.learning.train import TrainConfig, Trainer
 from avsurv.media.background import Backgrounds
-from avsurv.models.device import resolve_device
+from avsurv.models.device import cpu_has_amx, resolve_device
 from avsurv.models.profiles import PROFILES
 
 
@@ -49,8 +50,10 @@ def synthetic_table(profile: str, clips: int, seed: int = 0) -> ClipTable:
                      camera_ids=["cam0"] * clips, sources=["synthetic"] * clips, background=background)
 
 
-def measure(profile: str, table: ClipTable, device: str, bf16: bool, epochs: int) -> dict[str, float]:
-    config = TrainConfig(profile=profile, method="tpg", epochs=epochs, device=device, bf16=bf16, precise_bn_clips=0)
+def measure(profile: str, table: ClipTable, device: str, precision: str, epochs: int) -> dict[str, float]:
+    config = TrainConfig(profile=profile, method="tpg", epochs=epochs, device=device, precision=precision,
+                         precise_bn_clips=0)
+    bf16 = precision == "bf16"
     with tempfile.TemporaryDirectory() as scratch:
         trainer = Trainer(table, Path(scratch) / "m", config, progress=False, log=lambda _: None)
         seconds = [trainer.run_epoch(epoch).seconds for epoch in range(epochs)]
@@ -76,15 +79,16 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"device: {name}; torch {torch.__version__}; {args.clips} synthetic clips; TPG, batch 32", flush=True)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, AMX {cpu_has_amx()}"
+    print(f"device: {name}; torch {torch.__version__}, {torch.get_num_threads()} threads; {args.clips} synthetic "
+          "clips; TPG, batch 32", flush=True)
     results = {}
     for profile in args.profiles:
         table = synthetic_table(profile, args.clips)
-        for bf16 in ((False, True) if device.type == "cuda" else (False,)):
-            figures = measure(profile, table, device.type, bf16, args.epochs)
-            results[f"{profile}-{'bf16' if bf16 else 'fp32'}"] = figures
-            print(f"{profile:6s} {'bf16' if bf16 else 'fp32'}: training {figures['train_clips_per_s']:8.1f} clips/s "
+        for precision in ("fp32", "bf16"):
+            figures = measure(profile, table, device.type, precision, args.epochs)
+            results[f"{profile}-{precision}"] = figures
+            print(f"{profile:6s} {precision}: training {figures['train_clips_per_s']:8.1f} clips/s "
                   f"(epoch {figures['epoch_s']:.2f} s), embedding {figures['embed_clips_per_s']:8.1f} clips/s",
                   flush=True)
     if args.json:

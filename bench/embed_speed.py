@@ -7,9 +7,11 @@ Rows, each the median over ``--rounds`` rounds that time every row once in turn 
 machine's load hits all rows alike; the load average is printed before and after):
 - ``before``: ``LoadedModel.embed`` as it was: the crop input's ``np.take_along_axis`` gather then a strided
   float copy (kept here only), and ``embed_table`` under ``no_grad`` alone (without its ``inference_mode``);
-- ``after``: ``LoadedModel.embed`` as it is;
+- ``after``: ``LoadedModel.embed`` as it is, in float32; ``after, bf16``: the same under bf16 autocast (what the
+  ``auto`` precision chooses on a CPU with Intel AMX, :mod:`avsurv.models.device`);
 - ``ceiling: encoders' forward``: both encoders alone on inputs already made (float crops, or for ``fg`` the
-  shrunk frames minus a background, and log-mels): what the model costs whatever is done around it;
+  shrunk frames minus a background, and log-mels): what the model costs whatever is done around it (and
+  ``, bf16``: under bf16 autocast);
 - ``ceiling: forward on pooled input`` (profiles whose X3D pools its input, e.g. ``tiny``'s 4x4): the same
   with the pooling done before the float conversion, i.e. the visual encoder fed [B, 3, 5, 56, 56];
 - ``JPEG decode``: Pillow decoding a clip's 5 frames (what the embedding service does to a clips-topic
@@ -18,7 +20,8 @@ machine's load hits all rows alike; the load average is printed before and after
 - ``service, embed_prefetch off`` / ``on`` (issue 17 item 2): the embedding service's live loop
   (``EmbeddingService.step``) on clips-topic messages of these clips (JPEG frames) waiting on an in-process
   bus, with the model above and ``--decode-threads`` decoder threads, vectors and registry stubbed: decode then
-  model in turn, or the next batch decoded while the model embeds this one. Their ratio is printed last.
+  model in turn, or the next batch decoded while the model embeds this one (and ``on, bf16``: with the model under
+  bf16 autocast). The ratio of the first two is printed last.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from unittest import mock
@@ -49,6 +53,7 @@ from avsurv.constants import CROP_OFFSETS, CROP_SIZE
 from avsurv.learning import embed
 from avsurv.media.clipstore import decode_jpeg, encode_jpeg
 from avsurv.models import build_model
+from avsurv.models.device import autocast
 from avsurv.models.inputs import VIEWS, CropInput
 from avsurv.platform.config import load_settings
 from avsurv.platform.messages import CLIPS, header
@@ -118,7 +123,8 @@ def service_run(model: LoadedModel, jpegs: list[list[bytes]], log_mel: bytes, ba
 def rows(profile: str, batch: int, clip_count: int, decode_threads: int) -> dict[str, Callable[[], object]]:
     """Each row's work on ``clip_count`` clips, in batches of ``batch``."""
     torch.manual_seed(0)
-    model = LoadedModel("bench", build_model(profile).eval(), {"profile": profile, "method": "bench"})
+    model = LoadedModel("bench", build_model(profile).eval(), {"profile": profile, "method": "bench"},
+                        precision="fp32")
     clips = random_clips(clip_count)
     batches = [clips[i : i + batch] for i in range(0, clip_count, batch)]
     visual, audio = model.model.encoders["visual"], model.model.encoders["audio"]
@@ -138,21 +144,26 @@ def rows(profile: str, batch: int, clip_count: int, decode_threads: int) -> dict
             for part in batches:
                 model.embed(part)
 
-    def after() -> None:
-        for part in batches:
-            model.embed(part)
-
-    def forward(encoder: torch.nn.Module, inputs: list[torch.Tensor]) -> Callable[[], None]:
-        @torch.inference_mode()
+    def after(loaded: LoadedModel) -> Callable[[], None]:
         def run() -> None:
-            for _ in batches:
-                for tensor in inputs:
-                    encoder(tensor)
-                audio(log_mel)
+            for part in batches:
+                loaded.embed(part)
         return run
 
-    table: dict[str, Callable[[], object]] = {"before": before, "after": after,
-                                              "ceiling: encoders' forward": forward(visual, crops)}
+    def forward(encoder: torch.nn.Module, inputs: list[torch.Tensor], bf16: bool = False) -> Callable[[], None]:
+        @torch.inference_mode()
+        def run() -> None:
+            with autocast(torch.device("cpu"), bf16):
+                for _ in batches:
+                    for tensor in inputs:
+                        encoder(tensor)
+                    audio(log_mel)
+        return run
+
+    table: dict[str, Callable[[], object]] = {
+        "before": before, "after": after(model), "after, bf16": after(replace(model, precision="bf16")),
+        "ceiling: encoders' forward": forward(visual, crops),
+        "ceiling: encoders' forward, bf16": forward(visual, crops, bf16=True)}
     pool = getattr(visual, "input_pool", None)
     if isinstance(pool, torch.nn.AvgPool3d):
         unpooled = copy.deepcopy(visual)
@@ -165,11 +176,12 @@ def rows(profile: str, batch: int, clip_count: int, decode_threads: int) -> dict
         pool.map(lambda clip: [decode_jpeg(j) for j in clip], jpegs))
     table[f"JPEG decode, draft 1/{DRAFT_SCALE}"] = lambda: [[decode_drafted(j) for j in clip] for clip in jpegs]
     log_mel_f16 = clips[0].log_mel.astype("<f2").tobytes()
-    for prefetch in (False, True):
+    for prefetch, bf16 in ((False, False), (True, False), (True, True)):
         served = LoadedModel("bench", build_model(profile).eval(), {"profile": profile, "method": "bench",
-                                                                    "hyperparameters": {"w": 0.5}})
+                                                                    "hyperparameters": {"w": 0.5}},
+                             precision="bf16" if bf16 else "fp32")
         served.model.load_state_dict(model.model.state_dict())
-        table[f"service, embed_prefetch {'on' if prefetch else 'off'}"] = service_run(
+        table[f"service, embed_prefetch {'on' if prefetch else 'off'}{', bf16' if bf16 else ''}"] = service_run(
             served, jpegs, log_mel_f16, batch, decode_threads, prefetch)
     return table
 

@@ -1,12 +1,15 @@
 """Site-scale benchmark (issue 12): does what the platform learns on one camera serve an operator?
 
     python bench/site.py [--quick] [--out results/site] [--seeds 0 1 2] [--methods ...] [--budget-s 600]
+                         [--precision fp32]
 
 One generated intersection (``--duration`` 3600 s, 3 cameras: cam0 reference, cam1 similar, cam2
 challenging) is rendered and cut into clips once. Every method learns on cam0 except its last
 ``--held-s`` (900 s) for at most ``--budget-s`` seconds of wall time (whole epochs: the epoch that would
-pass the budget is not started, judged by the last epoch's length), and is evaluated on the held-back
-last 900 s of every camera:
+pass the budget is not started, judged by the last epoch's length), in ``--precision`` (float32 by default, as
+the tables in docs/RESULTS.md were made; ``auto`` is what the platform trains in, bf16 on a CPU with Intel AMX,
+which fits about twice the epochs in the budget), and is evaluated on the held-back last 900 s of every camera
+(embedded in the same precision):
 - event localization, EPG Table 1 protocol: a linear probe fitted on cam0's training part, accuracy and
   macro-F1 of visual features on ``visual_label``, audio on ``audio_label``, audio-visual on ``label``;
   under the paper's normalization (cam0's scaler for every camera) and per camera (each camera's
@@ -42,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from avsurv.constants import DEFAULT_PROFILE
+from avsurv.constants import DEFAULT_PROFILE, PRECISIONS
 from avsurv.learning.data import ClipTable, load_clips, mel_statistics
 from avsurv.learning.embed import embed_table
 from avsurv.learning.embeddings import EmbeddingSet
@@ -53,6 +56,7 @@ from avsurv.learning.normalization import standardized
 from avsurv.learning.scores import clip_scores
 from avsurv.learning.train import METHODS, SUPERVISED, TrainConfig, Trainer
 from avsurv.models import AudioVisualModel, build_model
+from avsurv.models.device import resolve_precision
 from avsurv.models.profiles import PROFILES
 from avsurv.tasks.metrics import average_precision, precision_at_k, roc_auc
 from avsurv.tasks.novelty import feature_novelty, site_novelty
@@ -80,6 +84,7 @@ class Settings:
     anomalies_per_10min: float = 6.0
     profile: str = DEFAULT_PROFILE
     budget_s: float = 600.0
+    precision: str = "fp32"
     max_epochs: int = 30
     seeds: tuple[int, ...] = (0, 1, 2)
     methods: tuple[str, ...] = ("random", "hand", "tpg", "epg", SUPERVISED, "infonce", "avbt")
@@ -191,7 +196,8 @@ def train_model(method: str, seed: int, train: Training, settings: Settings, log
         model = build_model(settings.profile)
         model.encoders["audio"].set_normalization(*mel_statistics(table.log_mel))
         return model.eval(), {"epochs": 0, "seconds": 0.0, "history": []}
-    config = TrainConfig(profile=settings.profile, method=method, epochs=settings.max_epochs, seed=seed)
+    config = TrainConfig(profile=settings.profile, method=method, epochs=settings.max_epochs, seed=seed,
+                         precision=settings.precision)
     trainer = Trainer(table, Path("unused"), config, progress=False, log=log,
                       labels=train.visual_labels if method == SUPERVISED else None)
     started, epoch, precision, spent = time.perf_counter(), 0, [], 0.0
@@ -348,7 +354,8 @@ def _rows(embeddings: EmbeddingSet, rows: np.ndarray) -> EmbeddingSet:
 def evaluate(model: AudioVisualModel, cameras: dict[str, Camera], settings: Settings, seed: int,
              method: str) -> dict[str, Any]:
     config = {"sha256": method, "profile": settings.profile, "method": method}
-    sets = {camera: embed_table(model, config, data.table) for camera, data in cameras.items()}
+    bf16 = resolve_precision(settings.precision, torch.device("cpu"))
+    sets = {camera: embed_table(model, config, data.table, bf16=bf16) for camera, data in cameras.items()}
     features = {"visual": {c: s.z_v for c, s in sets.items()}, "audio": {c: s.z_a for c, s in sets.items()},
                 "av": {c: np.concatenate([s.z_v, s.z_a], axis=1) for c, s in sets.items()}}
     held = sets["cam0"].z_v[cameras["cam0"].held], sets["cam0"].z_a[cameras["cam0"].held]
@@ -382,13 +389,14 @@ def run(settings: Settings, out: Path, log: Any = print) -> dict[str, Any]:
     runs = []
     for method, seed in plan(settings):
         path = out / "runs" / f"{method}-seed{seed}.json"
-        if path.is_file() and _same_budget(json.loads(path.read_text()), settings):
+        if path.is_file() and _same_conditions(json.loads(path.read_text()), settings):
             runs.append(json.loads(path.read_text()))
             log(f"{method} seed {seed}: kept from an earlier run")
             continue
         t0 = time.perf_counter()
         result = run_one(method, seed, cameras, training, settings, log)
         result["wall_s"], result["budget_s"] = time.perf_counter() - t0, settings.budget_s
+        result["precision"] = settings.precision
         path.write_text(json.dumps(result, indent=1) + "\n")
         runs.append(result)
         log(f"{method} seed {seed}: done in {result['wall_s']:.0f} s")
@@ -401,15 +409,17 @@ def _results(settings: Settings, out: Path, runs: list[dict[str, Any]], minutes:
             "revision": _revision(), "machine": f"{platform.machine()}, torch {torch.__version__}"}
 
 
-def _same_budget(run: dict[str, Any], settings: Settings) -> bool:
-    """A kept run counts only under the training budget it was made with."""
-    return run.get("budget_s", settings.budget_s) == settings.budget_s
+def _same_conditions(run: dict[str, Any], settings: Settings) -> bool:
+    """A kept run counts only under the training budget and precision it was made with (runs that do not say
+    theirs were float32)."""
+    return (run.get("budget_s", settings.budget_s) == settings.budget_s
+            and run.get("precision", "fp32") == settings.precision)
 
 
 def kept(settings: Settings, out: Path) -> dict[str, Any]:
     """The results of the runs finished so far (``--report-only``), in plan order."""
     paths = [out / "runs" / f"{method}-seed{seed}.json" for method, seed in plan(settings)]
-    runs = [run for run in (json.loads(p.read_text()) for p in paths if p.is_file()) if _same_budget(run, settings)]
+    runs = [run for run in (json.loads(p.read_text()) for p in paths if p.is_file()) if _same_conditions(run, settings)]
     return _results(settings, out, runs, sum(run.get("wall_s", 0.0) for run in runs) / 60)
 
 
@@ -448,7 +458,8 @@ def markdown(results: dict[str, Any], command: str) -> str:
              f"{results['revision'][:12]} ({results['machine']}).", "",
              f"Scene: 3 cameras x {s['duration_s']} s (seed {s['scene_seed']}, {s['anomalies_per_10min']:g} anomalies "
              f"per 10 min); `{s['profile']}` profile trained on cam0's first {s['duration_s'] - s['held_s']} s for at "
-             f"most {s['budget_s']:.0f} s of wall time each; every figure on the last {s['held_s']} s of each camera. "
+             f"most {s['budget_s']:.0f} s of wall time each in {s.get('precision', 'fp32')}; every figure on the last "
+             f"{s['held_s']} s of each camera. "
              "Mean ± std over the seeds each method ran (see the runs column).", "",
              "### Event localization (linear probe fitted on cam0; accuracy / macro-F1, %)", "",
              "| features (labels) | method | runs | normalization | " + " | ".join(
@@ -535,6 +546,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default 0 1 2)")
     parser.add_argument("--methods", nargs="+", choices=(*METHODS, *BASELINES), help="methods to run")
     parser.add_argument("--budget-s", type=float, help="wall-time budget of each training run (default 600)")
+    parser.add_argument("--precision", choices=PRECISIONS, help="training and embedding precision (default fp32)")
     parser.add_argument("--report-only", action="store_true",
                         help="write the tables from the runs finished so far, run nothing (minutes: their run time)")
     parser.add_argument("--report", type=Path, default=Path("docs/RESULTS.md"),
@@ -542,7 +554,8 @@ def main() -> None:
     args = parser.parse_args()
     settings = QUICK if args.quick else Settings()
     overrides = {"seeds": tuple(args.seeds) if args.seeds else None,
-                 "methods": tuple(args.methods) if args.methods else None, "budget_s": args.budget_s}
+                 "methods": tuple(args.methods) if args.methods else None, "budget_s": args.budget_s,
+                 "precision": args.precision}
     settings = Settings(**{**asdict(settings), **{k: v for k, v in overrides.items() if v is not None}})
     if args.report_only:
         results = kept(settings, args.out)

@@ -1,4 +1,5 @@
-"""Devices: choosing CPU or CUDA, autocast only on CUDA, and CPU training unchanged by the device setting."""
+"""Devices and precision: choosing CPU or CUDA, bf16 autocast where asked (``auto``: a CPU with Intel AMX), CPU
+training in float32 unchanged by the device setting, and the inference copy the services embed with."""
 
 import contextlib
 import json
@@ -10,16 +11,19 @@ import pytest
 import torch
 
 from avsurv.cli import main
-from avsurv.constants import CLIP_FRAMES_SHAPE
+from avsurv.constants import CLIP_FRAMES_SHAPE, PRECISIONS
 from avsurv.learning.data import ClipTable, table_from_clips
 from avsurv.learning.embeddings import EmbeddingSet
+from avsurv.learning.encode import encode_table
 from avsurv.learning.modeldir import CHECKPOINT, load_model, save_checkpoint
 from avsurv.learning.train import TrainConfig, Trainer
 from avsurv.media.clipstore import ClipWriter
 from avsurv.media.segment import Clip
-from avsurv.models.device import autocast, resolve_device
+from avsurv.models import build_model, inference_copy
+from avsurv.models.device import autocast, cpu_has_amx, resolve_device, resolve_precision
 from avsurv.models.profiles import PROFILES
 from avsurv.platform.config import ConfigError, load_settings
+from avsurv.platform.model_versions import LoadedModel
 
 CLIPS = 16
 
@@ -76,20 +80,78 @@ def test_cuda_without_a_gpu_and_unknown_names_are_refused(no_cuda):
         TrainConfig(device="gpu")
 
 
-def test_only_cuda_autocasts():
-    assert isinstance(autocast(torch.device("cpu"), enabled=True), contextlib.nullcontext)
+def test_autocast_is_bf16_on_either_device_when_enabled():
+    assert isinstance(autocast(torch.device("cpu"), enabled=False), contextlib.nullcontext)
     assert isinstance(autocast(torch.device("cuda"), enabled=False), contextlib.nullcontext)
+    with autocast(torch.device("cpu"), enabled=True):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
 
 
-def test_cpu_training_is_the_same_whatever_the_device_and_bf16_settings(table, tmp_path, no_cuda):
+@pytest.mark.parametrize("amx", [True, False])
+def test_auto_precision_is_bf16_only_on_a_cpu_with_amx(monkeypatch, amx):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert cpu_has_amx() is amx
+    assert resolve_precision("auto", torch.device("cpu")) is amx
+    assert resolve_precision("auto", torch.device("cuda")) is False  # fg measured slower in bf16 on an H200
+    for device in ("cpu", "cuda"):
+        assert resolve_precision("bf16", torch.device(device)) is True
+        assert resolve_precision("fp32", torch.device(device)) is False
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, got 'fp16'"):
+        resolve_precision("fp16", torch.device("cpu"))
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainConfig(precision="fp16")
+
+
+def test_cpu_training_in_fp32_is_the_same_whatever_the_device_setting(table, tmp_path, no_cuda, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)  # auto: fp32 on this CPU
     default = TrainConfig(epochs=1, batch_size=8)
     runs = [Trainer(table, tmp_path / name, config, progress=False, log=quiet).run()
             for name, config in (("default", default), ("cpu", replace(default, device="cpu")),
-                                 ("bf16", replace(default, device="cpu", bf16=True)))]
+                                 ("fp32", replace(default, device="cpu", precision="fp32")))]
     assert runs[0].sha256 == runs[1].sha256 == runs[2].sha256
     calibrations = {(tmp_path / name / "calibration.json").read_text().replace(run.sha256, "")
-                    for name, run in zip(("default", "cpu", "bf16"), runs, strict=True)}
+                    for name, run in zip(("default", "cpu", "fp32"), runs, strict=True)}
     assert len(calibrations) == 1  # the embeddings after training too
+
+
+def test_bf16_training_on_cpu_follows_fp32(table, tmp_path, no_cuda):
+    """Same seed, same batches: bf16 autocast changes the weights only by its rounding."""
+    config = TrainConfig(epochs=1, batch_size=8, device="cpu")
+    trainers = {precision: Trainer(table, tmp_path / precision, replace(config, precision=precision),
+                                   progress=False, log=quiet) for precision in ("fp32", "bf16")}
+    losses = {precision: trainer.run_epoch(0).loss for precision, trainer in trainers.items()}
+    assert trainers["bf16"].bf16 and not trainers["fp32"].bf16
+    assert losses["bf16"] != losses["fp32"] and losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
+    z = {precision: encode_table(trainer.model, table, bf16=trainer.bf16)[0] for precision, trainer in trainers.items()}
+    cosine = (z["fp32"] * z["bf16"]).sum(1) / np.linalg.norm(z["fp32"], axis=1) / np.linalg.norm(z["bf16"], axis=1)
+    assert cosine.min() > 0.99
+
+
+def test_the_inference_copy_folds_batchnorm_and_embeds_the_same(table):
+    torch.manual_seed(3)
+    model = build_model(TrainConfig().profile)
+    for norm in model.modules():  # statistics as training leaves them, not the identity of a fresh layer
+        if isinstance(norm, torch.nn.BatchNorm2d | torch.nn.BatchNorm3d):
+            norm.running_mean.uniform_(-0.5, 0.5)
+            norm.running_var.uniform_(0.5, 2.0)
+            norm.weight.data.uniform_(0.5, 1.5)
+    copy = inference_copy(model)
+    norms = [type(m) for m in copy.encoders["visual"].modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    assert norms == [] and not copy.training and model.training  # every 3D norm folded; the original kept
+    expected, folded = encode_table(model, table), encode_table(copy, table)
+    for a, b in zip(expected, folded, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_a_served_model_embeds_in_the_precision_asked(monkeypatch, clips, amx):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    model, config = build_model(TrainConfig().profile).eval(), {"profile": TrainConfig().profile, "method": "t"}
+    served = {precision: LoadedModel("v", model, config, precision=precision) for precision in PRECISIONS}
+    assert (served["auto"].bf16, served["fp32"].bf16, served["bf16"].bf16) == (amx, False, True)
+    z = {precision: loaded.embed(clips[:4])[0] for precision, loaded in served.items()}
+    assert np.array_equal(z["auto"], z["bf16" if amx else "fp32"]) and not np.array_equal(z["fp32"], z["bf16"])
 
 
 def test_resume_may_change_the_device(table, tmp_path):
@@ -111,11 +173,16 @@ def test_train_and_embed_commands_take_a_device(clip_dir, tmp_path, capsys, no_c
     assert main(["train", str(clip_dir), "--out", str(model_dir), "--epochs", "1", "--batch-size", "8",
                  "--device", "cpu", "--no-progress"]) == 0
     _, config = load_model(model_dir)
-    assert config["hyperparameters"]["device"] == "cpu" and config["hyperparameters"]["bf16"] is False
+    assert config["hyperparameters"]["device"] == "cpu" and config["hyperparameters"]["precision"] == "auto"
     out = tmp_path / "cam0.npz"
     assert main(["embed", str(clip_dir), "--model", str(model_dir), "--out", str(out), "--device", "cpu",
-                 "--no-progress"]) == 0
+                 "--precision", "fp32", "--no-progress"]) == 0
     assert EmbeddingSet.load(out).z_v.shape == (CLIPS, 512)
+    in_bf16 = tmp_path / "bf16.npz"
+    assert main(["embed", str(clip_dir), "--model", str(model_dir), "--out", str(in_bf16), "--precision", "bf16",
+                 "--no-progress"]) == 0
+    z, z_bf16 = EmbeddingSet.load(out).z_v, EmbeddingSet.load(in_bf16).z_v
+    assert not np.array_equal(z, z_bf16) and np.allclose(z, z_bf16, atol=0.05 * np.abs(z).max())
     # Refused before any clip is read: the input does not even exist.
     assert main(["train", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "x"), "--device", "cuda"]) == 2
     assert "no CUDA GPU" in capsys.readouterr().err
@@ -126,5 +193,9 @@ def test_train_and_embed_commands_take_a_device(clip_dir, tmp_path, capsys, no_c
 def test_platform_device_setting():
     assert load_settings(environ={}).device == "auto"
     assert load_settings(environ={"AVSURV_DEVICE": "cpu"}).device == "cpu"
+    assert load_settings(environ={}).precision == "auto"
+    assert load_settings(environ={"AVSURV_PRECISION": "fp32"}).precision == "fp32"
+    with pytest.raises(ConfigError, match="precision"):
+        load_settings(environ={"AVSURV_PRECISION": "fp16"})
     with pytest.raises(ConfigError, match="device"):
         load_settings(environ={"AVSURV_DEVICE": "gpu"})

@@ -47,7 +47,7 @@ def test_embed_matches_the_model_on_reference_crops() -> None:
     model = build_model("tiny").eval()
     rng = np.random.default_rng(5)
     frames = rng.integers(0, 256, (3, FRAMES_PER_CLIP, FRAME_HEIGHT, FRAME_WIDTH, 3), dtype=np.uint8)
-    z_v, _ = LoadedModel("test", model, {"profile": "tiny", "method": "test"}).embed(clips_of(frames))
+    z_v, _ = LoadedModel("test", model, {"profile": "tiny", "method": "test"}, precision="fp32").embed(clips_of(frames))
     with torch.no_grad():
         views = [model.encoders["visual"](reference_crops(frames, np.full(3, v)).float())["visual"] for v in (0, 1)]
     expected = torch.stack(views).mean(0).numpy()

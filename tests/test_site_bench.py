@@ -71,6 +71,15 @@ def test_report_shows_every_table_and_rerun_keeps_finished_runs(quick, tmp_path)
     assert written.count(site_bench.BEGIN) == 1 and "Regenerated" in written and "earlier section" in written
 
 
+def test_a_kept_run_counts_only_under_its_budget_and_precision() -> None:
+    settings = site_bench.QUICK
+    bf16 = site_bench.Settings(**{**site_bench.asdict(settings), "precision": "bf16"})
+    older = {"budget_s": settings.budget_s}  # made before runs recorded their precision: float32
+    assert site_bench._same_conditions(older, settings) and not site_bench._same_conditions(older, bf16)
+    assert site_bench._same_conditions({**older, "precision": "bf16"}, bf16)
+    assert not site_bench._same_conditions({"budget_s": 2 * settings.budget_s}, settings)
+
+
 def test_sound_novelty_finds_clips_whose_spectrum_the_camera_never_had() -> None:
     from test_streaming_trainer import VISUAL, synthetic_clips
 

@@ -111,7 +111,8 @@ class _Swap(threading.Thread):
     def run(self) -> None:
         s = self.service
         try:
-            model = load_version(self.version, s.registry, s.artifacts, s.cache_dir, s.settings.device)
+            model = load_version(self.version, s.registry, s.artifacts, s.cache_dir, s.settings.device,
+                                 s.settings.precision)
         except (ModelError, OSError, KeyError, ValueError) as error:
             s.failed_versions[self.version] = str(error)
             log.error("embedding: cannot load model %s, keeping %s: %s", self.version,
@@ -250,7 +251,8 @@ class EmbeddingService(Worker):
         active = registry.active_version()
         if active:
             try:
-                self.serving = load_version(active, registry, artifacts, self.cache_dir, settings.device)
+                self.serving = load_version(active, registry, artifacts, self.cache_dir, settings.device,
+                                            settings.precision)
             except (ModelError, OSError) as error:
                 log.error("embedding: cannot load the active model %s: %s", active, error)
             self.camera_stats = registry.all_camera_stats(active)

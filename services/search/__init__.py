@@ -98,10 +98,11 @@ def _handled_feed(method: Callable) -> Callable:
 
 class SearchServicer(api_pb2_grpc.EventSearchServicer):
     def __init__(self, vectors: QdrantVectors, registry: Registry, artifacts: Artifacts, cache_dir: Path,
-                 device: str = "auto", normalization: str = NONE, archive: ClipArchive | None = None) -> None:
+                 device: str = "auto", normalization: str = NONE, archive: ClipArchive | None = None,
+                 precision: str = "auto") -> None:
         self.vectors, self.registry, self.artifacts, self.cache_dir = vectors, registry, artifacts, cache_dir
         self.archive = archive  # the clip store GetClip reads; None: this server answers only searches
-        self.device, self.normalization = device, normalization
+        self.device, self.precision, self.normalization = device, precision, normalization
         self._models: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
 
@@ -117,7 +118,7 @@ class SearchServicer(api_pb2_grpc.EventSearchServicer):
         with self._lock:
             if version not in self._models:
                 self._models = {version: load_version(version, self.registry, self.artifacts, self.cache_dir,
-                                                      self.device)}
+                                                      self.device, self.precision)}
             return self._models[version]
 
     @_handled
@@ -471,7 +472,7 @@ def build(ports: Ports, settings: Settings) -> ServiceParts:
     if ports.vectors is None:
         ports.vectors = open_vectors(settings.vectors_url)
     search = SearchServicer(ports.vectors, ports.registry, ports.artifacts, settings.data_dir / "model-cache",
-                            settings.device, settings.normalization, ports.archive)
+                            settings.device, settings.normalization, ports.archive, settings.precision)
     return ServiceParts(servicers={"EventSearch": search,
                                    "Anomalies": AnomaliesServicer(ports.registry, ports.archive),
                                    "Control": ControlServicer(ports.registry, settings)})

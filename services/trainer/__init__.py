@@ -196,7 +196,7 @@ class TrainerService(Worker):
         scratch = Path(tempfile.mkdtemp(prefix="avsurv-train-", dir=s.data_dir))
         try:
             config = TrainConfig(profile=s.train_profile, method=s.train_method, epochs=epochs,
-                                 seed=self.rounds, device=s.device)
+                                 seed=self.rounds, device=s.device, precision=s.precision)
             trainer = Trainer(working_sets, scratch / "model", config, progress=False,
                               log=self._checkpoint(round_id, epochs), stopping=self.stopping.is_set)
             trainer.run()

@@ -27,12 +27,12 @@ def _chunks(clips: Iterable[Clip], size: int) -> Iterator[list[Clip]]:
 
 
 def embed_clips(model: AudioVisualModel, config: dict, clips: Iterable[Clip], batch_size: int = 32,
-                backgrounds: Backgrounds | None = None) -> EmbeddingSet:
+                backgrounds: Backgrounds | None = None, bf16: bool = False) -> EmbeddingSet:
     """Embeds clips as they come, in time order per camera (a video is never held in memory whole).
     ``backgrounds`` carries each camera's background history across calls (a live stream); by default
-    the history starts with these clips."""
+    the history starts with these clips. ``bf16``: under bf16 autocast (:mod:`avsurv.models.device`)."""
     backgrounds = Backgrounds() if backgrounds is None else backgrounds
-    parts = [embed_table(model, config, table_from_clips(chunk, model.visual_input, backgrounds), batch_size)
+    parts = [embed_table(model, config, table_from_clips(chunk, model.visual_input, backgrounds), batch_size, bf16)
              for chunk in _chunks(clips, CHUNK_CLIPS)]
     if not parts:
         raise ValueError("no clips to embed")
@@ -40,10 +40,11 @@ def embed_clips(model: AudioVisualModel, config: dict, clips: Iterable[Clip], ba
 
 
 @torch.inference_mode()  # cheaper than no_grad (no version counters), ~7 % on tiny; the results leave as numpy
-def embed_table(model: AudioVisualModel, config: dict, table: ClipTable, batch_size: int = 32) -> EmbeddingSet:
+def embed_table(model: AudioVisualModel, config: dict, table: ClipTable, batch_size: int = 32,
+                bf16: bool = False) -> EmbeddingSet:
     """Embeds clips already loaded in memory as the model's profile stores them (e.g. those a model was
     trained on)."""
-    z_v, z_a = encode_table(model, table, batch_size)
+    z_v, z_a = encode_table(model, table, batch_size, bf16)
     return EmbeddingSet(
         clip_start=table.starts, z_v=z_v, z_a=z_a, clip_id=np.array(table.clip_ids),
         camera_id=np.array(table.camera_ids), capture_time=table.capture_times, has_audio=table.has_audio,
@@ -53,6 +54,6 @@ def embed_table(model: AudioVisualModel, config: dict, table: ClipTable, batch_s
 
 
 def embed_inputs(model: AudioVisualModel, config: dict, inputs: Sequence[str | Path], progress: bool = True,
-                 batch_size: int = 32) -> EmbeddingSet:
+                 batch_size: int = 32, bf16: bool = False) -> EmbeddingSet:
     """Embeds every clip of videos, streams or clip directories."""
-    return embed_clips(model, config, iter_clips(inputs, progress), batch_size)
+    return embed_clips(model, config, iter_clips(inputs, progress), batch_size, bf16=bf16)

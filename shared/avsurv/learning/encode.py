@@ -20,7 +20,7 @@ def _device(model: AudioVisualModel) -> torch.device:
 @torch.no_grad()
 def encode_visual_views(model: AudioVisualModel, table: ClipTable, batch_size: int = 32,
                         bf16: bool = False) -> torch.Tensor:
-    """float32 [N, 2, D]: the embedding of each view of each clip of ``table``; ``bf16``: autocast on CUDA."""
+    """float32 [N, 2, D]: the embedding of each view of each clip of ``table``; ``bf16``: under bf16 autocast."""
     encoder, visual, device = model.encoders["visual"], model.visual_input, _device(model)
     views = []
     for view in range(VIEWS):
@@ -37,7 +37,7 @@ def encode_visual_views(model: AudioVisualModel, table: ClipTable, batch_size: i
 @torch.no_grad()
 def encode_audio(model: AudioVisualModel, log_mel: np.ndarray, batch_size: int = 128,
                  bf16: bool = False) -> torch.Tensor:
-    """float32 [N, 1, 128, 64] -> float32 [N, D]; ``bf16``: autocast on CUDA."""
+    """float32 [N, 1, 128, 64] -> float32 [N, D]; ``bf16``: under bf16 autocast."""
     encoder, device = model.encoders["audio"], _device(model)
     parts = []
     for i in range(0, len(log_mel), batch_size):

@@ -41,6 +41,7 @@ from avsurv.constants import (
     LR_AUDIO,
     LR_VISUAL,
     MODALITIES,
+    PRECISIONS,
     SIGMA,
     WEIGHT_DECAY,
     W,
@@ -72,7 +73,7 @@ from avsurv.learning.modeldir import (
 from avsurv.learning.normalization import SiteNormalization
 from avsurv.learning.scores import fit_calibration
 from avsurv.models import build_model, load_kinetics_x3d
-from avsurv.models.device import autocast, resolve_device
+from avsurv.models.device import autocast, resolve_device, resolve_precision
 from avsurv.models.profiles import PROFILES
 
 METHODS = ("epg", "tpg", "avbt", "infonce")
@@ -120,10 +121,11 @@ class TrainConfig:
     """Clips used to recompute BatchNorm statistics after each epoch (0: keep the momentum estimates)."""
     device: str = "auto"
     """auto (CUDA when present), cpu or cuda; where the run happens, not what it learns (resume may change it)."""
-    bf16: bool = False
-    """bf16 autocast of the encoders' forward passes on CUDA (never on CPU); losses stay float32. Off by
-    default: on an H200 it made the ``fg`` profile slower (training 420 vs 543 clips/s, embedding 1,806 vs
-    2,079; ``python bench/device_speed.py``, docs/RESULTS.md)."""
+    precision: str = "auto"
+    """auto, fp32 or bf16 (:func:`avsurv.models.device.resolve_precision`): bf16 autocast of the encoders'
+    forward passes, losses in float32. auto is bf16 on a CPU with Intel AMX (the ``fg`` profile trains 2.2x
+    faster there, with the same losses epoch by epoch to 1 %) and float32 on CUDA (on an H200 bf16 made
+    ``fg`` slower: 420 vs 543 clips/s); like the device, resume may change it. docs/RESULTS.md."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -137,6 +139,7 @@ class TrainConfig:
                                               f"got {self.label_rule!r}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
             (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {self.device!r}"),
+            (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.precise_bn_clips >= 0, f"precise BN clips must be >= 0, got {self.precise_bn_clips}"),
             (self.batch_size >= 2, f"batch size must be >= 2, got {self.batch_size}"),
@@ -255,9 +258,9 @@ class _Objective:
 
 
 def _results_settings(config: dict[str, object]) -> dict[str, object]:
-    """The settings a resumed run must share with its checkpoint: all but the device, which changes where the
-    run happens, not what it learns."""
-    return {name: value for name, value in config.items() if name != "device"}
+    """The settings a resumed run must share with its checkpoint: all but the device and the precision, which
+    change where and how fast the run happens, not what it learns."""
+    return {name: value for name, value in config.items() if name not in ("device", "precision")}
 
 
 class Trainer:
@@ -305,6 +308,7 @@ class Trainer:
         if config.kinetics_weights:
             load_kinetics_x3d(self.model.encoders["visual"], config.kinetics_weights)
         self.device = resolve_device(config.device)
+        self.bf16 = resolve_precision(config.precision, self.device)
         self.model.to(self.device)
         self.objective = _Objective(config, len(self.classes))
         if self.objective.head is not None:
@@ -383,8 +387,8 @@ class Trainer:
         for modality in frozen:
             if self.cache[modality] is None:
                 self.cache[modality] = (
-                    encode_visual_views(self.model, self.table, bf16=self.config.bf16) if modality == "visual"
-                    else encode_audio(self.model, self.table.log_mel, bf16=self.config.bf16)
+                    encode_visual_views(self.model, self.table, bf16=self.bf16) if modality == "visual"
+                    else encode_audio(self.model, self.table.log_mel, bf16=self.bf16)
                 )
         return time.perf_counter() - started
 
@@ -439,7 +443,7 @@ class Trainer:
                     inputs = video_batch(self.table, batch, np.arange(len(batch)) % 2, self.model.visual_input)
                 else:
                     inputs = audio_batch(self.table.log_mel[batch])
-                with autocast(self.device, self.config.bf16):  # the statistics of the activations training saw
+                with autocast(self.device, self.bf16):  # the statistics of the activations training saw
                     encoder(inputs.to(self.device))
             for norm, momentum in zip(norms, momenta, strict=True):
                 norm.momentum = momentum
@@ -502,7 +506,7 @@ class Trainer:
     def _train_step(self, batch: np.ndarray, crops: np.ndarray, trained: Sequence[str], stats: EpochStats,
                     prepared: dict[str, torch.Tensor]) -> None:
         """One optimizer step on a batch whose inputs are ``prepared``."""
-        with autocast(self.device, self.config.bf16):
+        with autocast(self.device, self.bf16):
             z_v = self._embed_batch("visual", batch, crops, trained, prepared)
             z_a = self._embed_batch("audio", batch, crops, trained, prepared)
         # Outside autocast and in float32: the losses' distances and labels are not bf16-safe.
@@ -562,12 +566,12 @@ class Trainer:
     def _embed_all(self) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
         """z_v, z_a, camera and source of every training clip: the table in memory, or one working set at a time."""
         if self.source is None or self.source.fits:
-            z_v, z_a = encode_table(self.model, self.table, bf16=self.config.bf16)
+            z_v, z_a = encode_table(self.model, self.table, bf16=self.bf16)
             return z_v, z_a, self.table.camera_ids, self.table.sources
         visual, audio, cameras, sources = [], [], [], []
         for part in self.source.plan(None):
             self._use(part)
-            z_v, z_a = encode_table(self.model, self.table, bf16=self.config.bf16)
+            z_v, z_a = encode_table(self.model, self.table, bf16=self.bf16)
             visual.append(z_v)
             audio.append(z_a)
             cameras += self.table.camera_ids
@@ -589,9 +593,11 @@ def train(inputs: Sequence[str | Path], out_dir: str | Path, config: TrainConfig
         raise FileExistsError(f"{out_dir} already holds a model; choose another --out or pass --resume")
     if resume and not (out_dir / CHECKPOINT / "state.json").is_file():
         raise FileNotFoundError(f"nothing to resume in {out_dir}: no checkpoint")
-    resolve_device(config.device)  # refuse a missing GPU before loading every clip
+    device = resolve_device(config.device)  # refuse a missing GPU before loading every clip
     table = load_clips(inputs, progress, PROFILES[config.profile].input)
+    precision = "bf16" if resolve_precision(config.precision, device) else "fp32"
     log(f"training {config.method} ({config.profile} profile) on {len(table)} clips "
-        f"({int(table.has_audio.sum())} with audio) from {len(set(table.sources))} input(s)")
+        f"({int(table.has_audio.sum())} with audio) from {len(set(table.sources))} input(s), {device.type}, "
+        f"{precision}")
     per_clip = None if labels is None else labels_at(table.camera_ids, table.starts, labels)
     return Trainer(table, out_dir, config, progress, log, labels=per_clip).run(resume=resume)

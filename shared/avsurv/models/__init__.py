@@ -3,7 +3,7 @@
 
 from avsurv.models.audio import AudioConfig, AudioEncoder
 from avsurv.models.kinetics import KineticsLoadReport, load_kinetics_x3d
-from avsurv.models.model import AudioVisualModel, build_model, count_parameters
+from avsurv.models.model import AudioVisualModel, build_model, count_parameters, inference_copy
 from avsurv.models.profiles import PROFILES, Profile
 from avsurv.models.x3d import X3D, X3DConfig
 
@@ -21,5 +21,6 @@ __all__ = [
     "X3DConfig",
     "build_model",
     "count_parameters",
+    "inference_copy",
     "load_kinetics_x3d",
 ]

