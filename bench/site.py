@@ -354,7 +354,7 @@ def _rows(embeddings: EmbeddingSet, rows: np.ndarray) -> EmbeddingSet:
 def evaluate(model: AudioVisualModel, cameras: dict[str, Camera], settings: Settings, seed: int,
              method: str) -> dict[str, Any]:
     config = {"sha256": method, "profile": settings.profile, "method": method}
-    bf16 = resolve_precision(settings.precision, torch.device("cpu"))
+    bf16 = resolve_precision(settings.precision, torch.device("cpu"), settings.profile)
     sets = {camera: embed_table(model, config, data.table, bf16=bf16) for camera, data in cameras.items()}
     features = {"visual": {c: s.z_v for c, s in sets.items()}, "audio": {c: s.z_a for c, s in sets.items()},
                 "av": {c: np.concatenate([s.z_v, s.z_a], axis=1) for c, s in sets.items()}}

@@ -92,13 +92,15 @@ def test_autocast_is_bf16_on_either_device_when_enabled():
 def test_auto_precision_is_bf16_only_on_a_cpu_with_amx(monkeypatch, amx):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     assert cpu_has_amx() is amx
-    assert resolve_precision("auto", torch.device("cpu")) is amx
-    assert resolve_precision("auto", torch.device("cuda")) is False  # fg measured slower in bf16 on an H200
+    assert resolve_precision("auto", torch.device("cpu"), "fg") is amx
+    assert resolve_precision("auto", torch.device("cpu"), "tiny") is False  # its training measured slower
+    assert resolve_precision("auto", torch.device("cuda"), "fg") is False  # fg measured slower on an H200
     for device in ("cpu", "cuda"):
-        assert resolve_precision("bf16", torch.device(device)) is True
-        assert resolve_precision("fp32", torch.device(device)) is False
+        for profile in PROFILES:
+            assert resolve_precision("bf16", torch.device(device), profile) is True
+            assert resolve_precision("fp32", torch.device(device), profile) is False
     with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, got 'fp16'"):
-        resolve_precision("fp16", torch.device("cpu"))
+        resolve_precision("fp16", torch.device("cpu"), "fg")
     with pytest.raises(ValueError, match="precision must be one of"):
         TrainConfig(precision="fp16")
 

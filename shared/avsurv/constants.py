@@ -127,7 +127,7 @@ DEVICES: Final = ("auto", "cpu", "cuda")
 
 PRECISIONS: Final = ("auto", "fp32", "bf16")
 """How the encoders' forward passes run (``avsurv.models.device.resolve_precision``): ``auto`` is bf16 autocast
-on a CPU with Intel AMX, where it measured faster, and float32 elsewhere."""
+for a profile measured faster so on a CPU with Intel AMX (``fg``), and float32 elsewhere."""
 
 # --- Modalities ----------------------------------------------------------------------------------
 VISUAL: Final = "visual"

@@ -123,8 +123,8 @@ class TrainConfig:
     """auto (CUDA when present), cpu or cuda; where the run happens, not what it learns (resume may change it)."""
     precision: str = "auto"
     """auto, fp32 or bf16 (:func:`avsurv.models.device.resolve_precision`): bf16 autocast of the encoders'
-    forward passes, losses in float32. auto is bf16 on a CPU with Intel AMX (the ``fg`` profile trains 2.2x
-    faster there, with the same losses epoch by epoch to 1 %) and float32 on CUDA (on an H200 bf16 made
+    forward passes, losses in float32. auto is bf16 for the ``fg`` profile on a CPU with Intel AMX (it trains
+    2.3x faster there, with the same losses epoch by epoch to 1 %) and float32 otherwise (on an H200 bf16 made
     ``fg`` slower: 420 vs 543 clips/s); like the device, resume may change it. docs/RESULTS.md."""
 
     def __post_init__(self) -> None:
@@ -308,7 +308,7 @@ class Trainer:
         if config.kinetics_weights:
             load_kinetics_x3d(self.model.encoders["visual"], config.kinetics_weights)
         self.device = resolve_device(config.device)
-        self.bf16 = resolve_precision(config.precision, self.device)
+        self.bf16 = resolve_precision(config.precision, self.device, config.profile)
         self.model.to(self.device)
         self.objective = _Objective(config, len(self.classes))
         if self.objective.head is not None:
@@ -595,7 +595,7 @@ def train(inputs: Sequence[str | Path], out_dir: str | Path, config: TrainConfig
         raise FileNotFoundError(f"nothing to resume in {out_dir}: no checkpoint")
     device = resolve_device(config.device)  # refuse a missing GPU before loading every clip
     table = load_clips(inputs, progress, PROFILES[config.profile].input)
-    precision = "bf16" if resolve_precision(config.precision, device) else "fp32"
+    precision = "bf16" if resolve_precision(config.precision, device, config.profile) else "fp32"
     log(f"training {config.method} ({config.profile} profile) on {len(table)} clips "
         f"({int(table.has_audio.sum())} with audio) from {len(set(table.sources))} input(s), {device.type}, "
         f"{precision}")

@@ -1,10 +1,11 @@
 """Where training and embedding run (CUDA when present, or as asked) and in which precision.
 
 bf16 autocast runs the encoders' forward passes (and so their backward) in bfloat16 while losses stay
-float32. ``auto`` turns it on only where it measured faster: on a CPU with Intel AMX, whose tile unit
-multiplies bf16 matrices (``fg`` trains and embeds 2.2x faster on this project's 2-core machine,
-docs/RESULTS.md), not on CUDA (slower for ``fg`` on an H200) nor on CPUs without AMX
-(not measured). Embeddings move by about 1 % of their norm (cosine above 0.999 to float32's).
+float32. ``auto`` turns it on only where it measured faster: for the ``fg`` profile on a CPU with Intel
+AMX, whose tile unit multiplies bf16 matrices (it trains 2.3x and embeds 2.2x faster on this project's 2-core
+machine, docs/RESULTS.md); not for ``tiny`` (its training measured 0.7x) nor ``paper`` (not measured), not on
+CUDA (slower for ``fg`` on an H200) nor on CPUs without AMX (not measured). Embeddings move by about 1 % of
+their norm (cosine above 0.999 to float32's).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from contextlib import AbstractContextManager
 import torch
 
 from avsurv.constants import DEVICES, PRECISIONS
+from avsurv.models.profiles import PROFILES
 
 
 def resolve_device(name: str) -> torch.device:
@@ -34,13 +36,13 @@ def cpu_has_amx() -> bool:
     return bool(probe and probe())
 
 
-def resolve_precision(name: str, device: torch.device) -> bool:
-    """Whether the encoders run under bf16 autocast on ``device``: ``bf16`` always, ``fp32`` never, ``auto`` on a
-    CPU with AMX."""
+def resolve_precision(name: str, device: torch.device, profile: str) -> bool:
+    """Whether the ``profile``'s encoders run under bf16 autocast on ``device``: ``bf16`` always, ``fp32`` never,
+    ``auto`` on a CPU with AMX for a profile measured faster there (:attr:`Profile.amx_bf16`)."""
     if name not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
     if name == "auto":
-        return device.type == "cpu" and cpu_has_amx()
+        return device.type == "cpu" and PROFILES[profile].amx_bf16 and cpu_has_amx()
     return name == "bf16"
 
 

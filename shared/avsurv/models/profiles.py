@@ -25,6 +25,9 @@ class Profile:
     description: str
     visual: X3DConfig | ForegroundConfig
     audio: AudioConfig
+    amx_bf16: bool = False
+    """Whether the ``auto`` precision trains and embeds it under bf16 autocast on a CPU with Intel AMX: only
+    where that measured faster (``python bench/device_speed.py --device cpu``, docs/RESULTS.md)."""
 
     @property
     def input(self) -> VisualInput:
@@ -57,6 +60,7 @@ FG = Profile(
                 "+ the tiny audio CNN on the log-mel minus the camera's noise floor (157,008 params)",
     visual=ForegroundConfig(),
     audio=TINY.audio,
+    amx_bf16=True,  # training 38.6 vs 16.5 clips/s, embedding 117.4 vs 49.6 (tiny: training 39.6 vs 55.9)
 )
 
 PROFILES = MappingProxyType({profile.name: profile for profile in (PAPER, TINY, FG)})

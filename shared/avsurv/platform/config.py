@@ -100,8 +100,8 @@ class Settings(BaseModel):
     device: str = Field("auto", pattern=f"^({'|'.join(DEVICES)})$", description="where the embedding, search and "
                         "trainer services run models: auto (a CUDA GPU when torch sees one, else the CPU), cpu or cuda")
     precision: str = Field("auto", pattern=f"^({'|'.join(PRECISIONS)})$", description="how the embedding, search "
-                           "and trainer services run the encoders: bf16 autocast or fp32; auto is bf16 on a CPU with "
-                           "Intel AMX (the fg profile embeds and trains 2.2x faster there) and fp32 elsewhere")
+                           "and trainer services run the encoders: bf16 autocast or fp32; auto is bf16 for the fg "
+                           "profile on a CPU with Intel AMX (it embeds and trains 2.2x faster there), else fp32")
     chunk_seconds: float = Field(1.0, gt=0, le=2.5, description="media seconds per ingest chunk (<= 2.5 s "
                                  "keeps a chunk under Kafka's 1 MB message limit)")
     realtime_files: bool = Field(False, description="ingest: read files at their own pace, like live cameras")

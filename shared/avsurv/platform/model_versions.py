@@ -39,7 +39,7 @@ class LoadedModel:
 
     def __post_init__(self) -> None:
         self.model = inference_copy(self.model)  # only ever embeds: BatchNorms folded into their convolutions
-        self.bf16 = resolve_precision(self.precision, next(self.model.parameters()).device)
+        self.bf16 = resolve_precision(self.precision, next(self.model.parameters()).device, self.model.profile)
 
     @property
     def w(self) -> float:
