@@ -593,11 +593,11 @@ def train(inputs: Sequence[str | Path], out_dir: str | Path, config: TrainConfig
         raise FileExistsError(f"{out_dir} already holds a model; choose another --out or pass --resume")
     if resume and not (out_dir / CHECKPOINT / "state.json").is_file():
         raise FileNotFoundError(f"nothing to resume in {out_dir}: no checkpoint")
-    device = resolve_device(config.device)  # refuse a missing GPU before loading every clip
+    resolve_device(config.device)  # refuse a missing GPU before loading every clip
     table = load_clips(inputs, progress, PROFILES[config.profile].input)
-    precision = "bf16" if resolve_precision(config.precision, device, config.profile) else "fp32"
-    log(f"training {config.method} ({config.profile} profile) on {len(table)} clips "
-        f"({int(table.has_audio.sum())} with audio) from {len(set(table.sources))} input(s), {device.type}, "
-        f"{precision}")
     per_clip = None if labels is None else labels_at(table.camera_ids, table.starts, labels)
-    return Trainer(table, out_dir, config, progress, log, labels=per_clip).run(resume=resume)
+    trainer = Trainer(table, out_dir, config, progress, log, labels=per_clip)
+    log(f"training {config.method} ({config.profile} profile) on {len(table)} clips "
+        f"({int(table.has_audio.sum())} with audio) from {len(set(table.sources))} input(s), "
+        f"{trainer.device.type}, {'bf16' if trainer.bf16 else 'fp32'}")
+    return trainer.run(resume=resume)
