@@ -9,6 +9,10 @@ machine's load hits all rows alike; the load average is printed before and after
   float copy (kept here only), and ``embed_table`` under ``no_grad`` alone (without its ``inference_mode``);
 - ``after``: ``LoadedModel.embed`` as it is, in float32; ``after, bf16``: the same under bf16 autocast (what the
   ``auto`` precision chooses on a CPU with Intel AMX, :mod:`avsurv.models.device`);
+- ``after, bf16, as at 18cbfd6`` (profiles that need a background, e.g. ``fg``): ``after, bf16`` as it was before
+  each convolution's ReLU ran inside it (:class:`avsurv.models.model.ConvReLU`), the frames were shrunk in
+  integers (``ForegroundInput.store``), the background median was found bit by bit and the CPU forward was
+  capped at the profile's ``cpu_embed_batch``: the old ways kept here only, for a same-run ratio;
 - ``ceiling: encoders' forward``: both encoders alone on inputs already made (float crops, or for ``fg`` the
   shrunk frames minus a background, and log-mels): what the model costs whatever is done around it (and
   ``, bf16``: under bf16 autocast);
@@ -42,6 +46,7 @@ from unittest import mock
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -50,17 +55,22 @@ from encoder_speed import random_clips
 from avsurv.adapters.bus import InProcessBus
 from avsurv.clipids import clip_id
 from avsurv.constants import CROP_OFFSETS, CROP_SIZE
-from avsurv.learning import embed
+from avsurv.learning import embed, encode
+from avsurv.media import background as media_background
+from avsurv.media.background import Backgrounds
 from avsurv.media.clipstore import decode_jpeg, encode_jpeg
 from avsurv.models import build_model
 from avsurv.models.device import autocast
-from avsurv.models.inputs import VIEWS, CropInput
+from avsurv.models.inputs import VIEWS, CropInput, ForegroundInput
+from avsurv.models.model import ConvReLU
+from avsurv.models.profiles import PROFILES
 from avsurv.platform.config import load_settings
 from avsurv.platform.messages import CLIPS, header
 from avsurv.platform.model_versions import LoadedModel
 from avsurv.services.embedding import EmbeddingService
 from avsurv.v1 import messages_pb2 as pb
 
+AS_BEFORE = "after, bf16, as at 18cbfd6"
 DRAFT_SCALE = 4
 """JPEG DCT scaling factor tried for the decode row (Pillow's draft() offers 1/2, 1/4 and 1/8)."""
 
@@ -72,6 +82,25 @@ def legacy_crop_tensor(self: CropInput, frames: np.ndarray, view: np.ndarray,
     columns = offsets[:, None] + np.arange(CROP_SIZE)[None, :]
     cropped = np.take_along_axis(frames, columns[:, None, None, :, None], axis=3)
     return torch.from_numpy(cropped).permute(0, 4, 1, 2, 3).float().div_(255.0)
+
+
+def legacy_store(self: ForegroundInput, frames: np.ndarray) -> np.ndarray:
+    """``ForegroundInput.store`` before the integer sums: the frames converted to float, then area-interpolated."""
+    lead = frames.shape[:-3]
+    flat = torch.from_numpy(np.ascontiguousarray(frames)).reshape(-1, *frames.shape[-3:]).permute(0, 3, 1, 2)
+    small = F.interpolate(flat.float(), size=(self.height, self.width), mode="area")
+    small = small.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return small.reshape(*lead, self.height, self.width, 3).numpy()
+
+
+def legacy_median(frames: np.ndarray) -> np.ndarray:
+    """The background median before it was found bit by bit."""
+    return np.partition(frames, (len(frames) - 1) // 2, axis=0)[(len(frames) - 1) // 2]
+
+
+def unfused(self: ConvReLU, x: torch.Tensor) -> torch.Tensor:
+    """A convolution, then its ReLU in a second pass."""
+    return torch.relu_(self.conv(x))
 
 
 def decode_drafted(data: bytes) -> np.ndarray:
@@ -160,8 +189,22 @@ def rows(profile: str, batch: int, clip_count: int, decode_threads: int) -> dict
                     audio(log_mel)
         return run
 
-    table: dict[str, Callable[[], object]] = {
-        "before": before, "after": after(model), "after, bf16": after(replace(model, precision="bf16")),
+    uncapped = {name: replace(each, cpu_embed_batch=None) for name, each in PROFILES.items()}
+
+    def as_before(loaded: LoadedModel) -> Callable[[], None]:
+        def run() -> None:
+            with (mock.patch.object(ForegroundInput, "store", legacy_store),
+                  mock.patch.object(media_background, "_median", legacy_median),
+                  mock.patch.object(ConvReLU, "forward", unfused),
+                  mock.patch.object(encode, "PROFILES", uncapped)):
+                after(loaded)()
+        return run
+
+    bf16_model = replace(model, precision="bf16", backgrounds=Backgrounds())
+    table: dict[str, Callable[[], object]] = {"before": before, "after": after(model), "after, bf16": after(bf16_model)}
+    if getattr(view_input, "needs_background", False):
+        table[AS_BEFORE] = as_before(replace(model, precision="bf16", backgrounds=Backgrounds()))
+    table |= {
         "ceiling: encoders' forward": forward(visual, crops),
         "ceiling: encoders' forward, bf16": forward(visual, crops, bf16=True)}
     pool = getattr(visual, "input_pool", None)
@@ -214,6 +257,8 @@ def main() -> None:
         print(f"  {name:<36} {rate:8.1f} clips/s  x{rate / rates['before']:.2f} before")
     on, off = rates["service, embed_prefetch on"], rates["service, embed_prefetch off"]
     print(f"  service: embed_prefetch on / off x{on / off:.2f}")
+    if AS_BEFORE in rates:
+        print(f"  after, bf16 / {AS_BEFORE} x{rates['after, bf16'] / rates[AS_BEFORE]:.2f}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from avsurv.media.background import (
     Backgrounds,
     RunningBackground,
     RunningNoiseFloor,
+    _median,
     minus_floor,
 )
 
@@ -53,6 +54,17 @@ def test_cameras_are_kept_apart() -> None:
         backgrounds.observe("a", clip(10))
         backgrounds.observe("b", clip(90))
     assert (backgrounds.observe("a", clip(0)) == 10).all() and (backgrounds.observe("b", clip(0)) == 90).all()
+
+
+@pytest.mark.parametrize("count", [1, 2, 5, 32, 300])
+def test_median_is_the_lower_middle_value_of_each_pixel(count: int) -> None:
+    """Found bit by bit against np.partition's order statistic (uint8 counts up to 255 frames, uint16 beyond)."""
+    frames = np.random.default_rng(count).integers(0, 256, (count, 7, 9, 3), dtype=np.uint8)
+    frames[:, 0] = 255  # the extremes and ties
+    frames[:, 1] = 0
+    frames[: count // 2, 2] = 17
+    expected = np.sort(frames, axis=0)[(count - 1) // 2]
+    np.testing.assert_array_equal(_median(frames), expected)
 
 
 def test_bad_input_is_refused() -> None:

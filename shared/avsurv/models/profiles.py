@@ -28,6 +28,9 @@ class Profile:
     amx_bf16: bool = False
     """Whether the ``auto`` precision trains and embeds it under bf16 autocast on a CPU with Intel AMX: only
     where that measured faster (``python bench/device_speed.py --device cpu``, docs/RESULTS.md)."""
+    cpu_embed_batch: int | None = None
+    """At most this many clips per forward of the visual encoder when embedding on a CPU, where smaller batches
+    measured faster than one forward of the whole batch (their activations stay in the caches); None: no cap."""
 
     @property
     def input(self) -> VisualInput:
@@ -61,6 +64,7 @@ FG = Profile(
     visual=ForegroundConfig(),
     audio=TINY.audio,
     amx_bf16=True,  # training 38.6 vs 16.5 clips/s, embedding 117.4 vs 49.6 (tiny: training 39.6 vs 55.9)
+    cpu_embed_batch=16,  # 32 clips on 2 cores: bf16 190 clips/s vs 154 in one forward, fp32 55 vs 51 (tiny: 132 vs 137)
 )
 
 PROFILES = MappingProxyType({profile.name: profile for profile in (PAPER, TINY, FG)})
