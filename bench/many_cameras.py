@@ -1,11 +1,11 @@
 """Many cameras through the whole platform (issue 17 item 6): per camera, clips cut, stored and embedded, and
 the embedding lag, embedded (in-process bus) and over Kafka.
 
-    python bench/many_cameras.py [--cameras 32] [--duration 20] [--bus inprocess kafka]
+    python bench/many_cameras.py [--cameras 32] [--duration 20] [--bus inprocess kafka] [--profile fg]
 
-Generated scenes of ``--cameras`` cameras in all (16 per scene; 640x360 H.264 + AAC), an untrained
-``tiny`` model (speed does not depend on the weights; bench/pipeline.py's). Per bus, two runs on a fresh
-broker and data directory:
+Generated scenes of ``--cameras`` cameras in all (16 per scene; 640x360 H.264 + AAC), an untrained model of
+``--profile`` (by default the platform's, ``fg``, embedded in the precision ``auto`` picks; speed does not depend
+on the weights; bench/pipeline.py's). Per bus, two runs on a fresh broker and data directory:
 - as fast as the files decode: clips/s through the platform, from the first embedded clip to the last;
 - paced like live cameras (capture time = wall clock): per camera, the latency from the capture end of a clip
   to its embedding on the embeddings topic (p50 / p95), and the backlog (clips stored but not yet embedded,
@@ -29,6 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline import TIMEOUT_S, broker_for, clips_of, make_model, scene, start_cameras
 
+from avsurv.constants import DEFAULT_PROFILE, PROFILE_NAMES
 from avsurv.media import Segmenter
 from avsurv.platform.config import load_settings
 from avsurv.platform.messages import EMBEDDINGS
@@ -105,6 +106,7 @@ def main() -> None:
     parser.add_argument("--cameras", type=int, default=32)
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of the scene (20)")
     parser.add_argument("--bus", nargs="+", default=["inprocess", "kafka"], choices=["inprocess", "kafka"])
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILE_NAMES)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
@@ -117,9 +119,9 @@ def main() -> None:
                 number = first + int(video.stem.removeprefix("cam"))
                 videos.append(video.rename(cameras / f"cam{number}{video.suffix}"))
         expected = {video.stem: sum(1 for _ in Segmenter(str(video))) for video in videos}
-        model, _, _ = make_model(root / "model", videos[:1], clips_of(videos[:2]))
-        print(f"{args.cameras} cameras x {args.duration:g} s: {sum(expected.values())} clips; scene and counts in "
-              f"{time.perf_counter() - started:.0f} s", flush=True)
+        model, _, _ = make_model(root / "model", videos[:1], clips_of(videos[:2]), args.profile)
+        print(f"{args.cameras} cameras x {args.duration:g} s: {sum(expected.values())} clips, {args.profile} "
+              f"model; scene and counts in {time.perf_counter() - started:.0f} s", flush=True)
         for bus_name in args.bus:
             for mode, realtime in (("fast", False), ("live", True)):
                 with broker_for(bus_name) as bus:

@@ -63,10 +63,11 @@ def clips_of(videos: list[Path]) -> list[Clip]:
     return [clip for video in videos for clip in Segmenter(str(video))]
 
 
-def make_model(directory: Path, videos: list[Path], calibration: list[Clip]) -> tuple[Path, int, float]:
-    """An untrained model whose threshold is the median score of the ``calibration`` clips (so about half
-    of them are anomalous), then the clip count of ``videos`` and the core alone's clips/s on them."""
-    untrained_model(directory, seed=0)
+def make_model(directory: Path, videos: list[Path], calibration: list[Clip],
+               profile: str = "tiny") -> tuple[Path, int, float]:
+    """An untrained model of ``profile`` whose threshold is the median score of the ``calibration`` clips (so
+    about half of them are anomalous), then the clip count of ``videos`` and the core alone's clips/s on them."""
+    untrained_model(directory, seed=0, profile=profile)
     model, config = load_model(directory)
     loaded = LoadedModel("bench", model, config)
     started = time.perf_counter()

@@ -25,12 +25,12 @@ def small_scene(out: Path, duration_s: float = 20, cameras: int = 2, seed: int =
     return out
 
 
-def untrained_model(out: Path, seed: int, w: float = 0.5) -> Path:
-    """A tiny model with seeded random weights, as if trained with the Eq. 5 weight ``w``: the pipeline's
-    mechanics do not depend on training."""
+def untrained_model(out: Path, seed: int, w: float = 0.5, profile: str = "tiny") -> Path:
+    """A model (``tiny`` by default: the quickest) with seeded random weights, as if trained with the Eq. 5
+    weight ``w``: the pipeline's mechanics do not depend on training."""
     torch.manual_seed(seed)
-    save_model(build_model("tiny").eval(), out, {"format": MODEL_FORMAT, "profile": "tiny", "method": "epg",
-                                                 "hyperparameters": {"w": w}, "seed": seed})
+    save_model(build_model(profile).eval(), out, {"format": MODEL_FORMAT, "profile": profile, "method": "epg",
+                                                  "hyperparameters": {"w": w}, "seed": seed})
     return out
 
 
