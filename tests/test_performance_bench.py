@@ -254,7 +254,7 @@ def test_model_threshold_is_the_median_calibration_score_and_core_rate_is_plante
             return np.stack([c.z_v for c in clips]), np.stack([c.z_a for c in clips])
 
     monkeypatch.setattr(pipeline, "time", SimpleNamespace(perf_counter=clock))
-    monkeypatch.setattr(pipeline, "untrained_model", lambda directory, seed: directory)
+    monkeypatch.setattr(pipeline, "untrained_model", lambda directory, seed, profile: directory)
     monkeypatch.setattr(pipeline, "load_model", lambda directory: (None, {"w": 0.5}))
     monkeypatch.setattr(pipeline, "LoadedModel", Model)
     monkeypatch.setattr(pipeline, "clips_of", lambda files: videos)
