@@ -20,6 +20,7 @@ from avsurv.learning.train import TrainConfig, Trainer
 from avsurv.media.clipstore import ClipWriter
 from avsurv.media.segment import Clip
 from avsurv.models import build_model, inference_copy
+from avsurv.models import model as model_module
 from avsurv.models.device import autocast, cpu_has_amx, resolve_device, resolve_precision
 from avsurv.models.model import ConvReLU
 from avsurv.models.profiles import PROFILES
@@ -178,11 +179,21 @@ def test_conv_relu_is_the_convolution_then_its_relu(conv, shape):
     assert conv.weight.grad is not None
 
 
-def test_conv_relu_without_onednn_is_the_plain_pair(monkeypatch):
+@pytest.mark.parametrize("missing", ["onednn", "fused op", "bf16"])
+def test_conv_relu_without_onednn_is_the_plain_pair(monkeypatch, missing):
     conv = torch.nn.Conv3d(3, 4, (1, 3, 3), padding=(0, 1, 1))
-    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    if missing == "fused op":  # a torch that renamed or dropped its internal op
+        monkeypatch.setattr(model_module, "_FUSED_CONV", None)
+    else:
+        def refuse(*args: object) -> None:
+            raise AssertionError("the fused convolution ran")
+        monkeypatch.setattr(model_module, "_FUSED_CONV", refuse)
+        if missing == "onednn":
+            monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+        else:  # oneDNN without bf16 on this CPU
+            monkeypatch.setattr(model_module, "_FUSED_BF16", False)
     x = torch.randn(1, 3, 2, 6, 8)
-    with torch.no_grad():
+    with torch.no_grad(), autocast(torch.device("cpu"), missing == "bf16"):
         assert torch.equal(ConvReLU(conv)(x), torch.relu(conv(x)))
     with pytest.raises(ValueError, match="cannot fuse"):
         ConvReLU(torch.nn.Conv2d(1, 1, 3, padding="same"))

@@ -77,6 +77,13 @@ def inference_copy(model: AudioVisualModel) -> AudioVisualModel:
     return folded
 
 
+_FUSED_CONV = getattr(torch.ops.mkldnn, "_convolution_pointwise", None)
+"""oneDNN's convolution with a pointwise operation applied to its output (torch-internal: the op torch's own
+compiler emits for CPUs); None in a torch without it, where :class:`ConvReLU` is the plain pair."""
+_FUSED_BF16 = bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
+"""Whether oneDNN runs bf16 convolutions on this CPU."""
+
+
 class ConvReLU(nn.Module):
     """``relu(conv(x))`` as one oneDNN primitive on a CPU when no gradient is wanted: the ReLU is applied as the
     convolution writes its output instead of in a second pass (in bf16 that pass took 17 % of ``fg``'s
@@ -104,16 +111,17 @@ class ConvReLU(nn.Module):
         conv, x = self.conv, x.to(dtype)
         weight, bias = conv.weight.to(dtype), None if conv.bias is None else conv.bias.to(dtype)
         if not self.per_frame:
-            return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, list(conv.padding), list(conv.stride),
-                                                           list(conv.dilation), conv.groups, "relu", [], "")
+            return _FUSED_CONV(x, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation),
+                               conv.groups, "relu", [], "")
         # [B, C, T, H, W] -> [B*T, C, H, W]: a view, not a copy, of a channels-last video (and back).
         b, c, t, h, w = x.shape
-        frames = torch.ops.mkldnn._convolution_pointwise(
+        frames = _FUSED_CONV(
             x.transpose(1, 2).reshape(b * t, c, h, w), weight[:, :, 0], bias, list(conv.padding[1:]),
             list(conv.stride[1:]), list(conv.dilation[1:]), conv.groups, "relu", [], "")
         return frames.reshape(b, t, *frames.shape[1:]).transpose(1, 2)
 
 
 def _onednn_fuses(x: torch.Tensor, dtype: torch.dtype) -> bool:
-    return (x.device.type == "cpu" and not torch.is_grad_enabled() and torch.backends.mkldnn.is_available()
-            and (dtype == torch.float32 or (dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported())))
+    return (x.device.type == "cpu" and not torch.is_grad_enabled() and _FUSED_CONV is not None
+            and torch.backends.mkldnn.is_available()
+            and (dtype == torch.float32 or (dtype == torch.bfloat16 and _FUSED_BF16)))
