@@ -288,6 +288,23 @@ def test_fg_store_is_torch_area_interpolation_to_the_byte(height: int, width: in
         ForegroundInput(3, width).store(frames)
 
 
+@pytest.mark.parametrize("count", [1, 8, 11])
+def test_a_table_stores_its_clips_in_groups_as_each_alone(count: int) -> None:
+    """``table_from_clips`` shrinks ``STORE_GROUP`` (8) clips per call (one clip, one group, a group and a
+    remainder): the same bytes as storing each clip alone; the crops input keeps each clip's frames, uncopied."""
+    from avsurv.learning.data import CROPS, table_from_clips
+    from avsurv.media.segment import Clip
+
+    rng = np.random.default_rng(count)
+    clips = [Clip("cam0", float(t), None, "cam0", False, rng.integers(0, 256, (5, 224, 398, 3), dtype=np.uint8),
+                  np.zeros((1, 128, 64), np.float32)) for t in range(count)]
+    visual = ForegroundInput(56, 100)
+    table = table_from_clips(clips, visual)
+    np.testing.assert_array_equal(table.frames, np.stack([visual.store(clip.frames) for clip in clips]))
+    assert all(kept is clip.frames for kept, clip in zip(CROPS.store_clips([c.frames for c in clips]), clips,
+                                                          strict=True))
+
+
 def test_tiny_profile_is_small() -> None:
     model = build_model("tiny")
     assert count_parameters(model.encoders["visual"]) == 206_614

@@ -24,7 +24,7 @@ from realparts import free_port
 from avsurv.adapters.bus import InProcessBus
 from avsurv.adapters.vectors import QdrantVectors, alias_name, collection_name, open_vectors, point_id
 from avsurv.cli import main
-from avsurv.constants import DEFAULT_PROFILE
+from avsurv.constants import DEFAULT_PROFILE, SAMPLE_RATE
 from avsurv.heads import HeadSettings, TrainedHead, train_head
 from avsurv.labels import read_labels
 from avsurv.learning.distance import distance
@@ -33,7 +33,7 @@ from avsurv.learning.embeddings import EmbeddingSet
 from avsurv.learning.modeldir import load_model
 from avsurv.media import Segmenter
 from avsurv.media.clipstore import encode_jpeg
-from avsurv.media.decode import MediaReader
+from avsurv.media.decode import AudioChunk, MediaReader
 from avsurv.media.segment import TOO_SHORT, ClipFeed
 from avsurv.platform.archive import ClipArchive
 from avsurv.platform.config import ConfigError, load_settings
@@ -110,7 +110,24 @@ def test_chunks_carry_what_segmentation_needs_to_cut_the_same_clips(scene: Path)
     for ours, theirs in zip(clips, direct, strict=True):
         assert np.abs(ours.frames.astype(int) - theirs.frames).mean() < 3.0  # JPEG
         np.testing.assert_allclose(ours.log_mel, theirs.log_mel, atol=1e-3)  # float PCM travels exactly
+        np.testing.assert_array_equal(ours.audio, theirs.audio)
         assert ours.has_audio == theirs.has_audio
+    # The decoder's audio frames (1024 samples each) travel joined: one piece per chunk of continuous sound.
+    assert all(len(chunk.audio) == 1 for chunk in chunks[:-1])
+
+
+def test_ingest_joins_audio_that_follows_on_and_starts_a_piece_at_a_gap() -> None:
+    builder = ChunkBuilder("site", "cam0", "file.mp4", 0.0, 25.0, True, chunk_seconds=10.0)
+    pieces = [np.full(1024, i, np.float32) for i in range(4)]
+    for i, samples in enumerate(pieces[:3]):
+        builder.add(AudioChunk(i * 1024 / SAMPLE_RATE, samples))
+    builder.add(AudioChunk(0.5, pieces[3]))  # a jump in the timestamps: a new piece
+    chunk = pb.Chunk.FromString(builder.take().SerializeToString())
+    assert [a.media_time for a in chunk.audio] == [0.0, 0.5]
+    np.testing.assert_array_equal(np.frombuffer(chunk.audio[0].pcm_f32le, "<f4"), np.concatenate(pieces[:3]))
+    np.testing.assert_array_equal(np.frombuffer(chunk.audio[1].pcm_f32le, "<f4"), pieces[3])
+    builder.add(AudioChunk(0.5 + 1024 / SAMPLE_RATE, pieces[0]))  # follows on, but a new chunk starts a piece
+    assert [a.media_time for a in builder.take().audio] == [0.5 + 1024 / SAMPLE_RATE]
 
 
 def test_a_camera_session_with_no_clip_says_why(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

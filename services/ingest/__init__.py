@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from avsurv.adapters.bus import Bus
+from avsurv.constants import SAMPLE_RATE
 from avsurv.errors import MediaError
 from avsurv.media.clipstore import encode_jpeg
 from avsurv.media.decode import AudioChunk, MediaReader, VideoSample, is_network_source
@@ -28,6 +29,9 @@ from avsurv.platform.registry import CameraState, Registry
 from avsurv.platform.runtime import Ports, ServiceParts
 from avsurv.platform.worker import Worker, log
 from avsurv.v1 import messages_pb2 as pb
+
+AUDIO_JOIN_S = 0.5 / SAMPLE_RATE
+"""Audio that starts within half a sample of where the previous piece ends continues it."""
 
 
 class ChunkBuilder:
@@ -43,7 +47,8 @@ class ChunkBuilder:
         self.phase = grid_phase(capture_epoch)
         self._held: VideoSample | None = None  # the frame on screen, until the next one shows
         self._frames: list[pb.Frame] = []
-        self._audio: list[pb.AudioPiece] = []
+        self._audio: list[tuple[float, list[np.ndarray]]] = []  # runs of contiguous audio: start, samples
+        self._audio_end = -np.inf  # where the last run ends, media seconds
         self._first_time: float | None = None
         self.last_time = -np.inf
 
@@ -60,8 +65,12 @@ class ChunkBuilder:
     def add(self, event: VideoSample | AudioChunk) -> None:
         self._mark(event.time)
         if isinstance(event, AudioChunk):
-            pcm = np.asarray(event.samples, "<f4").tobytes()
-            self._audio.append(pb.AudioPiece(media_time=event.time, pcm_f32le=pcm))
+            # The decoder's ~47 pieces a second that follow each other become one piece: a chunk carries a
+            # few pieces instead of dozens for segmentation to check and place one by one.
+            if not self._audio or abs(event.time - self._audio_end) > AUDIO_JOIN_S:
+                self._audio.append((event.time, []))
+            self._audio[-1][1].append(event.samples)
+            self._audio_end = event.time + event.samples.size / SAMPLE_RATE
             return
         held = self._held
         if held is not None and event.time > held.time and shown_at_a_sampling_instant(held.time, event.time,
@@ -81,8 +90,9 @@ class ChunkBuilder:
         chunk = pb.Chunk(
             header=header(self.site, self.camera_id, capture_time=self.capture_epoch + first),
             session=self.session, sequence=self.sequence, capture_epoch=self.capture_epoch, fps=self.fps,
-            has_audio=self.has_audio, frames=self._frames, audio=self._audio, end_of_stream=end_of_stream,
-            source=self.source,
+            has_audio=self.has_audio, frames=self._frames, end_of_stream=end_of_stream, source=self.source,
+            audio=[pb.AudioPiece(media_time=start, pcm_f32le=np.concatenate(run).astype("<f4", copy=False).tobytes())
+                   for start, run in self._audio],
         )
         self.sequence += 1
         self._frames, self._audio, self._first_time = [], [], None

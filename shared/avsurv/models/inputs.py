@@ -12,6 +12,7 @@ Every profile sees two *views* of a clip: independent samples in training, avera
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,10 @@ class CropInput:
     def store(self, frames: np.ndarray) -> np.ndarray:
         """The frames as a table keeps them: here unchanged."""
         return frames
+
+    def store_clips(self, clips: list[np.ndarray]) -> Sequence[np.ndarray]:
+        """``store`` of each clip's frames: here the frames themselves (not copied)."""
+        return clips
 
     def tensor(self, frames: np.ndarray, view: np.ndarray, background: np.ndarray | None = None) -> torch.Tensor:
         """uint8 [B, T, 224, 398, 3], view [B] in {0, 1} -> float32 [B, 3, T, 224, 224] in [0, 1]."""
@@ -77,6 +82,10 @@ class ForegroundInput:
         pixels = torch.from_numpy(((last - first) * band_rows).astype(np.float32))[:, None]
         small = window.float().div_(pixels).round_().to(torch.uint8)
         return small.reshape(*lead, self.height, self.width, 3).numpy()
+
+    def store_clips(self, clips: list[np.ndarray]) -> Sequence[np.ndarray]:
+        """``store`` of each clip's frames, in one call for all of them (a dozen tensor ops for the lot)."""
+        return self.store(np.stack(clips)) if len(clips) > 1 else [self.store(clip) for clip in clips]
 
     def tensor(self, frames: np.ndarray, view: np.ndarray, background: np.ndarray | None = None) -> torch.Tensor:
         """uint8 [B, T, h, w, 3] (as stored), view [B], background uint8 [B, h, w, 3] -> float32
