@@ -39,7 +39,6 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +48,7 @@ from avsurv.adapters.bus import Bus, CommitTracker, Message, Subscription, leave
 from avsurv.adapters.vectors import Hit, Point, QdrantVectors, alias_name, collection_name, open_vectors, point_id
 from avsurv.errors import ModelError, TaskError
 from avsurv.learning.calibration import Calibration
+from avsurv.learning.data import chunks
 from avsurv.learning.normalization import CAMERA, CameraStats, SiteNormalization, merged_per_camera, per_camera
 from avsurv.learning.scores import clip_scores
 from avsurv.media.background import Backgrounds
@@ -144,11 +144,10 @@ class _Swap(threading.Thread):
         s = self.service
         keep = max(NOVELTY_HISTORY, s.settings.calibration_clips)  # bounded: a site may store days of clips
         stored: dict[str, Stored] = {}
-        iterator = iter(ids)
         # The stored clips replay each camera's history in their own backgrounds: the live loop meanwhile
         # embeds newer clips with this model from another thread, into the live stream's.
         history = Backgrounds()
-        while chunk := list(islice(iterator, BACKFILL_BATCH)):
+        for chunk in chunks(ids, BACKFILL_BATCH):
             if self.cancelled.is_set() or s.stopping.is_set():
                 return None
             messages = [self._stored(clip_id) for clip_id in chunk]
@@ -179,8 +178,7 @@ class _Swap(threading.Thread):
         """Rewrites these clips' points of the collection standardized with the final statistics."""
         assert self.normalization is not None
         vectors = self.service.vectors
-        iterator = iter(clip_ids)
-        while chunk := list(islice(iterator, BACKFILL_BATCH)):
+        for chunk in chunks(clip_ids, BACKFILL_BATCH):
             hits = vectors.retrieve(self.collection, [point_id(clip_id, self.version) for clip_id in chunk])
             points = standardized_points([h for h in hits if not h.payload.get(STANDARDIZED)], self.normalization)
             if points:

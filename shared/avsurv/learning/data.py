@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from avsurv.models.inputs import CropInput, VisualInput
 
 CROPS = CropInput()
 """The paper's input (``paper`` and ``tiny`` profiles), the default of the loaders."""
+T = TypeVar("T")
 
 SOURCE_TIME_SPACING_S = 1e7
 """Sources without capture times get disjoint time ranges, so no temporal rule ever pairs them."""
@@ -122,10 +124,16 @@ process where many threads run Python (the embedded platform's 32 camera readers
 GIL when it returns: per clip, the shrinking took 46 % of the embedder's time there."""
 
 
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of ``size`` (the last one shorter), taken as they come."""
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
 def _stored(clips: Iterable[Clip], visual: VisualInput) -> Iterator[tuple[Clip, np.ndarray]]:
     """Each clip with its frames as ``visual`` stores them, ``STORE_GROUP`` clips at a time."""
-    iterator = iter(clips)
-    while group := list(islice(iterator, STORE_GROUP)):
+    for group in chunks(clips, STORE_GROUP):
         yield from zip(group, visual.store_clips([clip.frames for clip in group]), strict=True)
 
 

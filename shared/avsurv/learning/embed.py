@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from itertools import islice
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from avsurv.learning.data import ClipTable, iter_clips, table_from_clips
+from avsurv.learning.data import ClipTable, chunks, iter_clips, table_from_clips
 from avsurv.learning.embeddings import EmbeddingSet
 from avsurv.learning.encode import encode_table
 from avsurv.media.background import Backgrounds
@@ -20,12 +19,6 @@ CHUNK_CLIPS = 64
 """Clips decoded and embedded together: bounds memory on long videos."""
 
 
-def _chunks(clips: Iterable[Clip], size: int) -> Iterator[list[Clip]]:
-    iterator = iter(clips)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
-
-
 def embed_clips(model: AudioVisualModel, config: dict, clips: Iterable[Clip], batch_size: int = 32,
                 backgrounds: Backgrounds | None = None, bf16: bool = False) -> EmbeddingSet:
     """Embeds clips as they come, in time order per camera (a video is never held in memory whole).
@@ -33,7 +26,7 @@ def embed_clips(model: AudioVisualModel, config: dict, clips: Iterable[Clip], ba
     the history starts with these clips. ``bf16``: under bf16 autocast (:mod:`avsurv.models.device`)."""
     backgrounds = Backgrounds() if backgrounds is None else backgrounds
     parts = [embed_table(model, config, table_from_clips(chunk, model.visual_input, backgrounds), batch_size, bf16)
-             for chunk in _chunks(clips, CHUNK_CLIPS)]
+             for chunk in chunks(clips, CHUNK_CLIPS)]
     if not parts:
         raise ValueError("no clips to embed")
     return EmbeddingSet.concat(parts)

@@ -85,7 +85,7 @@ class ForegroundInput:
 
     def store_clips(self, clips: list[np.ndarray]) -> Sequence[np.ndarray]:
         """``store`` of each clip's frames, in one call for all of them (a dozen tensor ops for the lot)."""
-        return self.store(np.stack(clips)) if len(clips) > 1 else [self.store(clip) for clip in clips]
+        return self.store(np.stack(clips))
 
     def tensor(self, frames: np.ndarray, view: np.ndarray, background: np.ndarray | None = None) -> torch.Tensor:
         """uint8 [B, T, h, w, 3] (as stored), view [B], background uint8 [B, h, w, 3] -> float32
