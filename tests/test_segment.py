@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from avsurv.constants import AUDIO_TENSOR_SHAPE, CROP_OFFSETS, VIDEO_TENSOR_SHAPE
+from avsurv.constants import AUDIO_TENSOR_SHAPE, CROP_OFFSETS, FRAME_HEIGHT, FRAME_WIDTH, VIDEO_TENSOR_SHAPE
 from avsurv.media import Segmenter
+from avsurv.media.segment import FrameResizer
 from avsurv.models.inputs import crops
 
 DATA = Path(__file__).parent / "data"
@@ -132,3 +133,18 @@ def test_real_msmpeg4_mp3_avi():
     assert report.info.video_codec == "msmpeg4v2" and report.info.audio_codec.startswith("mp3")
     moving = np.abs(clips[0].frames.astype(int) - clips[-1].frames.astype(int)).mean()
     assert moving > 1  # frames at different times differ
+
+
+def test_frame_resizer_keeps_one_context_and_gives_each_frames_own_resize() -> None:
+    """The resizer reuses swscale's context across frames: the same pixels as each frame's own ``reformat``
+    (area averaging), also when the input's size and pixel format change mid-stream; arrays pass through."""
+    rng = np.random.default_rng(7)
+    resize = FrameResizer()
+    for width, height, layout in [(640, 360, "yuv420p"), (640, 360, "yuv420p"), (1280, 720, "yuv420p"),
+                                  (320, 180, "yuvj420p"), (640, 360, "yuv420p")]:
+        frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (height * 3 // 2, width), dtype=np.uint8),
+                                           format="yuv420p").reformat(format=layout)
+        own = frame.reformat(width=FRAME_WIDTH, height=FRAME_HEIGHT, format="rgb24", interpolation="AREA")
+        assert np.array_equal(resize(frame), own.to_ndarray())
+    resized = np.zeros((FRAME_HEIGHT, FRAME_WIDTH, 3), np.uint8)
+    assert resize(resized) is resized

@@ -22,7 +22,7 @@ from avsurv.errors import MediaError
 from avsurv.media.clipstore import encode_jpeg
 from avsurv.media.decode import AudioChunk, MediaReader, VideoSample, is_network_source
 from avsurv.media.privacy import PrivacyFilter, parse_privacy, privacy_filter
-from avsurv.media.segment import grid_phase, resize_frame, shown_at_a_sampling_instant
+from avsurv.media.segment import FrameResizer, grid_phase, shown_at_a_sampling_instant
 from avsurv.platform.config import Settings, without_credentials
 from avsurv.platform.messages import CHUNKS, header
 from avsurv.platform.registry import CameraState, Registry
@@ -42,6 +42,7 @@ class ChunkBuilder:
         self.site, self.camera_id, self.source = site, camera_id, without_credentials(source)
         self.capture_epoch, self.fps, self.has_audio = capture_epoch, fps or 0.0, has_audio
         self.chunk_seconds, self.privacy = chunk_seconds, privacy
+        self.resize = FrameResizer()
         self.session = uuid.uuid4().hex[:12]
         self.sequence = 0
         self.phase = grid_phase(capture_epoch)
@@ -57,7 +58,7 @@ class ChunkBuilder:
         self.last_time = max(self.last_time, t)
 
     def _keep(self, sample: VideoSample) -> None:
-        frame = resize_frame(sample.frame)
+        frame = self.resize(sample.frame)
         if self.privacy is not None:  # the only place frames leave ingest: nothing unmasked is published
             frame = self.privacy(frame)
         self._frames.append(pb.Frame(media_time=sample.time, jpeg=encode_jpeg(frame)))

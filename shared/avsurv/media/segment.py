@@ -23,6 +23,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from avsurv.clipids import clip_id
 from avsurv.constants import (
@@ -137,13 +138,20 @@ class _PendingClip:
     covered: np.ndarray = field(default_factory=lambda: np.zeros(CLIP_SAMPLES, bool))
 
 
-def resize_frame(frame: av.VideoFrame | np.ndarray) -> np.ndarray:
-    """398x224 RGB via swscale (area averaging keeps small, far objects visible when downscaling); an
-    array is taken as already resized."""
-    if isinstance(frame, np.ndarray):
-        return frame
-    small = frame.reformat(width=FRAME_WIDTH, height=FRAME_HEIGHT, format="rgb24", interpolation="AREA")
-    return small.to_ndarray()
+class FrameResizer:
+    """Frames to 398x224 RGB via swscale (area averaging keeps small, far objects visible when downscaling); an
+    array is taken as already resized. One per stream, used by one thread: it keeps swscale's context from frame
+    to frame (``VideoFrame.reformat`` builds a new one for every frame, which cost as much as the resize itself:
+    1.0 against 0.5 ms a 640x360 frame), and swscale makes a new one when the input's size or format changes."""
+
+    def __init__(self) -> None:
+        self._reformatter = VideoReformatter()
+
+    def __call__(self, frame: av.VideoFrame | np.ndarray) -> np.ndarray:
+        if isinstance(frame, np.ndarray):
+            return frame
+        return self._reformatter.reformat(frame, width=FRAME_WIDTH, height=FRAME_HEIGHT, format="rgb24",
+                                          interpolation="AREA").to_ndarray()
 
 
 class Segmenter:
@@ -273,6 +281,7 @@ class _ClipAssembler:
         self.next_slot: int | None = None  # global index of the next frame slot to fill
         self.on_screen: VideoSample | None = None
         self.on_screen_rgb: np.ndarray | None = None
+        self.resize = FrameResizer()
         self.max_frame_age = max(GAP_MIN_S, 2.0 / fps) if fps else GAP_MIN_S
         self.frame_period = 1.0 / fps if fps else 0.0
         self.video_time = -math.inf
@@ -374,7 +383,7 @@ class _ClipAssembler:
                 pending.missing_reason = f"video gap: no frame from {after} to {until}"
             return
         if self.on_screen_rgb is None:
-            self.on_screen_rgb = resize_frame(shown.frame)
+            self.on_screen_rgb = self.resize(shown.frame)
             if self.privacy is not None:
                 self.on_screen_rgb = self.privacy(self.on_screen_rgb)
         pending.frames[slot % FRAMES_PER_CLIP] = self.on_screen_rgb
