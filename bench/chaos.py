@@ -48,7 +48,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from platformkit import Service, small_scene, untrained_model, wait_for
+from platformkit import Service, small_scene, start_services, untrained_model, wait_for
 from realparts import TANSU, _wait_for_port, free_port
 
 from avsurv.adapters.state import connect_state
@@ -342,7 +342,7 @@ def deployment(work: Path, *, seed: int, cameras: int, duration_s: float) -> Ite
         env = _environment(work, parts)
         services = _services(env, work / "logs", videos, model_dir)
         try:
-            _start(services)
+            start_services(services)
             yield Deployment(services, parts, env, Registry(connect_state(env["AVSURV_STATE"]), "default"),
                              open_vectors(env["AVSURV_VECTORS"]), threshold)
         finally:
@@ -385,17 +385,6 @@ def _services(env: dict[str, str], logs: Path, videos: list[Path], model_dir: Pa
         services[name] = Service(name, own, logs)
     return services
 
-
-def _start(services: dict[str, Service]) -> None:
-    """The embedder first (it creates the topics and publishes the model), ingest last, so that the cameras'
-    paced seconds go by while everything runs."""
-    services["embedding"].start()
-    wait_for(services["embedding"].serving, 90, "the embedding service to serve")
-    for service in services.values():
-        if service.name not in ("embedding", "ingest"):
-            service.start()
-    wait_for(lambda: all(s.serving() for s in services.values() if s.name != "ingest"), 120, "the services to serve")
-    services["ingest"].start()
 
 
 def _count(figures: Figures, env: dict[str, str], registry: Registry, vectors: QdrantVectors, collection: str | None,

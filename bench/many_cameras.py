@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline import TIMEOUT_S, broker_for, clips_of, make_model, scene, start_cameras
-from platformkit import Service, wait_for
+from platformkit import Service, start_services, wait_for
 from realparts import free_port, kafka_broker_process, redis_server_process
 
 from avsurv.adapters.bus import Subscription
@@ -152,12 +152,8 @@ def run_processes(videos: list[Path], model: Path, data: Path, realtime: bool,
         services = {name: Service(name, {**env, "AVSURV_GRPC_PORT": str(free_port())}, logs) for name in SERVICES}
         archive, registry = ClipArchive(data / "clips"), Registry(connect_state(redis_url), "default")
         try:
-            services["embedding"].start()  # it creates the topics and publishes the model version
-            wait_for(services["embedding"].serving, TIMEOUT_S, "the embedding service to serve")
-            for service in services.values():
-                if service.name != "embedding":
-                    service.start()
-            wait_for(lambda: all(s.serving() for s in services.values()), TIMEOUT_S, "the services to serve")
+            start_services(services)
+            wait_for(services["ingest"].serving, TIMEOUT_S, "ingest to serve")
             tally = Tally(KafkaBus(broker).subscribe("bench-embeddings", [EMBEDDINGS]))
             # The services subscribed before the bench: once its group has its partitions, theirs have.
             while not tally.events.consumer.assignment():

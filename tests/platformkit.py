@@ -80,3 +80,15 @@ class Service:
             return reply.status == health_pb2.HealthCheckResponse.SERVING
         except grpc.RpcError:
             return False
+
+
+def start_services(services: dict[str, Service]) -> None:
+    """The embedder first (it creates the topics and publishes the model), ingest last, so that the cameras'
+    seconds go by while everything runs."""
+    services["embedding"].start()
+    wait_for(services["embedding"].serving, 90, "the embedding service to serve")
+    for service in services.values():
+        if service.name not in ("embedding", "ingest"):
+            service.start()
+    wait_for(lambda: all(s.serving() for s in services.values() if s.name != "ingest"), 120, "the services to serve")
+    services["ingest"].start()
