@@ -1,15 +1,16 @@
 """Site-scale benchmark (issue 12): does what the platform learns on one camera serve an operator?
 
     python bench/site.py [--quick] [--out results/site] [--seeds 0 1 2] [--methods ...] [--budget-s 600]
-                         [--precision fp32]
+                         [--precision fp32] [--views-weight 0]
 
 One generated intersection (``--duration`` 3600 s, 3 cameras: cam0 reference, cam1 similar, cam2
 challenging) is rendered and cut into clips once. Every method learns on cam0 except its last
 ``--held-s`` (900 s) for at most ``--budget-s`` seconds of wall time (whole epochs: the epoch that would
 pass the budget is not started, judged by the last epoch's length), in ``--precision`` (float32 by default, as
 the tables in docs/RESULTS.md were made; ``auto`` is what the platform trains in, bf16 on a CPU with Intel AMX,
-which fits about twice the epochs in the budget), and is evaluated on the held-back last 900 s of every camera
-(embedded in the same precision):
+which fits about twice the epochs in the budget), with the audio encoder's views term at ``--views-weight``
+(0 by default, as the main tables were made; the platform's trainer adds it, ``train_views_weight``), and is
+evaluated on the held-back last 900 s of every camera (embedded in the same precision):
 - event localization, EPG Table 1 protocol: a linear probe fitted on cam0's training part, accuracy and
   macro-F1 of visual features on ``visual_label``, audio on ``audio_label``, audio-visual on ``label``;
   under the paper's normalization (cam0's scaler for every camera) and per camera (each camera's
@@ -85,6 +86,8 @@ class Settings:
     profile: str = DEFAULT_PROFILE
     budget_s: float = 600.0
     precision: str = "fp32"
+    views_weight: float = 0.0
+    """TrainConfig.views_weight of the trained methods: the audio encoder's own views term (0: off, as the paper)."""
     max_epochs: int = 30
     seeds: tuple[int, ...] = (0, 1, 2)
     methods: tuple[str, ...] = ("random", "hand", "tpg", "epg", SUPERVISED, "infonce", "avbt")
@@ -197,7 +200,7 @@ def train_model(method: str, seed: int, train: Training, settings: Settings, log
         model.encoders["audio"].set_normalization(*mel_statistics(table.log_mel))
         return model.eval(), {"epochs": 0, "seconds": 0.0, "history": []}
     config = TrainConfig(profile=settings.profile, method=method, epochs=settings.max_epochs, seed=seed,
-                         precision=settings.precision)
+                         precision=settings.precision, views_weight=settings.views_weight)
     trainer = Trainer(table, Path("unused"), config, progress=False, log=log,
                       labels=train.visual_labels if method == SUPERVISED else None)
     started, epoch, precision, spent = time.perf_counter(), 0, [], 0.0
@@ -396,7 +399,7 @@ def run(settings: Settings, out: Path, log: Any = print) -> dict[str, Any]:
         t0 = time.perf_counter()
         result = run_one(method, seed, cameras, training, settings, log)
         result["wall_s"], result["budget_s"] = time.perf_counter() - t0, settings.budget_s
-        result["precision"] = settings.precision
+        result["precision"], result["views_weight"] = settings.precision, settings.views_weight
         path.write_text(json.dumps(result, indent=1) + "\n")
         runs.append(result)
         log(f"{method} seed {seed}: done in {result['wall_s']:.0f} s")
@@ -410,10 +413,11 @@ def _results(settings: Settings, out: Path, runs: list[dict[str, Any]], minutes:
 
 
 def _same_conditions(run: dict[str, Any], settings: Settings) -> bool:
-    """A kept run counts only under the training budget and precision it was made with (runs that do not say
-    theirs were float32)."""
+    """A kept run counts only under the training budget, precision and views weight it was made with (runs that
+    do not say theirs were float32, without the views term)."""
     return (run.get("budget_s", settings.budget_s) == settings.budget_s
-            and run.get("precision", "fp32") == settings.precision)
+            and run.get("precision", "fp32") == settings.precision
+            and run.get("views_weight", 0.0) == settings.views_weight)
 
 
 def kept(settings: Settings, out: Path) -> dict[str, Any]:
@@ -458,7 +462,8 @@ def markdown(results: dict[str, Any], command: str) -> str:
              f"{results['revision'][:12]} ({results['machine']}).", "",
              f"Scene: 3 cameras x {s['duration_s']} s (seed {s['scene_seed']}, {s['anomalies_per_10min']:g} anomalies "
              f"per 10 min); `{s['profile']}` profile trained on cam0's first {s['duration_s'] - s['held_s']} s for at "
-             f"most {s['budget_s']:.0f} s of wall time each in {s.get('precision', 'fp32')}; every figure on the last "
+             f"most {s['budget_s']:.0f} s of wall time each in {s.get('precision', 'fp32')}"
+             f"{_views(s.get('views_weight', 0.0))}; every figure on the last "
              f"{s['held_s']} s of each camera. "
              "Mean ± std over the seeds each method ran (see the runs column).", "",
              "### Event localization (linear probe fitted on cam0; accuracy / macro-F1, %)", "",
@@ -524,6 +529,10 @@ def markdown(results: dict[str, Any], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _views(weight: float) -> str:
+    return f", with the audio encoder's views term at weight {weight:g}" if weight else ""
+
+
 BEGIN, END = "<!-- site:begin -->", "<!-- site:end -->"
 
 
@@ -547,6 +556,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=(*METHODS, *BASELINES), help="methods to run")
     parser.add_argument("--budget-s", type=float, help="wall-time budget of each training run (default 600)")
     parser.add_argument("--precision", choices=PRECISIONS, help="training and embedding precision (default fp32)")
+    parser.add_argument("--views-weight", type=float,
+                        help="weight of the audio encoder's views term in training (default 0: off, as the paper)")
     parser.add_argument("--report-only", action="store_true",
                         help="write the tables from the runs finished so far, run nothing (minutes: their run time)")
     parser.add_argument("--report", type=Path, default=Path("docs/RESULTS.md"),
@@ -555,7 +566,7 @@ def main() -> None:
     settings = QUICK if args.quick else Settings()
     overrides = {"seeds": tuple(args.seeds) if args.seeds else None,
                  "methods": tuple(args.methods) if args.methods else None, "budget_s": args.budget_s,
-                 "precision": args.precision}
+                 "precision": args.precision, "views_weight": args.views_weight}
     settings = Settings(**{**asdict(settings), **{k: v for k, v in overrides.items() if v is not None}})
     if args.report_only:
         results = kept(settings, args.out)

@@ -14,6 +14,7 @@ from avsurv.learning.losses import (
     MultiPositiveContrastiveLoss,
     SupervisedLoss,
     SymmetricInfoNCE,
+    ViewsContrastiveLoss,
     barlow_twins_objective,
     epg_labels,
     off_diagonal,
@@ -447,6 +448,41 @@ def test_infonce_gradients_and_validation() -> None:
             SymmetricInfoNCE(temperature)
     with pytest.raises(ValueError, match="z_v and z_a"):
         SymmetricInfoNCE()(torch.zeros(3, 4), torch.zeros(4, 4))
+
+
+# --- the audio encoder's views term (NT-Xent) ------------------------------------------------------------
+def views_loop(z_1: torch.Tensor, z_2: torch.Tensor, temperature: float) -> float:
+    rows = [*z_1, *z_2]
+    n, total = len(z_1), 0.0
+    for i, row in enumerate(rows):
+        s = [float(torch.cosine_similarity(row, other, dim=0)) / temperature for other in rows]
+        twin = i + n if i < n else i - n
+        total += -(s[twin] - math.log(sum(math.exp(s[j]) for j in range(2 * n) if j != i)))
+    return total / (2 * n)
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.5])
+@pytest.mark.parametrize(("batch", "dim"), [(2, 3), (5, 4), (12, 8)])
+def test_views_loss_matches_loop(batch: int, dim: int, temperature: float) -> None:
+    z_1, z_2, _ = clustered_batch(batch, dim, seed=dim)
+    loss = ViewsContrastiveLoss(temperature)(z_1, z_2)
+    assert float(loss) == pytest.approx(views_loop(z_1, z_2, temperature), rel=1e-9)
+
+
+def test_views_loss_closed_forms_gradients_and_validation() -> None:
+    assert float(ViewsContrastiveLoss(0.01)(3.0 * torch.eye(4, 6), torch.eye(4, 6))) < 1e-12
+    identical = torch.ones(4, 6)  # every view alike: the twin is one of 2B - 1 equal candidates
+    assert float(ViewsContrastiveLoss()(identical, identical)) == pytest.approx(math.log(7))
+    z_1, z_2 = torch.randn(6, 4, requires_grad=True), torch.randn(6, 4, requires_grad=True)
+    ViewsContrastiveLoss()(z_1, z_2).backward()
+    assert float(z_1.grad.abs().sum()) > 0 and float(z_2.grad.abs().sum()) > 0
+    for temperature in (0.0, -0.1):
+        with pytest.raises(ValueError, match="temperature must be > 0"):
+            ViewsContrastiveLoss(temperature)
+    for bad in ((torch.zeros(3, 4), torch.zeros(4, 4)), (torch.zeros(1, 4), torch.zeros(1, 4)),
+                (torch.zeros(3), torch.zeros(3))):
+        with pytest.raises(ValueError, match="z_1 and z_2"):
+            ViewsContrastiveLoss()(*bad)
 
 
 # --- supervised ceiling ----------------------------------------------------------------------------

@@ -346,6 +346,7 @@ def test_the_trainer_learns_on_site_and_its_model_is_swapped_in(tmp_path: Path, 
         version = models[0].model_version
         trained = load_version(version, ports.registry, ports.artifacts, tmp_path / "cache")
         assert trained.config["profile"] == DEFAULT_PROFILE
+        assert trained.config["hyperparameters"]["views_weight"] == load_settings(environ={}).train_views_weight > 0
         # The fg input: the backfill and the live loop's later replay of the clips that waited for this model
         # each compare a clip with its camera's background before it, as offline; neither sees the other's.
         ids = ports.archive.clip_ids()
@@ -458,6 +459,9 @@ def test_the_trainer_profile_defaults_to_the_models_default() -> None:
     assert load_settings(environ={"AVSURV_TRAIN_PROFILE": "tiny"}).train_profile == "tiny"
     with pytest.raises(ConfigError, match="train_profile"):
         load_settings(environ={"AVSURV_TRAIN_PROFILE": "huge"})
+    assert load_settings(environ={"AVSURV_TRAIN_VIEWS_WEIGHT": "0"}).train_views_weight == 0.0
+    with pytest.raises(ConfigError, match="train_views_weight"):
+        load_settings(environ={"AVSURV_TRAIN_VIEWS_WEIGHT": "-1"})
 
 
 def test_trainer_rejects_only_a_significantly_worse_model() -> None:

@@ -71,13 +71,21 @@ def test_report_shows_every_table_and_rerun_keeps_finished_runs(quick, tmp_path)
     assert written.count(site_bench.BEGIN) == 1 and "Regenerated" in written and "earlier section" in written
 
 
-def test_a_kept_run_counts_only_under_its_budget_and_precision() -> None:
+def test_a_kept_run_counts_only_under_its_budget_precision_and_views_weight() -> None:
     settings = site_bench.QUICK
     bf16 = site_bench.Settings(**{**site_bench.asdict(settings), "precision": "bf16"})
-    older = {"budget_s": settings.budget_s}  # made before runs recorded their precision: float32
+    views = site_bench.Settings(**{**site_bench.asdict(settings), "views_weight": 1.0})
+    older = {"budget_s": settings.budget_s}  # made before runs recorded them: float32, no views term
     assert site_bench._same_conditions(older, settings) and not site_bench._same_conditions(older, bf16)
     assert site_bench._same_conditions({**older, "precision": "bf16"}, bf16)
     assert not site_bench._same_conditions({"budget_s": 2 * settings.budget_s}, settings)
+    assert not site_bench._same_conditions(older, views)
+    assert site_bench._same_conditions({**older, "views_weight": 1.0}, views)
+    score = {"accuracy": 0.5, "macro_f1": 0.5}
+    majority = {kind: {camera: score for camera in site_bench.CAMERAS} for kind in site_bench.FIELDS}
+    results = {"settings": site_bench.asdict(views), "majority": majority, "runs": [], "minutes": 0.0, "date": "d",
+               "revision": "r", "machine": "m"}
+    assert "views term at weight 1" in site_bench.markdown(results, "python bench/site.py --views-weight 1")
 
 
 def test_sound_novelty_finds_clips_whose_spectrum_the_camera_never_had() -> None:

@@ -46,7 +46,7 @@ def quiet(_: str) -> None:
 
 def test_config_rejects_bad_settings():
     for bad, words in (({"method": "simclr"}, "method"), ({"epochs": 0}, "epochs"), ({"batch_size": 1}, "batch"),
-                       ({"schedule": "random"}, "schedule")):
+                       ({"schedule": "random"}, "schedule"), ({"views_weight": -1.0}, "views weight")):
         with pytest.raises(ValueError, match=words):
             TrainConfig(**bad)
 
@@ -100,6 +100,27 @@ def test_cached_frozen_outputs_give_the_same_epoch_as_recomputing(table):
         results.append(trainer.run_epoch(0))
     assert results[0].loss == pytest.approx(results[1].loss, rel=1e-4)
     assert results[0].trained == ["audio"]
+
+
+def test_the_views_term_trains_the_audio_encoder_and_leaves_the_method_alone_when_off(table):
+    def epoch(weight: float, schedule: str = "joint") -> tuple[EpochStats, Trainer]:
+        config = TrainConfig(method="tpg", batch_size=8, epochs=1, views_weight=weight, schedule=schedule)
+        trainer = Trainer(table, Path("/nonexistent"), config, progress=False, log=quiet)
+        return trainer.run_epoch(0), trainer
+
+    (off, _), (again, _) = epoch(0.0), epoch(0.0)
+    (on, trainer), (doubled, _) = epoch(1.0), epoch(2.0)
+    assert off.views_loss == 0.0 and "views loss" not in off.line()
+    assert on.views_loss > 0 and "views loss" in on.line()
+    assert off.loss == pytest.approx(again.loss, rel=1e-6)  # the views' random numbers leave the batches alone
+    # The loss includes weight x the views term (near log(2B - 1) = 2.7 at first, well above TPG's).
+    assert on.loss > off.loss + 0.5 * on.views_loss and doubled.loss > on.loss
+    assert trainer.views_rng.initial_seed() == 0  # seed 0, epoch 0
+    # Layer-wise: the first epoch trains the audio encoder (views term on), the second only the visual one.
+    audio_first, trainer = epoch(1.0, schedule="layerwise")
+    assert audio_first.trained == ["audio"] and audio_first.views_loss > 0
+    visual = trainer.run_epoch(1)
+    assert visual.trained == ["visual"] and visual.views_loss == 0.0
 
 
 def test_training_is_reproducible(scene, tmp_path):

@@ -189,14 +189,16 @@ class TrainerService(Worker):
     def _train(self, epochs: int, round_id: str) -> str | None:
         s = self.settings
         train_ids, held_ids = split_holdout(self.archive.clip_ids(), s.train_holdout)
-        self._status("training", f"{len(train_ids)} clips, {epochs} epochs of {s.train_method}")
+        self._status("training", f"{len(train_ids)} clips, {epochs} epochs of {s.train_method}"
+                     f"{' with the views term' if s.train_views_weight else ''}")
         working_sets = WorkingSets(self.archive, train_ids, PROFILES[s.train_profile].input, s.train_max_clips,
                                    seed=self.rounds)
         warmup, evaluated = evaluation_clips(train_ids, held_ids, s.train_max_clips)
         scratch = Path(tempfile.mkdtemp(prefix="avsurv-train-", dir=s.data_dir))
         try:
             config = TrainConfig(profile=s.train_profile, method=s.train_method, epochs=epochs,
-                                 seed=self.rounds, device=s.device, precision=s.precision)
+                                 seed=self.rounds, views_weight=s.train_views_weight, device=s.device,
+                                 precision=s.precision)
             trainer = Trainer(working_sets, scratch / "model", config, progress=False,
                               log=self._checkpoint(round_id, epochs), stopping=self.stopping.is_set)
             trainer.run()

@@ -48,7 +48,8 @@ def run_train(args: argparse.Namespace) -> int:
         label_rule=args.label_rule, max_positives=args.max_positives, schedule=args.schedule,
         audio_epochs=args.audio_epochs, lr_visual=args.lr_visual, lr_audio=args.lr_audio,
         weight_decay=args.weight_decay, temperature=args.temperature, avbt_lambda=args.avbt_lambda,
-        avbt_window=args.avbt_window, kinetics_weights=str(args.kinetics_weights) if args.kinetics_weights else None,
+        avbt_window=args.avbt_window, views_weight=args.views_weight,
+        kinetics_weights=str(args.kinetics_weights) if args.kinetics_weights else None,
         device=args.device, precision=args.precision,
     )
     if (args.method == SUPERVISED) != (args.labels is not None):
@@ -99,6 +100,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     option("--temperature", "InfoNCE temperature", type=float)
     option("--avbt-lambda", "AV-BT off-diagonal weight", type=float)
     option("--avbt-window", "AV-BT: consecutive clips forming one video", type=int)
+    option("--views-weight", "weight of the audio encoder's own views term (two random views of each clip's sound "
+           "embed alike), added to any method's loss; 0: the method alone, as published", type=float)
     p.add_argument("--kinetics-weights", type=Path,
                    help="start F_v from a local Kinetics-400 X3D-M file (.pyth or .safetensors; paper profile)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out after its last saved epoch")

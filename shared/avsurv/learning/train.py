@@ -49,6 +49,7 @@ from avsurv.constants import (
 from avsurv.errors import ModelError
 from avsurv.labels import Labels, labels_at
 from avsurv.learning import losses
+from avsurv.learning.augment import sound_view
 from avsurv.learning.data import (
     ClipTable,
     WorkingSets,
@@ -114,6 +115,11 @@ class TrainConfig:
     temperature: float = losses.INFONCE_TEMPERATURE
     avbt_lambda: float = losses.AVBT_LAMBDA
     avbt_window: int = 10
+    views_weight: float = 0.0
+    """Weight of the audio encoder's own views term (:mod:`avsurv.learning.losses.views`), added to the method's
+    loss in every epoch that trains the audio encoder: two random views of each clip's log-mel embed alike.
+    Not in the paper (0 trains the method as published); cross-modal labels teach only the sounds that are seen."""
+    views_temperature: float = losses.VIEWS_TEMPERATURE
     kinetics_weights: str | None = None
     cache_frozen: bool = True
     """Compute a frozen encoder's outputs once per epoch instead of in every batch (same numbers, faster)."""
@@ -146,6 +152,7 @@ class TrainConfig:
             (self.tpg_epochs >= 0, f"tpg epochs must be >= 0, got {self.tpg_epochs}"),
             (self.audio_epochs >= 0, f"audio epochs must be >= 0, got {self.audio_epochs}"),
             (self.avbt_window >= 2, f"AV-BT window must be >= 2 clips, got {self.avbt_window}"),
+            (self.views_weight >= 0, f"views weight must be >= 0, got {self.views_weight}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -184,10 +191,13 @@ class EpochStats:
     cache_seconds: float = 0.0
     bn_seconds: float = 0.0
     batches: int = 0
+    views_loss: float = 0.0
+    """Mean of the views term over the batches (0 when it is off); ``loss`` includes it, weighted."""
 
-    def add(self, loss: float, positives: float, alignment: dict[str, float]) -> None:
+    def add(self, loss: float, positives: float, alignment: dict[str, float], views_loss: float = 0.0) -> None:
         n = self.batches
         self.loss = (self.loss * n + loss) / (n + 1)
+        self.views_loss = (self.views_loss * n + views_loss) / (n + 1)
         self.positives_per_anchor = (self.positives_per_anchor * n + positives) / (n + 1)
         self.recall_at_1 = (self.recall_at_1 * n + alignment["recall_at_1"]) / (n + 1)
         self.aligned_distance = (self.aligned_distance * n + alignment["aligned_distance"]) / (n + 1)
@@ -198,7 +208,8 @@ class EpochStats:
         return (f"epoch {self.epoch + 1}: trained {'+'.join(self.trained)} with {self.labels} labels, "
                 f"loss {self.loss:.4f}, positives/anchor {self.positives_per_anchor:.2f}, in-batch recall@1 "
                 f"{self.recall_at_1:.3f}, distance aligned {self.aligned_distance:.3f} vs negative "
-                f"{self.negative_distance:.3f}, {self.seconds:.1f} s")
+                f"{self.negative_distance:.3f}{f', views loss {self.views_loss:.4f}' if self.views_loss else ''}, "
+                f"{self.seconds:.1f} s")
 
 
 @dataclass
@@ -217,6 +228,7 @@ class _Objective:
         self.infonce = losses.SymmetricInfoNCE(temperature=config.temperature)
         self.avbt = losses.AVBTLoss(lambda_=config.avbt_lambda) if config.method == "avbt" else None
         self.supervised = losses.SupervisedLoss(EMBEDDING_DIM, classes) if config.method == SUPERVISED else None
+        self.views = losses.ViewsContrastiveLoss(config.views_temperature)
 
     @property
     def head(self) -> torch.nn.Module | None:
@@ -317,6 +329,7 @@ class Trainer:
         self.times = torch.from_numpy(self.table.times)
         self.cache: dict[str, torch.Tensor | None] = {"visual": None, "audio": None}
         self.history: list[EpochStats] = []
+        self.views_rng = torch.Generator()
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.config
@@ -465,6 +478,8 @@ class Trainer:
         stats = EpochStats(epoch, list(trained), self.objective.label_kind(epoch, self.history))
         started = time.perf_counter()
         rng = np.random.default_rng([self.config.seed, epoch])
+        # Seeded apart from rng: drawing from it would change the batches of every run, views term or not.
+        self.views_rng.manual_seed(self.config.seed * 1_000_003 + epoch)
         for part in [None] if self.source is None else self.source.plan(epoch):
             if part is not None:
                 self._use(part)
@@ -509,17 +524,31 @@ class Trainer:
         with autocast(self.device, self.bf16):
             z_v = self._embed_batch("visual", batch, crops, trained, prepared)
             z_a = self._embed_batch("audio", batch, crops, trained, prepared)
+            views = self._views(prepared, trained)
         # Outside autocast and in float32: the losses' distances and labels are not bf16-safe.
         z_v, z_a = z_v.float(), z_a.float()
         loss, positives = self.objective(z_v, z_a, self.times[batch].to(self.device),
                                          self._targets(batch).to(self.device), stats.labels)
+        views_loss = self.objective.views(*(z.float() for z in views)) if views else None
+        if views_loss is not None:
+            loss = loss + self.config.views_weight * views_loss
         for optimizer in self.optimizers.values():
             optimizer.zero_grad(set_to_none=True)
         loss.backward()
         for name in (*trained, "head"):
             if name in self.optimizers:
                 self.optimizers[name].step()
-        stats.add(loss.item(), positives, alignment_stats(z_v.detach(), z_a.detach(), w=self.config.w))
+        stats.add(loss.item(), positives, alignment_stats(z_v.detach(), z_a.detach(), w=self.config.w),
+                  views_loss.item() if views_loss is not None else 0.0)
+
+    def _views(self, prepared: dict[str, torch.Tensor], trained: Sequence[str]) -> tuple[torch.Tensor, ...]:
+        """The audio embeddings of two random views of the batch's log-mels, when the views term is on and the
+        audio encoder trains this epoch; else nothing."""
+        if self.config.views_weight == 0 or "audio" not in trained:
+            return ()
+        log_mel = prepared["audio"].to(self.device, non_blocking=True)
+        encoder = self.model.encoders["audio"]
+        return tuple(encoder(sound_view(log_mel, self.views_rng))["audio"] for _ in range(2))
 
     # -- the run --------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> TrainResult:

@@ -122,6 +122,10 @@ class Settings(BaseModel):
     train_method: str = Field("tpg", description="trainer: tpg (default: on the site benchmark over three seeds "
                               "its novelty alerts rank anomalies 4 to 10 points of ROC-AUC above EPG's and it aligns "
                               "sight and sound better), epg (the paper's), avbt or infonce")
+    train_views_weight: float = Field(1.0, ge=0, description="trainer: weight of the audio encoder's own views term "
+                                      "(two random views of each clip's sound embed alike; 0: the method alone, as "
+                                      "published). On the site benchmark it lifts search and the audio-visual probe; "
+                                      "docs/RESULTS.md")
     train_holdout: float = Field(0.2, gt=0, lt=1, description="trainer: share of clips held back to evaluate")
     train_max_clips: int = Field(1000, ge=32, description="trainer: most clips held in memory at once (about 1.3 "
                                  "MB of frames each): a round streams the store in working sets of this many")
