@@ -521,6 +521,8 @@ class Trainer:
     def _train_step(self, batch: np.ndarray, crops: np.ndarray, trained: Sequence[str], stats: EpochStats,
                     prepared: dict[str, torch.Tensor]) -> None:
         """One optimizer step on a batch whose inputs are ``prepared``."""
+        # On the device once: the audio batch feeds both F_a's embedding and its views.
+        prepared = {modality: tensor.to(self.device, non_blocking=True) for modality, tensor in prepared.items()}
         with autocast(self.device, self.bf16):
             z_v = self._embed_batch("visual", batch, crops, trained, prepared)
             z_a = self._embed_batch("audio", batch, crops, trained, prepared)
@@ -546,8 +548,7 @@ class Trainer:
         audio encoder trains this epoch; else nothing."""
         if self.config.views_weight == 0 or "audio" not in trained:
             return ()
-        log_mel = prepared["audio"].to(self.device, non_blocking=True)
-        encoder = self.model.encoders["audio"]
+        log_mel, encoder = prepared["audio"], self.model.encoders["audio"]
         return tuple(encoder(sound_view(log_mel, self.views_rng))["audio"] for _ in range(2))
 
     # -- the run --------------------------------------------------------------------------------
