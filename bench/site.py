@@ -1,16 +1,17 @@
 """Site-scale benchmark (issue 12): does what the platform learns on one camera serve an operator?
 
     python bench/site.py [--quick] [--out results/site] [--seeds 0 1 2] [--methods ...] [--budget-s 600]
-                         [--precision fp32] [--views-weight 0]
+                         [--precision fp32] [--views-weight 0] [--scene-seed 31] [--duration-s 3600] [--held-s 900]
 
-One generated intersection (``--duration`` 3600 s, 3 cameras: cam0 reference, cam1 similar, cam2
-challenging) is rendered and cut into clips once. Every method learns on cam0 except its last
-``--held-s`` (900 s) for at most ``--budget-s`` seconds of wall time (whole epochs: the epoch that would
+One generated intersection (``--duration-s`` 3600 s, 3 cameras: cam0 reference, cam1 similar, cam2
+challenging; ``--scene-seed`` 31, 32 is the validation scene of docs/RESULTS.md) is rendered and cut into clips
+once; a kept scene of another seed or length is refused (use another ``--out``). Every method learns on cam0
+except its last ``--held-s`` (900 s) for at most ``--budget-s`` seconds of wall time (whole epochs: the epoch that would
 pass the budget is not started, judged by the last epoch's length), in ``--precision`` (float32 by default, as
 the tables in docs/RESULTS.md were made; ``auto`` is what the platform trains in, bf16 on a CPU with Intel AMX,
 which fits about twice the epochs in the budget), with the audio encoder's views term at ``--views-weight``
 (0 by default, as the main tables were made; the platform's trainer adds it, ``train_views_weight``), and is
-evaluated on the held-back last 900 s of every camera (embedded in the same precision):
+evaluated on the held-back last ``--held-s`` of every camera (embedded in the same precision):
 - event localization, EPG Table 1 protocol: a linear probe fitted on cam0's training part, accuracy and
   macro-F1 of visual features on ``visual_label``, audio on ``audio_label``, audio-visual on ``label``;
   under the paper's normalization (cam0's scaler for every camera) and per camera (each camera's
@@ -108,7 +109,10 @@ QUICK = Settings(duration_s=150, held_s=50, anomalies_per_10min=30.0, budget_s=2
 def make_scene(settings: Settings, root: Path, log: Any) -> Path:
     """Renders and segments the scene once; returns its directory (``clips/camN`` inside)."""
     scene = root / "scene"
-    if not (scene / "ground_truth.json").is_file():
+    truth = scene / "ground_truth.json"
+    if truth.is_file():
+        _check_scene(json.loads(truth.read_text()), settings, scene)
+    else:
         log(f"rendering a {settings.duration_s} s, 3-camera scene into {scene} (one camera at a time: memory)")
         # --force: an interrupted render leaves videos but no ground truth; start that render again
         _avsurv("synth", "--out", scene, "--force", "--duration", settings.duration_s, "--cameras", len(CAMERAS),
@@ -119,6 +123,14 @@ def make_scene(settings: Settings, root: Path, log: Any) -> Path:
             log(f"segmenting {camera}")
             _avsurv("segment", scene / f"{camera}.mp4", "--out", scene / "clips" / camera, "--no-progress")
     return scene
+
+
+def _check_scene(truth: dict[str, Any], settings: Settings, scene: Path) -> None:
+    """Refuses a kept scene rendered with another seed or length: runs on it would be mislabelled."""
+    found = (truth.get("seed"), float(truth.get("duration_s", -1)))
+    if found != (settings.scene_seed, float(settings.duration_s)):
+        raise SystemExit(f"{scene} holds a scene of seed {found[0]} and {found[1]:g} s, not the asked seed "
+                         f"{settings.scene_seed} and {settings.duration_s} s: use another --out")
 
 
 def _avsurv(*args: Any) -> None:
@@ -400,6 +412,7 @@ def run(settings: Settings, out: Path, log: Any = print) -> dict[str, Any]:
         result = run_one(method, seed, cameras, training, settings, log)
         result["wall_s"], result["budget_s"] = time.perf_counter() - t0, settings.budget_s
         result["precision"], result["views_weight"] = settings.precision, settings.views_weight
+        result["held_s"] = settings.held_s
         path.write_text(json.dumps(result, indent=1) + "\n")
         runs.append(result)
         log(f"{method} seed {seed}: done in {result['wall_s']:.0f} s")
@@ -413,9 +426,10 @@ def _results(settings: Settings, out: Path, runs: list[dict[str, Any]], minutes:
 
 
 def _same_conditions(run: dict[str, Any], settings: Settings) -> bool:
-    """A kept run counts only under the training budget, precision and views weight it was made with (runs that
-    do not say theirs were float32, without the views term)."""
+    """A kept run counts only under the training budget, precision, views weight and held-back part it was made
+    with (runs that do not say theirs were float32, without the views term, on the last 900 s)."""
     return (run.get("budget_s", settings.budget_s) == settings.budget_s
+            and run.get("held_s", 900) == settings.held_s
             and run.get("precision", "fp32") == settings.precision
             and run.get("views_weight", 0.0) == settings.views_weight)
 
@@ -558,15 +572,21 @@ def main() -> None:
     parser.add_argument("--precision", choices=PRECISIONS, help="training and embedding precision (default fp32)")
     parser.add_argument("--views-weight", type=float,
                         help="weight of the audio encoder's views term in training (default 0: off, as the paper)")
+    parser.add_argument("--scene-seed", type=int,
+                        help="seed of the generated scene (default 31; 32: the validation scene)")
+    parser.add_argument("--duration-s", type=int, help="length of each camera's recording (default 3600)")
+    parser.add_argument("--held-s", type=int, help="held-back last part of each camera, evaluated (default 900)")
     parser.add_argument("--report-only", action="store_true",
                         help="write the tables from the runs finished so far, run nothing (minutes: their run time)")
     parser.add_argument("--report", type=Path, default=Path("docs/RESULTS.md"),
-                        help="where the tables go (full runs only; default docs/RESULTS.md)")
+                        help="where the tables go (full runs only; default docs/RESULTS.md, whose site-scale tables "
+                             "are scene 31's: give another file for another scene)")
     args = parser.parse_args()
     settings = QUICK if args.quick else Settings()
     overrides = {"seeds": tuple(args.seeds) if args.seeds else None,
                  "methods": tuple(args.methods) if args.methods else None, "budget_s": args.budget_s,
-                 "precision": args.precision, "views_weight": args.views_weight}
+                 "precision": args.precision, "views_weight": args.views_weight, "scene_seed": args.scene_seed,
+                 "duration_s": args.duration_s, "held_s": args.held_s}
     settings = Settings(**{**asdict(settings), **{k: v for k, v in overrides.items() if v is not None}})
     if args.report_only:
         results = kept(settings, args.out)

@@ -71,8 +71,8 @@ def test_report_shows_every_table_and_rerun_keeps_finished_runs(quick, tmp_path)
     assert written.count(site_bench.BEGIN) == 1 and "Regenerated" in written and "earlier section" in written
 
 
-def test_a_kept_run_counts_only_under_its_budget_precision_and_views_weight() -> None:
-    settings = site_bench.QUICK
+def test_a_kept_run_counts_only_under_its_budget_precision_views_weight_and_held_back_part() -> None:
+    settings = site_bench.Settings(**{**site_bench.asdict(site_bench.QUICK), "held_s": 900})
     bf16 = site_bench.Settings(**{**site_bench.asdict(settings), "precision": "bf16"})
     views = site_bench.Settings(**{**site_bench.asdict(settings), "views_weight": 1.0})
     older = {"budget_s": settings.budget_s}  # made before runs recorded them: float32, no views term
@@ -81,11 +81,23 @@ def test_a_kept_run_counts_only_under_its_budget_precision_and_views_weight() ->
     assert not site_bench._same_conditions({"budget_s": 2 * settings.budget_s}, settings)
     assert not site_bench._same_conditions(older, views)
     assert site_bench._same_conditions({**older, "views_weight": 1.0}, views)
+    assert site_bench._same_conditions({**older, "held_s": 900}, settings)
+    assert not site_bench._same_conditions({**older, "held_s": 600}, settings)
+    assert not site_bench._same_conditions(older, site_bench.QUICK)  # held 900 s (unsaid) against its 50 s
     score = {"accuracy": 0.5, "macro_f1": 0.5}
     majority = {kind: {camera: score for camera in site_bench.CAMERAS} for kind in site_bench.FIELDS}
     results = {"settings": site_bench.asdict(views), "majority": majority, "runs": [], "minutes": 0.0, "date": "d",
                "revision": "r", "machine": "m"}
     assert "views term at weight 1" in site_bench.markdown(results, "python bench/site.py --views-weight 1")
+
+
+def test_a_kept_scene_of_another_seed_or_length_is_refused(tmp_path) -> None:
+    settings = site_bench.QUICK
+    truth = {"seed": settings.scene_seed, "duration_s": float(settings.duration_s)}
+    site_bench._check_scene(truth, settings, tmp_path)
+    for other in ({**truth, "seed": 32}, {**truth, "duration_s": 1800.0}):
+        with pytest.raises(SystemExit, match="use another --out"):
+            site_bench._check_scene(other, settings, tmp_path)
 
 
 def test_sound_novelty_finds_clips_whose_spectrum_the_camera_never_had() -> None:
