@@ -410,9 +410,8 @@ def run(settings: Settings, out: Path, log: Any = print) -> dict[str, Any]:
             continue
         t0 = time.perf_counter()
         result = run_one(method, seed, cameras, training, settings, log)
-        result["wall_s"], result["budget_s"] = time.perf_counter() - t0, settings.budget_s
-        result["precision"], result["views_weight"] = settings.precision, settings.views_weight
-        result["held_s"] = settings.held_s
+        result["wall_s"] = time.perf_counter() - t0
+        result.update(_conditions(settings))
         path.write_text(json.dumps(result, indent=1) + "\n")
         runs.append(result)
         log(f"{method} seed {seed}: done in {result['wall_s']:.0f} s")
@@ -425,13 +424,19 @@ def _results(settings: Settings, out: Path, runs: list[dict[str, Any]], minutes:
             "revision": _revision(), "machine": f"{platform.machine()}, torch {torch.__version__}"}
 
 
+UNSAID = {"held_s": 900, "precision": "fp32", "views_weight": 0.0}
+"""The conditions of runs made before they were recorded with each run (a run without a budget matches any)."""
+
+
+def _conditions(settings: Settings) -> dict[str, Any]:
+    """What a run is kept under: its training budget, precision, views weight and held-back part."""
+    return {name: getattr(settings, name) for name in ("budget_s", *UNSAID)}
+
+
 def _same_conditions(run: dict[str, Any], settings: Settings) -> bool:
-    """A kept run counts only under the training budget, precision, views weight and held-back part it was made
-    with (runs that do not say theirs were float32, without the views term, on the last 900 s)."""
-    return (run.get("budget_s", settings.budget_s) == settings.budget_s
-            and run.get("held_s", 900) == settings.held_s
-            and run.get("precision", "fp32") == settings.precision
-            and run.get("views_weight", 0.0) == settings.views_weight)
+    """A kept run counts only under the conditions it was made with (:func:`_conditions`, ``UNSAID`` for older
+    runs)."""
+    return all(run.get(name, UNSAID.get(name, value)) == value for name, value in _conditions(settings).items())
 
 
 def kept(settings: Settings, out: Path) -> dict[str, Any]:

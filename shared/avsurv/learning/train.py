@@ -418,15 +418,14 @@ class Trainer:
         return inputs
 
     def _embed_batch(self, modality: str, batch: np.ndarray, crops: np.ndarray, trained: Sequence[str],
-                     prepared: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+                     prepared: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The batch's embeddings of ``modality``: from the cache when its encoder is frozen and cached, else
+        from its encoder on the ``prepared`` inputs (already on the device)."""
         if modality not in trained and self.config.cache_frozen:
             cached = self.cache[modality]
             assert cached is not None
             return (cached[batch, crops] if modality == "visual" else cached[batch]).to(self.device)
-        encoder = self.model.encoders[modality]
-        if prepared is None:
-            prepared = self._inputs(batch, crops, trained)
-        inputs = prepared[modality].to(self.device, non_blocking=True)
+        encoder, inputs = self.model.encoders[modality], prepared[modality]
         if modality in trained:
             return encoder(inputs)[modality]
         with torch.no_grad():
