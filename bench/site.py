@@ -25,10 +25,13 @@ evaluated on the held-back last ``--held-s`` of every camera (embedded in the sa
 - cross-modal retrieval on cam0's held-back clips: R@1, R@5 among 100.
 Baselines in the same run: the most frequent class of cam0's training part, the randomly initialised
 encoders (``random``), the same encoders trained with ``visual_label`` (``supervised``, the ceiling),
-and hand-made features (``hand``, no model: the visual probe on a grid of background distances and the
+hand-made features (``hand``, no model: the visual probe on a grid of background distances and the
 colour of what changed; as anomaly detectors, site novelty on those and on each clip's log-mel band means,
-``sound``, as the profile hears them: ``fg``, minus each camera's noise floor). Each run's figures are kept
-in ``OUT/runs/``; a rerun skips finished runs.
+``sound``, as the profile hears them: ``fg``, minus each camera's noise floor) and perfect perception
+(``truth``, no model: each second's ground-truth visible and audible classes as its embeddings, for the
+anomaly detectors and search, and how rarely the rarest class a second holds came before; what any encoder
+could give the platform's detector and search at best). Each run's figures are kept in ``OUT/runs/``; a rerun
+skips finished runs.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from avsurv.constants import DEFAULT_PROFILE, PRECISIONS
+from avsurv.constants import DEFAULT_PROFILE, NOVELTY_EXCLUSION_S, PRECISIONS
 from avsurv.learning.data import ClipTable, load_clips, mel_statistics
 from avsurv.learning.embed import embed_table
 from avsurv.learning.embeddings import EmbeddingSet
@@ -68,9 +71,13 @@ from avsurv.tasks.search import search_by_clip
 CAMERAS = ("cam0", "cam1", "cam2")
 VIEWPOINTS = {"cam0": "reference", "cam1": "similar", "cam2": "challenging"}
 FIELDS = {"visual": "visual_label", "audio": "audio_label", "av": "label"}
-BASELINES = ("random", SUPERVISED, "hand")
+BASELINES = ("random", SUPERVISED, "hand", "truth")
 DETECTORS = ("av", "novelty", "novelty-audio", "novelty-audio+sound", "size")
 HAND_DETECTORS = ("novelty", "sound")
+TRUTH_DETECTORS = ("novelty", "class-rarity")
+TIE_NOISE = 1e-3
+"""Noise added to the ground-truth class features (``truth``): many seconds share one set of classes, and a
+median of exact zero distances would leave site novelty's terms undefined and search's order arbitrary."""
 NORMALIZATIONS = ("paper", "per-camera")
 BACKGROUND = "background"
 SEARCH_WINDOW_S = 60.0
@@ -91,7 +98,7 @@ class Settings:
     """TrainConfig.views_weight of the trained methods: the audio encoder's own views term (0: off, as the paper)."""
     max_epochs: int = 30
     seeds: tuple[int, ...] = (0, 1, 2)
-    methods: tuple[str, ...] = ("random", "hand", "tpg", "epg", SUPERVISED, "infonce", "avbt")
+    methods: tuple[str, ...] = ("random", "hand", "truth", "tpg", "epg", SUPERVISED, "infonce", "avbt")
     """In the order they run (each seed in turn), so that an interrupted benchmark has the main rows first."""
     seeded: tuple[str, ...] = ("epg", "tpg")
     """Methods run on every seed; the others on the first only."""
@@ -102,7 +109,7 @@ class Settings:
 
 
 QUICK = Settings(duration_s=150, held_s=50, anomalies_per_10min=30.0, budget_s=20.0, max_epochs=2, seeds=(0,),
-                 methods=("random", "hand", "tpg", "epg"), queries_per_class=3, history_stride=1)
+                 methods=("random", "hand", "truth", "tpg", "epg"), queries_per_class=3, history_stride=1)
 
 
 # -- scene ---------------------------------------------------------------------------------------
@@ -143,6 +150,8 @@ class Camera:
     labels: dict[str, np.ndarray]  # field -> str [N]
     anomaly: np.ndarray  # bool [N]
     held: np.ndarray  # bool [N]: the held-back last part
+    visible: np.ndarray  # bool [N, classes]: the classes seen in each clip's second (ground truth)
+    audible: np.ndarray  # bool [N, classes]: the classes heard
 
 
 @dataclass
@@ -167,7 +176,10 @@ def load_cameras(scene: Path, settings: Settings) -> tuple[dict[str, Camera], Tr
         keep = held | (np.arange(len(table)) % settings.history_stride == 0)
         rows = [row for row, k in zip(rows, keep, strict=True) if k]
         labels = {field: np.array([row[field] for row in rows]) for field in set(FIELDS.values())}
-        cameras[camera] = Camera(table.subset(keep), labels, np.array([row["anomaly"] for row in rows]), held[keep])
+        visible, audible = (np.array([[name in row[kind] for name in truth["classes"]] for row in rows], bool)
+                            for kind in ("visible", "audible"))
+        cameras[camera] = Camera(table.subset(keep), labels, np.array([row["anomaly"] for row in rows]), held[keep],
+                                 visible, audible)
     assert training is not None
     return cameras, training
 
@@ -314,6 +326,39 @@ def hand_anomalies(cameras: dict[str, Camera]) -> dict[str, Any]:
     return result
 
 
+def truth_sets(cameras: dict[str, Camera]) -> dict[str, EmbeddingSet]:
+    """camera -> perfect perception as embeddings, no model: z_v and z_a are each second's ground-truth visible and
+    audible classes (multi-hot, ties broken by noise of ``TIE_NOISE``), the best any representation of a whole
+    second could give the platform's detector and search."""
+    rng, sets = np.random.default_rng(0), {}
+    for camera, data in cameras.items():
+        table = data.table
+        z_v, z_a = (x + TIE_NOISE * rng.standard_normal(x.shape) for x in (data.visible * 1.0, data.audible * 1.0))
+        sets[camera] = EmbeddingSet(clip_start=table.starts, z_v=z_v, z_a=z_a, clip_id=np.array(table.clip_ids),
+                                    camera_id=np.array(table.camera_ids), capture_time=table.capture_times,
+                                    has_audio=table.has_audio, source=np.array(table.sources))
+    return sets
+
+
+def truth_anomalies(sets: dict[str, EmbeddingSet], cameras: dict[str, Camera]) -> dict[str, Any]:
+    """camera -> detector -> ROC-AUC and AP with perfect perception (:func:`truth_sets`): ``novelty``, the
+    platform's detector on it; ``class-rarity`` (:func:`class_rarity`), which needs each class apart, as a head
+    that names classes would."""
+    return {camera: detection({"novelty": site_novelty(embeddings.z_v, embeddings.z_a, embeddings.clip_start),
+                               "class-rarity": class_rarity(cameras[camera].visible | cameras[camera].audible,
+                                                            embeddings.clip_start)}, cameras[camera])
+            for camera, embeddings in sets.items()}
+
+
+def class_rarity(present: np.ndarray, times: np.ndarray, exclusion_s: float = NOVELTY_EXCLUSION_S) -> np.ndarray:
+    """float64 [N]: for clips holding the classes ``present`` (bool [N, C]) at ``times`` [N], minus the number of
+    clips at least ``exclusion_s`` earlier that hold the rarest class clip i holds,
+    ``-min_{c in i} #{j : t_j <= t_i - exclusion_s, c in j}``; -inf for a clip that holds no class."""
+    earlier = (times[None, :] <= times[:, None] - exclusion_s).astype(np.float64)
+    counts = earlier @ present.astype(np.float64)  # [N, C]: earlier clips holding each class
+    return -np.where(present, counts, np.inf).min(axis=1)
+
+
 def sound(table: ClipTable) -> np.ndarray:
     """float32 [N, mels]: each clip's log-mel band means, its spectrum as the profile hears it."""
     return table.log_mel[:, 0].mean(axis=2)
@@ -385,6 +430,10 @@ def run_one(method: str, seed: int, cameras: dict[str, Camera], train: Training,
         features = {c: hand_features(d.table) for c, d in cameras.items()}
         return {"method": method, "seed": seed, "localization": localization({"visual": features}, cameras),
                 "anomalies": hand_anomalies(cameras)}
+    if method == "truth":
+        sets = truth_sets(cameras)
+        return {"method": method, "seed": seed, "anomalies": truth_anomalies(sets, cameras),
+                "search": event_search(sets, cameras, settings, seed)}
     model, training = train_model(method, seed, train, settings, log)
     return {"method": method, "seed": seed, "training": training, **evaluate(model, cameras, settings, seed, method)}
 
@@ -511,10 +560,13 @@ def markdown(results: dict[str, Any], command: str) -> str:
               "`novelty-audio+sound`: on z_a and the clip's log-mel band means (`avsurv.tasks.novelty."
               "feature_novelty`; not in the platform yet); `size`: the trivial activity score |z_v| + |z_a|. "
               "`supervised` was trained on `visual_label`. `hand` (no model): `novelty` on the hand-made visual "
-              "features, `sound` on each clip's log-mel band means.", "",
+              "features, `sound` on each clip's log-mel band means. `truth` (no model, perfect perception): "
+              "each second's ground-truth visible and audible classes as z_v and z_a (its `novelty` and search rows), "
+              "`class-rarity`: how rarely the rarest class the second holds came before (bench/site.py, "
+              "`class_rarity`).", "",
               "| method | detector | " + " | ".join(CAMERAS) + " |", "|---|---|" + "---|" * len(CAMERAS)]
     for method in methods:
-        for detector in dict.fromkeys((*DETECTORS, *HAND_DETECTORS)):
+        for detector in dict.fromkeys((*DETECTORS, *HAND_DETECTORS, *TRUTH_DETECTORS)):
             cells = [f"{_cell(_of(runs, method, 'anomalies', c, detector, 'roc_auc'))} / "
                      f"{_cell(_of(runs, method, 'anomalies', c, detector, 'ap'))}" for c in CAMERAS]
             if cells[0] != "n/a / n/a":

@@ -44,6 +44,11 @@ def test_every_method_is_evaluated_on_every_camera(quick) -> None:
     assert runs["tpg"]["training"]["epochs"] >= 1 and runs["random"]["training"]["epochs"] == 0
     assert set(runs["hand"]["localization"]) == {"visual"}
     assert all(set(runs["hand"]["anomalies"][c]) == set(site_bench.HAND_DETECTORS) for c in site_bench.CAMERAS)
+    assert "localization" not in runs["truth"] and set(runs["truth"]["search"]) == set(site_bench.CAMERAS)
+    for camera in site_bench.CAMERAS:
+        assert set(runs["truth"]["anomalies"][camera]) == set(site_bench.TRUTH_DETECTORS)
+        aucs = [s["roc_auc"] for s in runs["truth"]["anomalies"][camera].values()]
+        assert all(0.0 <= auc <= 1.0 or np.isnan(auc) for auc in aucs)
     precision = runs["epg"]["training"]["label_precision"]
     assert [row["after_epoch"] for row in precision] == list(range(1, runs["epg"]["training"]["epochs"] + 1))
     for row in precision:
@@ -60,7 +65,8 @@ def test_report_shows_every_table_and_rerun_keeps_finished_runs(quick, tmp_path)
     for heading in ("Event localization", "Anomaly detection", "Event search", "EPG's pair labels per epoch"):
         assert heading in text
     assert "| visual (visual_label) | hand | 1 | paper |" in text and "most frequent class" in text
-    assert "| hand | sound |" in text
+    assert "| hand | sound |" in text and "| truth | class-rarity |" in text
+    assert "| truth |" in text.split("Event search")[1] and "| hand |" not in text.split("Event search")[1]
     again = site_bench.run(site_bench.QUICK, out, log=lambda _: None)
     assert json.dumps(again["runs"], sort_keys=True) == json.dumps(results["runs"], sort_keys=True)
     report = tmp_path / "RESULTS.md"
@@ -112,10 +118,33 @@ def test_sound_novelty_finds_clips_whose_spectrum_the_camera_never_had() -> None
         clip.log_mel[0, 100:] += 40
     table = table_from_clips(clips, VISUAL)
     held = table.starts >= 90
-    camera = site_bench.Camera(table, {}, anomaly, held)
+    no_classes = np.zeros((len(clips), 1), bool)
+    camera = site_bench.Camera(table, {}, anomaly, held, no_classes, no_classes)
     scores = site_bench.hand_anomalies({"cam0": camera})["cam0"]
     assert scores["sound"]["roc_auc"] == 1.0 and scores["sound"]["anomalous"] == 2
     assert scores["novelty"]["roc_auc"] < 0.9  # the pictures of those clips are ordinary
+
+
+def test_class_rarity_matches_a_loop() -> None:
+    rng = np.random.default_rng(3)
+    present = rng.random((60, 5)) < 0.3
+    times = np.sort(rng.uniform(0, 300, 60))
+    expected = []
+    for i in range(60):
+        counts = [sum(present[j, c] for j in range(60) if times[j] <= times[i] - 60.0)
+                  for c in range(5) if present[i, c]]
+        expected.append(-min(counts) if counts else -np.inf)
+    np.testing.assert_array_equal(site_bench.class_rarity(present, times, 60.0), expected)
+
+
+def test_class_rarity_ranks_a_second_with_a_rare_class_first_whatever_else_it_holds() -> None:
+    times = np.arange(400.0)
+    present = np.zeros((400, 3), bool)
+    present[:, 0] = True  # a car in every second
+    present[::50, 1] = True  # a bus now and then
+    present[390, 2] = True  # a horse once, with the car
+    scores = site_bench.class_rarity(present, times, 60.0)
+    assert scores[390] == 0.0 and scores[390] > scores[350] > scores[389]
 
 
 def test_macro_f1_matches_a_hand_computation() -> None:
