@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from avsurv.learning.losses import epg_labels
+from avsurv.learning.normalization import EPS
 from avsurv.learning.train import TrainConfig
 
 # bench/site.py shares its name with the standard library's site module: load it by path.
@@ -45,6 +46,7 @@ def test_every_method_is_evaluated_on_every_camera(quick) -> None:
     assert set(runs["hand"]["localization"]) == {"visual"}
     assert all(set(runs["hand"]["anomalies"][c]) == set(site_bench.HAND_DETECTORS) for c in site_bench.CAMERAS)
     assert "localization" not in runs["truth"] and set(runs["truth"]["search"]) == set(site_bench.CAMERAS)
+    assert set(runs["hand"]["search"]) == set(site_bench.CAMERAS)
     for camera in site_bench.CAMERAS:
         assert set(runs["truth"]["anomalies"][camera]) == set(site_bench.TRUTH_DETECTORS)
         aucs = [s["roc_auc"] for s in runs["truth"]["anomalies"][camera].values()]
@@ -66,7 +68,7 @@ def test_report_shows_every_table_and_rerun_keeps_finished_runs(quick, tmp_path)
         assert heading in text
     assert "| visual (visual_label) | hand | 1 | paper |" in text and "most frequent class" in text
     assert "| hand | sound |" in text and "| truth | class-rarity |" in text
-    assert "| truth |" in text.split("Event search")[1] and "| hand |" not in text.split("Event search")[1]
+    assert "| truth |" in text.split("Event search")[1] and "| hand |" in text.split("Event search")[1]
     again = site_bench.run(site_bench.QUICK, out, log=lambda _: None)
     assert json.dumps(again["runs"], sort_keys=True) == json.dumps(results["runs"], sort_keys=True)
     report = tmp_path / "RESULTS.md"
@@ -120,9 +122,16 @@ def test_sound_novelty_finds_clips_whose_spectrum_the_camera_never_had() -> None
     held = table.starts >= 90
     no_classes = np.zeros((len(clips), 1), bool)
     camera = site_bench.Camera(table, {}, anomaly, held, no_classes, no_classes)
-    scores = site_bench.hand_anomalies({"cam0": camera})["cam0"]
+    scores = site_bench.hand_anomalies({"cam0": camera}, {"cam0": site_bench.hand_features(table)})["cam0"]
     assert scores["sound"]["roc_auc"] == 1.0 and scores["sound"]["anomalous"] == 2
     assert scores["novelty"]["roc_auc"] < 0.9  # the pictures of those clips are ordinary
+    found = site_bench.hand_sets({"cam0": camera}, {"cam0": site_bench.hand_features(table)})["cam0"]
+    assert found.z_v.shape == found.z_a.shape == (len(clips), 128)  # 64 visual features padded to the 128 bands
+    assert not found.z_v[:, 64:].any()
+    for z, raw in ((found.z_v, site_bench.hand_features(table)), (found.z_a, site_bench.sound(table))):
+        # each weighs alike: a mean squared norm of 1, less what standardizing leaves of features that barely vary
+        var = raw.astype(np.float64).var(axis=0)
+        assert np.mean((z**2).sum(axis=1)) == pytest.approx((var / (var + EPS)).sum() / raw.shape[1], rel=1e-3)
 
 
 def test_class_rarity_matches_a_loop() -> None:
