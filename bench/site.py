@@ -53,7 +53,7 @@ import torch
 
 from avsurv.constants import DEFAULT_PROFILE, NOVELTY_EXCLUSION_S, PRECISIONS
 from avsurv.learning.data import ClipTable, load_clips, mel_statistics
-from avsurv.learning.embed import embed_table
+from avsurv.learning.embed import embed_table, table_embeddings
 from avsurv.learning.embeddings import EmbeddingSet
 from avsurv.learning.encode import encode_table
 from avsurv.learning.evaluate import cross_modal_recall
@@ -336,7 +336,7 @@ def hand_sets(cameras: dict[str, Camera], visual: dict[str, np.ndarray]) -> dict
     for camera, data in cameras.items():
         z_v, z_a = (standardized(x) / np.sqrt(x.shape[1]) for x in (visual[camera], sound(data.table)))
         width = max(z_v.shape[1], z_a.shape[1])
-        sets[camera] = _embedding_set(data.table, *(np.pad(x, ((0, 0), (0, width - x.shape[1]))) for x in (z_v, z_a)))
+        sets[camera] = table_embeddings(data.table, *(np.pad(x, ((0, 0), (0, width - x.shape[1]))) for x in (z_v, z_a)))
     return sets
 
 
@@ -347,15 +347,8 @@ def truth_sets(cameras: dict[str, Camera]) -> dict[str, EmbeddingSet]:
     rng, sets = np.random.default_rng(0), {}
     for camera, data in cameras.items():
         z_v, z_a = (x + TIE_NOISE * rng.standard_normal(x.shape) for x in (data.visible * 1.0, data.audible * 1.0))
-        sets[camera] = _embedding_set(data.table, z_v, z_a)
+        sets[camera] = table_embeddings(data.table, z_v, z_a)
     return sets
-
-
-def _embedding_set(table: ClipTable, z_v: np.ndarray, z_a: np.ndarray) -> EmbeddingSet:
-    """The clips of ``table`` with features no model made as their z_v and z_a [N, D]."""
-    return EmbeddingSet(clip_start=table.starts, z_v=z_v, z_a=z_a, clip_id=np.array(table.clip_ids),
-                        camera_id=np.array(table.camera_ids), capture_time=table.capture_times,
-                        has_audio=table.has_audio, source=np.array(table.sources))
 
 
 def truth_anomalies(sets: dict[str, EmbeddingSet], cameras: dict[str, Camera]) -> dict[str, Any]:

@@ -37,13 +37,17 @@ def embed_table(model: AudioVisualModel, config: dict, table: ClipTable, batch_s
                 bf16: bool = False) -> EmbeddingSet:
     """Embeds clips already loaded in memory as the model's profile stores them (e.g. those a model was
     trained on)."""
-    z_v, z_a = encode_table(model, table, batch_size, bf16)
-    return EmbeddingSet(
-        clip_start=table.starts, z_v=z_v, z_a=z_a, clip_id=np.array(table.clip_ids),
-        camera_id=np.array(table.camera_ids), capture_time=table.capture_times, has_audio=table.has_audio,
-        source=np.array(table.sources), model_sha256=config["sha256"], profile=config["profile"],
-        method=config["method"],
-    )
+    return table_embeddings(table, *encode_table(model, table, batch_size, bf16), config)
+
+
+def table_embeddings(table: ClipTable, z_v: np.ndarray, z_a: np.ndarray, config: dict | None = None) -> EmbeddingSet:
+    """The clips of ``table`` with ``z_v`` and ``z_a`` [N, D] as their embeddings; ``config`` names the model that
+    made them (None: features no model made, e.g. a benchmark's baselines)."""
+    made_by = {} if config is None else {"model_sha256": config["sha256"], "profile": config["profile"],
+                                          "method": config["method"]}
+    return EmbeddingSet(clip_start=table.starts, z_v=z_v, z_a=z_a, clip_id=np.array(table.clip_ids),
+                        camera_id=np.array(table.camera_ids), capture_time=table.capture_times,
+                        has_audio=table.has_audio, source=np.array(table.sources), **made_by)
 
 
 def embed_inputs(model: AudioVisualModel, config: dict, inputs: Sequence[str | Path], progress: bool = True,
